@@ -1,0 +1,56 @@
+"""Per-item rolling state: decayed exposures, engagements, rewards; Beta posterior."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from beam_pipelines.state.config import StateConfig
+from beam_pipelines.state.decay import DecayedSums
+from beam_pipelines.state.records import ScoredEvent
+
+EXPOSURES, ENGAGED, REWARD = range(3)
+
+
+class ItemState:
+    """Short- and long-term decayed statistics of one item."""
+
+    __slots__ = ("count", "sums")
+
+    def __init__(self, config: StateConfig):
+        self.sums = DecayedSums((config.item_short_half_life_s, config.item_long_half_life_s), 3)
+        self.count = 0
+
+    def push(self, event: ScoredEvent) -> None:
+        x = np.array([float(event.exposure), float(event.engaged), event.reward])
+        self.sums.push(event.timestamp_ms, x)
+        self.count += 1
+
+    def merge(self, other: ItemState) -> None:
+        self.sums.merge(other.sums)
+        self.count += other.count
+
+    def features(self, config: StateConfig) -> dict:
+        """Feature values as of the newest event (see feature_repo.features).
+
+        ``item_trending`` compares engagement rates (sum / half-life) of the two
+        horizons, each smoothed by one pseudo-engagement per long half-life so a
+        brand-new item with one like is not infinitely trending.
+        """
+        v = self.sums.values
+        h_short, h_long = config.item_short_half_life_s, config.item_long_half_life_s
+        prior = 1.0 / h_long
+        trending = (v[0, ENGAGED] / h_short + prior) / (v[1, ENGAGED] / h_long + prior)
+        failures = max(v[1, EXPOSURES] - v[1, ENGAGED], 0.0)
+        return {
+            "item_event_count": self.count,
+            "item_impressions_short": float(v[0, EXPOSURES]),
+            "item_impressions_long": float(v[1, EXPOSURES]),
+            "item_engagements_short": float(v[0, ENGAGED]),
+            "item_engagements_long": float(v[1, ENGAGED]),
+            "item_reward_sum_short": float(v[0, REWARD]),
+            "item_reward_sum_long": float(v[1, REWARD]),
+            "item_beta_alpha": float(config.beta_prior_alpha + v[1, ENGAGED]),
+            "item_beta_beta": float(config.beta_prior_beta + failures),
+            "item_trending": float(trending),
+            "item_last_event_ms": int(self.sums.t_ref_ms or 0),
+        }

@@ -1,0 +1,21 @@
+"""The event as the state code sees it: identity, time and its reward."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class ScoredEvent(NamedTuple):
+    """An accepted event with its reward. ``timestamp_ms``: event time, epoch ms."""
+
+    event_id: str
+    user_id: str
+    item_id: str
+    event_type: str
+    timestamp_ms: int
+    reward: float
+    engaged: bool
+    exposure: bool
+    # Arrival order in a bounded log (file, line); 0 in streaming, where arrival
+    # order is the processing order itself.
+    seq: int = 0

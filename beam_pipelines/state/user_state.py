@@ -1,0 +1,124 @@
+"""Per-user rolling state: decayed counts, rates, pooled embeddings, last N events."""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+
+import numpy as np
+
+from beam_pipelines.state.config import StateConfig
+from beam_pipelines.state.decay import DecayedSums
+from beam_pipelines.state.records import ScoredEvent
+
+EmbeddingLookup = Callable[[str], "np.ndarray | None"]
+
+# Scalar channels, followed by the embedding dimensions.
+EVENTS, REWARD, ENGAGED, EMB_WEIGHT = range(4)
+_SCALARS = 4
+
+# (timestamp_ms, event_id, item_id, reward): sorted oldest first, ties by event_id,
+# so the kept last-N set does not depend on arrival order.
+RecentEvent = tuple[int, str, str, float]
+
+
+class UserState:
+    """Short- and long-term decayed statistics of one user.
+
+    The pooled embedding of a half-life is ``Σ r·e / Σ |r|`` over events whose item
+    has an embedding in table ``embedding_version``; see ``features``.
+    """
+
+    __slots__ = ("count", "embedding_version", "recent", "sums")
+
+    def __init__(self, config: StateConfig, dim: int, embedding_version: str):
+        half_lives = (config.user_short_half_life_s, config.user_long_half_life_s)
+        self.sums = DecayedSums(half_lives, _SCALARS + dim)
+        self.count = 0
+        self.recent: list[RecentEvent] = []
+        self.embedding_version = embedding_version
+
+    @property
+    def last_event_ms(self) -> int | None:
+        return self.sums.t_ref_ms
+
+    def push(self, event: ScoredEvent, embedding: np.ndarray | None, recent_n: int) -> None:
+        """Apply one accepted event; ``embedding`` of its item in the current version."""
+        self.sums.push(event.timestamp_ms, self._channels(event.reward, event.engaged, embedding))
+        self.count += 1
+        entry = (event.timestamp_ms, event.event_id, event.item_id, float(event.reward))
+        bisect.insort(self.recent, entry)
+        if len(self.recent) > recent_n:
+            del self.recent[: len(self.recent) - recent_n]
+
+    def _channels(self, reward: float, engaged: bool, embedding: np.ndarray | None) -> np.ndarray:
+        return self._channels_for(self.sums.values.shape[1] - _SCALARS, reward, engaged, embedding)
+
+    @staticmethod
+    def _channels_for(
+        dim: int, reward: float, engaged: bool, embedding: np.ndarray | None
+    ) -> np.ndarray:
+        x = np.zeros(_SCALARS + dim)
+        x[EVENTS], x[REWARD], x[ENGAGED] = 1.0, reward, float(engaged)
+        if embedding is not None and reward != 0.0:
+            x[EMB_WEIGHT] = abs(reward)
+            x[_SCALARS:] = reward * embedding
+        return x
+
+    def merge(self, other: UserState, recent_n: int) -> None:
+        """Fold in a state built from a disjoint set of events (same version)."""
+        if other.embedding_version != self.embedding_version:
+            raise ValueError("merge needs states of the same embedding version")
+        self.sums.merge(other.sums)
+        self.count += other.count
+        self.recent = sorted(set(self.recent) | set(other.recent))[-recent_n:]
+
+    def rebuild_embeddings(self, lookup: EmbeddingLookup, version: str, dim: int) -> None:
+        """Re-pool the embeddings from the last N events under a new table version.
+
+        Counts and rates keep their full history; the embeddings can only be
+        rebuilt from the events still remembered. ``dim`` may differ from before.
+        """
+        t_ref = self.sums.t_ref_ms
+        fresh = DecayedSums(tuple(self.sums.half_lives_s), _SCALARS + dim)
+        for ts, _, item_id, reward in self.recent:
+            fresh.push(ts, self._channels_for(dim, reward, False, lookup(item_id)))
+        if t_ref is not None:
+            fresh.push(t_ref, np.zeros(_SCALARS + dim))  # align to the same t_ref
+        fresh.values[:, :EMB_WEIGHT] = self.sums.values[:, :EMB_WEIGHT]
+        self.sums = fresh
+        self.embedding_version = version
+
+    def features(self) -> dict:
+        """Feature values as of the newest event (see feature_repo.features)."""
+        v = self.sums.values
+        emb = np.zeros((2, v.shape[1] - _SCALARS), dtype=np.float32)
+        weight = v[:, EMB_WEIGHT]
+        # A weight decayed into the subnormals has too few bits left to divide by:
+        # the quotient would depend on the order the events arrived in.
+        nz = weight >= np.finfo(np.float64).tiny
+        emb[nz] = v[nz, _SCALARS:] / weight[nz, None]
+        events = v[:, EVENTS]
+        rate = np.divide(
+            v[:, [REWARD, ENGAGED]],
+            events[:, None],
+            where=events[:, None] > 0,
+            out=np.zeros((2, 2)),
+        )
+        newest_first = self.recent[::-1]
+        return {
+            "user_emb_short": emb[0].tolist(),
+            "user_emb_long": emb[1].tolist(),
+            "user_embedding_version": self.embedding_version,
+            "user_event_count": self.count,
+            "user_events_short": float(events[0]),
+            "user_events_long": float(events[1]),
+            "user_reward_rate_short": float(rate[0, 0]),
+            "user_reward_rate_long": float(rate[1, 0]),
+            "user_engagement_rate_short": float(rate[0, 1]),
+            "user_engagement_rate_long": float(rate[1, 1]),
+            "user_last_event_ms": int(self.sums.t_ref_ms or 0),
+            "user_recent_items": [e[2] for e in newest_first],
+            "user_recent_ts_ms": [e[0] for e in newest_first],
+            "user_recent_rewards": [e[3] for e in newest_first],
+        }

@@ -1,0 +1,1 @@
+"""The recommendation service: features, retrieval, ranking, exploration, fallbacks."""

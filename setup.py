@@ -1,0 +1,45 @@
+"""One installable distribution; also the ``--setup_file`` Dataflow workers use."""
+
+from setuptools import find_packages, setup
+
+# Pinned together: these resolve cleanly on Python 3.11 (TFRS needs Keras 2,
+# hence tf-keras at the TensorFlow version).
+RUNTIME = [
+    "apache-beam[gcp]==2.77.0",
+    "tensorflow==2.21.0",
+    "tensorflow-recommenders==0.7.7",
+    "tf-keras==2.21.0",
+    "tensorflow-serving-api==2.21.0",
+    "feast[redis,gcp]==0.67.0",
+    "google-cloud-pubsub>=2.18,<3",
+    "pydantic>=2.7,<3",
+    "pyyaml>=6,<7",
+    "numpy>=1.26,<3",
+    "pandas>=2.1,<3",
+    "pyarrow>=14",
+    "fastapi>=0.110,<1",
+    "uvicorn>=0.29,<1",
+    "prometheus-client>=0.20,<1",
+    "matplotlib>=3.8,<4",
+    "tqdm>=4.66,<5",
+]
+
+TEST = [
+    "pytest>=8,<10",
+    "pytest-timeout>=2.3,<3",
+    "hypothesis>=6.100,<7",
+    "httpx>=0.27,<1",
+    "ruff>=0.5",
+]
+
+setup(
+    name="rtp-personalization",
+    version="0.1.0",
+    description="Streaming real-time personalization on Apache Beam, Feast and TFRS",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["beam_pipelines*", "models*", "serving*", "feature_repo*"]),
+    package_data={"feature_repo": ["*.yaml"]},
+    install_requires=RUNTIME,
+    extras_require={"test": TEST},
+    entry_points={"console_scripts": ["rtp = serving.cli:main"]},
+)
