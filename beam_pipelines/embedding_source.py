@@ -1,0 +1,109 @@
+"""Where the pipeline gets item embeddings, refreshed while the job runs.
+
+Layout written at model export: ``<model_base>/item_embeddings/<version>/item_embeddings.parquet``
+(``version`` an integer, as TF Serving numbers model versions). A version directory
+whose table is missing or unreadable is skipped with a logged reason. With no
+model base, or before any version exists, items get hashed random vectors.
+"""
+
+from __future__ import annotations
+
+import logging
+import pathlib
+import time
+
+from beam_pipelines.embeddings import HashedEmbeddings, TableEmbeddings
+from feature_repo.features import EMBEDDING_DIM
+
+LOG = logging.getLogger(__name__)
+TABLE_DIR = "item_embeddings"
+TABLE_FILE = "item_embeddings.parquet"
+
+
+def table_path(model_base: str | pathlib.Path, version: int | str) -> pathlib.Path:
+    return pathlib.Path(model_base) / TABLE_DIR / str(version) / TABLE_FILE
+
+
+def _version_dirs(model_base: str | pathlib.Path) -> list[pathlib.Path]:
+    root = pathlib.Path(model_base) / TABLE_DIR
+    if not root.is_dir():
+        return []
+    return sorted((p for p in root.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+
+
+def load_table(directory: pathlib.Path) -> TableEmbeddings | None:
+    """The table of one version directory, or None (logged) if it is not usable."""
+    path = directory / TABLE_FILE
+    try:
+        table = TableEmbeddings.from_parquet(path)
+    except Exception as err:  # a half-written or corrupt export: skip it
+        LOG.warning("skipping embedding table %s: %s", path, err)
+        return None
+    if table.version != directory.name:
+        LOG.warning("skipping %s: the table says version %s", path, table.version)
+        return None
+    return table
+
+
+def newest_table(model_base: str | pathlib.Path) -> TableEmbeddings | None:
+    """The newest loadable table under ``model_base``, or None."""
+    for directory in reversed(_version_dirs(model_base)):
+        table = load_table(directory)
+        if table is not None:
+            return table
+    return None
+
+
+class EmbeddingSource:
+    """Picklable handle to the item-embedding tables under ``model_base``.
+
+    Every ``refresh_s`` seconds it looks for new version directories and loads
+    them, without restarting the job. ``current(event_time_ms)`` is the newest
+    table already active at that event time (see ``ACTIVE_FROM_KEY``), or hashed
+    vectors when there is none. This plays the role of a slowly changing side
+    input: the DirectRunner holds a global-window side input back until its
+    source finishes, so the refresh lives here, on every runner alike.
+    """
+
+    KEEP = 3  # loaded versions kept in memory
+
+    def __init__(
+        self, model_base: str | None = None, dim: int = EMBEDDING_DIM, refresh_s: float = 60.0
+    ):
+        if refresh_s <= 0:
+            raise ValueError(f"refresh_s must be > 0 seconds, got {refresh_s}")
+        self.model_base = model_base
+        self.dim = dim
+        self.refresh_s = refresh_s
+        self._hashed = HashedEmbeddings(dim)
+        self._tables: list[TableEmbeddings] = []
+        self._checked_at = float("-inf")
+
+    def current(self, event_time_ms: int | None = None):
+        """The table for an event at ``event_time_ms`` (None: the newest loaded)."""
+        self._refresh()
+        for table in reversed(self._tables):
+            if event_time_ms is None or table.active_from_ms <= event_time_ms:
+                return table
+        return self._hashed
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if not self.model_base or now - self._checked_at < self.refresh_s:
+            return
+        self._checked_at = now
+        known = {t.version for t in self._tables}
+        newest = int(self._tables[-1].version) if self._tables else -1
+        for directory in _version_dirs(self.model_base):
+            if int(directory.name) > newest and directory.name not in known:
+                table = load_table(directory)
+                if table is not None:
+                    LOG.info("item embeddings: version %s (%d items)", table.version, len(table))
+                    self._tables.append(table)
+        self._tables = self._tables[-self.KEEP :]
+
+    def __getstate__(self):
+        return {"model_base": self.model_base, "dim": self.dim, "refresh_s": self.refresh_s}
+
+    def __setstate__(self, state) -> None:
+        self.__init__(**state)

@@ -1,0 +1,80 @@
+"""Command-line options of the streaming job, as a PipelineOptions subclass.
+
+Every option here is a Dataflow Flex Template parameter too (infra/): the same
+command line runs on the DirectRunner and, by ``--runner`` and GCP flags, on
+Dataflow or Flink.
+"""
+
+from __future__ import annotations
+
+from apache_beam.options.pipeline_options import PipelineOptions
+
+LOCAL_STREAMING_RUNNER = "BundleBasedDirectRunner"
+
+
+class StreamingOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        add = parser.add_argument
+        add("--input_subscription", help="Pub/Sub subscription: projects/P/subscriptions/S.")
+        add(
+            "--input_topic",
+            help="Pub/Sub topic (a temporary subscription is made): projects/P/topics/T.",
+        )
+        add("--dead_letter_topic", help="Pub/Sub topic for dead letters (JSON, payload base64).")
+        add("--dead_letter_dir", help="Directory (local or gs://) for dead-letter JSONL files.")
+        add(
+            "--store_config",
+            help="Online store YAML (feature_repo.store); default: embedded SQLite.",
+        )
+        add(
+            "--store_path",
+            default="out/online.db",
+            help="SQLite path when --store_config is not given.",
+        )
+        add("--reward", default="short_video", help="Reward preset name or YAML path.")
+        add(
+            "--allowed_lateness_s",
+            type=float,
+            default=600.0,
+            help="Seconds an event may lag its user's newest event; later ones: dead letter 'late'",
+        )
+        add(
+            "--dedup_ttl_s",
+            type=float,
+            default=86400.0,
+            help="Event-time seconds an event_id is remembered for deduplication.",
+        )
+        add(
+            "--model_base",
+            help="Model base path; item embeddings from its newest table, else hashed vectors.",
+        )
+        add(
+            "--embedding_refresh_s",
+            type=float,
+            default=60.0,
+            help="Seconds between checks for a newer item-embedding table.",
+        )
+        add("--write_batch_size", type=int, default=500, help="Rows per online-store write.")
+        add("--write_max_retries", type=int, default=3, help="Retries of a failed store write.")
+        add(
+            "--write_backoff_s",
+            type=float,
+            default=0.2,
+            help="First retry delay, seconds (doubles).",
+        )
+
+    def validate_streaming(self) -> None:
+        """Errors name the argument; called before the pipeline is built."""
+        if bool(self.input_subscription) == bool(self.input_topic):
+            raise ValueError("give exactly one of --input_subscription or --input_topic")
+        if not self.dead_letter_topic and not self.dead_letter_dir:
+            raise ValueError(
+                "give --dead_letter_topic and/or --dead_letter_dir: dead letters need a home"
+            )
+        for name in ("allowed_lateness_s", "write_max_retries", "write_backoff_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0")
+        for name in ("dedup_ttl_s", "embedding_refresh_s", "write_batch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"--{name} must be > 0")

@@ -1,0 +1,114 @@
+"""The streaming job: Pub/Sub → features → online store, dead letters kept.
+
+    python -m beam_pipelines.streaming --input_subscription projects/P/subscriptions/S \\
+        --dead_letter_dir out/dead_letters [--store_config redis.yaml] [--runner DataflowRunner ...]
+
+Locally it runs on the BundleBasedDirectRunner (named explicitly: left to choose,
+Beam tries to download its Prism runner).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from beam_pipelines.jobs_common import embedding_source, store_config
+from beam_pipelines.options import LOCAL_STREAMING_RUNNER, StreamingOptions
+from beam_pipelines.rewards import load_reward_config
+from beam_pipelines.sinks import FeastSinkFactory, WriteDeadLetters
+from beam_pipelines.transforms.graph import (
+    DEAD_LETTERS,
+    ITEM_ROWS,
+    USER_ROWS,
+    ComputeFeatures,
+    FeatureSettings,
+)
+from beam_pipelines.transforms.write import WriteFeatures
+from feature_repo.features import ITEM_REALTIME, USER_REALTIME
+
+EVENT_TS_ATTRIBUTE = "event_ts"
+
+
+def settings_from(options: StreamingOptions) -> FeatureSettings:
+    return FeatureSettings(
+        rewards=load_reward_config(options.reward),
+        embeddings=embedding_source(options.model_base, options.embedding_refresh_s),
+        allowed_lateness_s=options.allowed_lateness_s,
+        dedup_ttl_s=options.dedup_ttl_s,
+    )
+
+
+class WriteAllFeatures(beam.PTransform):
+    """User and item rows to the online store; returns the dead letters of failed writes."""
+
+    def __init__(self, sink_factory, batch_size: int, max_retries: int, backoff_s: float):
+        super().__init__()
+        self._args = (sink_factory,)
+        self._kwargs = dict(batch_size=batch_size, max_retries=max_retries, backoff_s=backoff_s)
+
+    def expand(self, features):
+        users = features[USER_ROWS] | "WriteUsers" >> WriteFeatures(
+            *self._args, USER_REALTIME, **self._kwargs
+        )
+        items = features[ITEM_ROWS] | "WriteItems" >> WriteFeatures(
+            *self._args, ITEM_REALTIME, **self._kwargs
+        )
+        return (users, items) | "MergeWriteFailures" >> beam.Flatten()
+
+
+def build(pipeline: beam.Pipeline, options: StreamingOptions) -> None:
+    """Wire the stages; ``run`` only adds the runner."""
+    source = beam.io.ReadFromPubSub(
+        subscription=options.input_subscription,
+        topic=options.input_topic,
+        timestamp_attribute=EVENT_TS_ATTRIBUTE,
+    )
+    features = (
+        pipeline
+        | "ReadEvents" >> source
+        | "ComputeFeatures" >> ComputeFeatures(settings_from(options))
+    )
+    sink = FeastSinkFactory(store_config(options.store_config, options.store_path))
+    failed = features | "WriteFeatures" >> WriteAllFeatures(
+        sink, options.write_batch_size, options.write_max_retries, options.write_backoff_s
+    )
+    (
+        (features[DEAD_LETTERS], failed)
+        | "AllDeadLetters" >> beam.Flatten()
+        | "WriteDeadLetters" >> WriteDeadLetters(options.dead_letter_dir, options.dead_letter_topic)
+    )
+
+
+def pipeline_options(argv: list[str] | None) -> PipelineOptions:
+    options = PipelineOptions(argv, save_main_session=False)
+    standard = options.view_as(StandardOptions)
+    standard.streaming = True
+    if not standard.runner:
+        standard.runner = LOCAL_STREAMING_RUNNER
+    options.view_as(StreamingOptions).validate_streaming()
+    return options
+
+
+def run(argv: list[str] | None = None, wait: bool = True):
+    options = pipeline_options(argv)
+    pipeline = beam.Pipeline(options=options)
+    build(pipeline, options.view_as(StreamingOptions))
+    result = pipeline.run()
+    if wait:
+        result.wait_until_finish()
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    run(sys.argv[1:] if argv is None else argv)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,40 @@
+"""ComputeRewards: engagement events → ScoredEvent with (reward, engaged, exposure)."""
+
+from __future__ import annotations
+
+import apache_beam as beam
+
+from beam_pipelines.events import EngagementEvent
+from beam_pipelines.rewards import RewardConfig
+from beam_pipelines.state.records import ScoredEvent
+
+
+def score_event(event: EngagementEvent, config: RewardConfig, seq: int = 0) -> ScoredEvent:
+    reward, engaged = config.reward(event)
+    return ScoredEvent(
+        event.event_id,
+        event.user_id,
+        event.item_id,
+        event.event_type,
+        event.timestamp_ms,
+        reward,
+        engaged,
+        config.is_exposure(event.event_type),
+        seq,
+    )
+
+
+class ComputeRewards(beam.PTransform):
+    """Map each event to its reward. The parser already restricted the event types
+    to those of ``config``, so every event has a rule."""
+
+    def __init__(self, config: RewardConfig, sequenced: bool = False):
+        super().__init__()
+        self._config = config
+        self._sequenced = sequenced
+
+    def expand(self, events):
+        config = self._config
+        if self._sequenced:
+            return events | "Score" >> beam.MapTuple(lambda seq, e: score_event(e, config, seq))
+        return events | "Score" >> beam.Map(score_event, config)

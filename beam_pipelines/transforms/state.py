@@ -1,0 +1,193 @@
+"""UpdateUserState and UpdateItemState: thin Beam wrappers over beam_pipelines.state.
+
+Streaming: a stateful DoFn per key reads the state, applies one event with the
+pure-Python updaters, writes it back and emits a feature row. Bounded logs: group
+by key, sort (arrival or event-time order) and fold with the same updaters,
+emitting the history as Arrow tables (one row per applied event) and the
+final row of each entity. Every row is stamped with the entity's newest event time.
+"""
+
+from __future__ import annotations
+
+import json
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.coders import PickleCoder
+from apache_beam.metrics import Metrics
+from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+
+from beam_pipelines.embedding_source import EmbeddingSource
+from beam_pipelines.events import Reason
+from beam_pipelines.history import arrow_schema
+from beam_pipelines.state import StateConfig
+from beam_pipelines.state.records import ScoredEvent
+from beam_pipelines.state.updaters import is_late, update_item, update_user
+from beam_pipelines.transforms.dead_letters import DEAD_LETTER, DeadLetter
+from feature_repo.features import EVENT_TIMESTAMP, ITEM_KEY, ITEM_REALTIME, USER_KEY, USER_REALTIME
+
+ROWS = "rows"  # streaming: one dict per applied event
+ACCEPTED = "accepted"
+HISTORY = "history"  # bounded: pa.Table of one entity's rows
+FINAL = "final"  # bounded: the entity's last row
+
+
+def user_row(user_id: str, state) -> dict:
+    return {USER_KEY: user_id, EVENT_TIMESTAMP: state.last_event_ms, **state.features()}
+
+
+def item_row(item_id: str, state, config: StateConfig) -> dict:
+    return {ITEM_KEY: item_id, EVENT_TIMESTAMP: state.sums.t_ref_ms, **state.features(config)}
+
+
+def _late(event: ScoredEvent, newest_ms: int) -> DeadLetter:
+    Metrics.counter("rtp", "late").inc()
+    behind = newest_ms - event.timestamp_ms
+    return DeadLetter.now(
+        Reason.LATE.value,
+        f"event time {event.timestamp_ms} ms is {behind} ms behind the user's newest",
+        json.dumps(event._asdict(), separators=(",", ":")).encode(),
+        event_id=event.event_id,
+        event_time_ms=event.timestamp_ms,
+    )
+
+
+class _UserStepper:
+    """Per-user logic shared by the stateful DoFn and the batch fold."""
+
+    def __init__(self, config: StateConfig, allowed_lateness_ms: int, embeddings: EmbeddingSource):
+        self.config = config
+        self.allowed_lateness_ms = allowed_lateness_ms
+        self.embeddings = embeddings
+
+    def step(self, state, event: ScoredEvent):
+        """``(state, None)`` after applying ``event``, or ``(state, dead letter)`` if late."""
+        if is_late(state, event, self.allowed_lateness_ms):
+            return state, _late(event, state.last_event_ms)
+        Metrics.counter("rtp", "user_updates").inc()
+        # The user's newest event time never decreases, so neither does the version.
+        newest = max(event.timestamp_ms, state.last_event_ms if state is not None else 0)
+        return update_user(state, event, self.embeddings.current(newest), self.config), None
+
+
+class _UserStateFn(beam.DoFn):
+    STATE = ReadModifyWriteStateSpec("user_state", PickleCoder())
+
+    def __init__(self, stepper: _UserStepper):
+        self._stepper = stepper
+
+    def process(self, element, state=beam.DoFn.StateParam(STATE)):
+        user_id, event = element
+        new_state, late = self._stepper.step(state.read(), event)
+        if late is not None:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, late)
+            return
+        state.write(new_state)
+        yield event
+        yield beam.pvalue.TaggedOutput(ROWS, user_row(user_id, new_state))
+
+
+def replay_key(order: str):
+    """Sort key of a bounded replay: arrival (seq) or event time (ties by arrival)."""
+    if order == "time":
+        return lambda e: (e.timestamp_ms, e.seq)
+    return lambda e: e.seq
+
+
+def _history(rows: list[dict], view: str):
+    yield beam.pvalue.TaggedOutput(HISTORY, pa.Table.from_pylist(rows, arrow_schema(view)))
+    yield beam.pvalue.TaggedOutput(FINAL, rows[-1])
+
+
+def _fold_user(kv, stepper: _UserStepper, order: str):
+    user_id, events = kv
+    Metrics.counter("rtp", "users").inc()
+    state, rows = None, []
+    for event in sorted(events, key=replay_key(order)):
+        state, late = stepper.step(state, event)
+        if late is not None:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, late)
+            continue
+        yield event
+        rows.append(user_row(user_id, state))
+    yield from _history(rows, USER_REALTIME)
+
+
+class UpdateUserState(beam.PTransform):
+    """ScoredEvent → ``accepted`` events, user_realtime rows and ``dead_letter`` (late).
+
+    ``allowed_lateness_s``: how far behind the user's newest event time an event
+    may be and still apply; later ones become dead letters with reason ``late``.
+    ``replay_order`` None streams through a stateful DoFn in processing order and
+    emits ``rows``; ``"arrival"``/``"time"`` (bounded logs) folds each user in that
+    order and emits ``history`` and ``final``.
+    """
+
+    def __init__(
+        self,
+        config: StateConfig,
+        embeddings: EmbeddingSource,
+        allowed_lateness_s: float = 600.0,
+        replay_order: str | None = None,
+    ):
+        super().__init__()
+        if allowed_lateness_s < 0:
+            raise ValueError(f"allowed_lateness_s must be >= 0 seconds, got {allowed_lateness_s}")
+        self._stepper = _UserStepper(config, int(allowed_lateness_s * 1000), embeddings)
+        self._order = replay_order
+
+    def expand(self, events):
+        keyed = events | "KeyByUser" >> beam.Map(lambda e: (e.user_id, e))
+        if self._order:
+            keyed = keyed | "GroupByUser" >> beam.GroupByKey()
+            apply = beam.FlatMap(_fold_user, self._stepper, self._order)
+            return keyed | "FoldInOrder" >> apply.with_outputs(
+                HISTORY, FINAL, DEAD_LETTER, main=ACCEPTED
+            )
+        apply = beam.ParDo(_UserStateFn(self._stepper))
+        return keyed | "ApplyEvents" >> apply.with_outputs(ROWS, DEAD_LETTER, main=ACCEPTED)
+
+
+class _ItemStateFn(beam.DoFn):
+    STATE = ReadModifyWriteStateSpec("item_state", PickleCoder())
+
+    def __init__(self, config: StateConfig):
+        self._config = config
+
+    def process(self, element, state=beam.DoFn.StateParam(STATE)):
+        item_id, event = element
+        new_state = update_item(state.read(), event, self._config)
+        state.write(new_state)
+        Metrics.counter("rtp", "item_updates").inc()
+        yield item_row(item_id, new_state, self._config)
+
+
+def _fold_item(kv, config: StateConfig, order: str):
+    item_id, events = kv
+    Metrics.counter("rtp", "items").inc()
+    state, rows = None, []
+    for event in sorted(events, key=replay_key(order)):
+        state = update_item(state, event, config)
+        rows.append(item_row(item_id, state, config))
+    yield from _history(rows, ITEM_REALTIME)
+
+
+class UpdateItemState(beam.PTransform):
+    """Accepted ScoredEvents → item_realtime rows (``replay_order`` as in UpdateUserState:
+    None emits one dict per event; bounded emits ``history`` and ``final``)."""
+
+    def __init__(self, config: StateConfig, replay_order: str | None = None):
+        super().__init__()
+        self._config = config
+        self._order = replay_order
+
+    def expand(self, events):
+        keyed = events | "KeyByItem" >> beam.Map(lambda e: (e.item_id, e))
+        if self._order:
+            apply = beam.FlatMap(_fold_item, self._config, self._order)
+            return (
+                keyed
+                | "GroupByItem" >> beam.GroupByKey()
+                | "FoldInOrder" >> apply.with_outputs(HISTORY, FINAL)
+            )
+        return keyed | "ApplyEvents" >> beam.ParDo(_ItemStateFn(self._config))
