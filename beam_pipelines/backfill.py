@@ -46,8 +46,11 @@ LOG = logging.getLogger(__name__)
 MOVIELENS_MIN_TIMESTAMP_MS = 788_918_400_000  # 1995-01-01: MovieLens starts in 1996
 
 
+_READ = Metrics.counter("rtp", "events_read")
+
+
 def _count_read(record):
-    Metrics.counter("rtp", "events_read").inc()
+    _READ.inc()
     return record
 
 
@@ -70,33 +73,34 @@ class ReadEventLog(beam.PTransform):
         )
 
 
-class _Rebatch(beam.DoFn):
-    """Concatenates small per-entity tables so Parquet row groups are not tiny."""
+class _ToArrow(beam.DoFn):
+    """Per-entity row lists → Arrow tables of at least ``min_rows`` rows, so one
+    conversion serves many small entities and Parquet row groups are not tiny."""
 
-    def __init__(self, min_rows: int = 65_536):
+    def __init__(self, schema: pa.Schema, min_rows: int = 65_536):
+        self._schema = schema
         self._min_rows = min_rows
 
     def start_bundle(self):
-        self._tables, self._rows = [], 0
+        self._rows: list[dict] = []
 
-    def process(self, table):
-        self._tables.append(table)
-        self._rows += table.num_rows
-        if self._rows >= self._min_rows:
+    def process(self, rows: list[dict]):
+        self._rows.extend(rows)
+        if len(self._rows) >= self._min_rows:
             yield self._take()
 
     def finish_bundle(self):
-        if self._tables:
+        if self._rows:
             yield GlobalWindows.windowed_value(self._take())
 
     def _take(self) -> pa.Table:
-        table = pa.concat_tables(self._tables).combine_chunks()
-        self._tables, self._rows = [], 0
+        table = pa.Table.from_pylist(self._rows, self._schema)
+        self._rows = []
         return table
 
 
 class WriteHistory(beam.PTransform):
-    """Arrow tables of one view → Parquet under ``<offline_dir>/<view>/``."""
+    """Row lists of one view → Parquet under ``<offline_dir>/<view>/``."""
 
     def __init__(self, offline_dir: pathlib.Path, view: str):
         super().__init__()
@@ -104,14 +108,10 @@ class WriteHistory(beam.PTransform):
         self._schema = arrow_schema(view)
 
     def expand(self, rows):
-        return (
-            rows
-            | "Rebatch" >> beam.ParDo(_Rebatch())
-            | "ToParquet"
-            >> beam.io.WriteToParquetBatched(
-                self._prefix, self._schema, file_name_suffix=".parquet"
-            )
-        )
+        tables = rows | "ToArrow" >> beam.ParDo(_ToArrow(self._schema))
+        suffix = ".parquet"
+        write = beam.io.WriteToParquetBatched(self._prefix, self._schema, file_name_suffix=suffix)
+        return tables | "ToParquet" >> write
 
 
 def build(pipeline, args: argparse.Namespace, settings: FeatureSettings, out: pathlib.Path):

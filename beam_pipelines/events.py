@@ -289,5 +289,8 @@ def _check_context(context: Any) -> dict[str, str | int | float | bool] | None:
     return dict(context)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _has_surrogate(text: str) -> bool:
-    return any(0xD800 <= ord(c) < 0xE000 for c in text)
+    return _SURROGATE.search(text) is not None

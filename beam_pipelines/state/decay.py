@@ -25,7 +25,7 @@ def decay_value(value: float, from_ms: int, to_ms: int, half_life_s: float) -> f
 class DecayedSums:
     """A matrix of decayed sums: one row per half-life, one column per channel."""
 
-    __slots__ = ("half_lives_s", "t_ref_ms", "values")
+    __slots__ = ("_log2_per_ms", "half_lives_s", "t_ref_ms", "values")
 
     def __init__(self, half_lives_s: tuple[float, ...], channels: int):
         if any(h <= 0 for h in half_lives_s):
@@ -33,18 +33,23 @@ class DecayedSums:
         self.half_lives_s = np.asarray(half_lives_s, dtype=np.float64)
         self.t_ref_ms: int | None = None
         self.values = np.zeros((len(half_lives_s), channels), dtype=np.float64)
+        self._set_rate()
+
+    def _set_rate(self) -> None:
+        # Column of -1/h in per-millisecond units: one exp2 gives every row's factor.
+        self._log2_per_ms = (-1.0 / (self.half_lives_s * 1000.0))[:, None]
 
     def push(self, t_ms: int, x: np.ndarray) -> None:
-        """Add channel values ``x`` observed at event time ``t_ms``."""
+        """Add channel values ``x`` observed at event time ``t_ms`` (hot path: no copies)."""
         if self.t_ref_ms is None:
             self.t_ref_ms = t_ms
         elif t_ms > self.t_ref_ms:
-            self.values *= decay_factors(t_ms - self.t_ref_ms, self.half_lives_s)[:, None]
+            self.values *= np.exp2((t_ms - self.t_ref_ms) * self._log2_per_ms)
             self.t_ref_ms = t_ms
         if t_ms == self.t_ref_ms:
             self.values += x
         else:
-            self.values += np.outer(decay_factors(self.t_ref_ms - t_ms, self.half_lives_s), x)
+            self.values += np.exp2((self.t_ref_ms - t_ms) * self._log2_per_ms) * x
 
     def merge(self, other: DecayedSums) -> None:
         """Add another state over the same half-lives and channels (in place)."""
@@ -75,3 +80,4 @@ class DecayedSums:
 
     def __setstate__(self, state) -> None:
         self.half_lives_s, self.t_ref_ms, self.values = state
+        self._set_rate()

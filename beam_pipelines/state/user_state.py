@@ -90,35 +90,42 @@ class UserState:
         self.embedding_version = version
 
     def features(self) -> dict:
-        """Feature values as of the newest event (see feature_repo.features)."""
+        """Feature values as of the newest event (see feature_repo.features).
+
+        Called once per event by the backfill, so scalars go through one
+        ``tolist`` rather than many small NumPy reads.
+        """
         v = self.sums.values
-        emb = np.zeros((2, v.shape[1] - _SCALARS), dtype=np.float32)
-        weight = v[:, EMB_WEIGHT]
-        # A weight decayed into the subnormals has too few bits left to divide by:
-        # the quotient would depend on the order the events arrived in.
-        nz = weight >= np.finfo(np.float64).tiny
-        emb[nz] = v[nz, _SCALARS:] / weight[nz, None]
-        events = v[:, EVENTS]
-        rate = np.divide(
-            v[:, [REWARD, ENGAGED]],
-            events[:, None],
-            where=events[:, None] > 0,
-            out=np.zeros((2, 2)),
+        (events_s, reward_s, engaged_s, weight_s), (events_l, reward_l, engaged_l, weight_l) = v[
+            :, :_SCALARS
+        ].tolist()
+        ts, _, items, rewards = (
+            zip(*reversed(self.recent), strict=True) if self.recent else ((),) * 4
         )
-        newest_first = self.recent[::-1]
         return {
-            "user_emb_short": emb[0].tolist(),
-            "user_emb_long": emb[1].tolist(),
+            "user_emb_short": _pooled(v[0, _SCALARS:], weight_s),
+            "user_emb_long": _pooled(v[1, _SCALARS:], weight_l),
             "user_embedding_version": self.embedding_version,
             "user_event_count": self.count,
-            "user_events_short": float(events[0]),
-            "user_events_long": float(events[1]),
-            "user_reward_rate_short": float(rate[0, 0]),
-            "user_reward_rate_long": float(rate[1, 0]),
-            "user_engagement_rate_short": float(rate[0, 1]),
-            "user_engagement_rate_long": float(rate[1, 1]),
+            "user_events_short": events_s,
+            "user_events_long": events_l,
+            "user_reward_rate_short": reward_s / events_s if events_s > 0 else 0.0,
+            "user_reward_rate_long": reward_l / events_l if events_l > 0 else 0.0,
+            "user_engagement_rate_short": engaged_s / events_s if events_s > 0 else 0.0,
+            "user_engagement_rate_long": engaged_l / events_l if events_l > 0 else 0.0,
             "user_last_event_ms": int(self.sums.t_ref_ms or 0),
-            "user_recent_items": [e[2] for e in newest_first],
-            "user_recent_ts_ms": [e[0] for e in newest_first],
-            "user_recent_rewards": [e[3] for e in newest_first],
+            "user_recent_items": list(items),
+            "user_recent_ts_ms": list(ts),
+            "user_recent_rewards": list(rewards),
         }
+
+
+# A weight decayed into the subnormals has too few bits left to divide by: the
+# quotient would depend on the order the events arrived in.
+_TINY = float(np.finfo(np.float64).tiny)
+
+
+def _pooled(weighted_sum: np.ndarray, weight: float) -> list[float]:
+    if weight < _TINY:
+        return [0.0] * len(weighted_sum)
+    return (weighted_sum / weight).astype(np.float32).tolist()

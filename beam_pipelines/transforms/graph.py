@@ -62,9 +62,20 @@ class FeatureSettings:
         return ValidationConfig(**limits)
 
 
-def count_dead_letter(letter: DeadLetter) -> DeadLetter:
-    Metrics.counter("rtp", f"dead_letter_{letter.reason}").inc()
-    return letter
+class _CountDeadLetters(beam.DoFn):
+    """One counter per reason, created once per reason rather than per letter."""
+
+    def setup(self):
+        self._counters: dict[str, object] = {}
+
+    def process(self, letter: DeadLetter):
+        counter = self._counters.get(letter.reason)
+        if counter is None:
+            counter = self._counters[letter.reason] = Metrics.counter(
+                "rtp", f"dead_letter_{letter.reason}"
+            )
+        counter.inc()
+        yield letter
 
 
 class ComputeFeatures(beam.PTransform):
@@ -73,7 +84,7 @@ class ComputeFeatures(beam.PTransform):
     Streaming: ``{user_rows, item_rows, dead_letters}``, one row dict per update.
     ``sequenced=True`` for bounded logs: input ``(seq, bytes)``, state folded in
     ``settings.replay_order`` (arrival order decides lateness and duplicates as
-    streaming did); output ``{user_history, item_history}`` (Arrow tables),
+    streaming did); output ``{user_history, item_history}`` (a list of rows per entity),
     ``{user_final, item_final}`` (last row per entity) and ``dead_letters``.
     """
 
@@ -95,7 +106,7 @@ class ComputeFeatures(beam.PTransform):
         dead = (
             (parsed[DEAD_LETTER], unique[DEAD_LETTER], users[DEAD_LETTER])
             | "MergeDeadLetters" >> beam.Flatten()
-            | "CountDeadLetters" >> beam.Map(count_dead_letter)
+            | "CountDeadLetters" >> beam.ParDo(_CountDeadLetters())
         )
         if not seq:
             return {USER_ROWS: users[ROWS], ITEM_ROWS: item_rows, DEAD_LETTERS: dead}

@@ -3,7 +3,7 @@
 Streaming: a stateful DoFn per key reads the state, applies one event with the
 pure-Python updaters, writes it back and emits a feature row. Bounded logs: group
 by key, sort (arrival or event-time order) and fold with the same updaters,
-emitting the history as Arrow tables (one row per applied event) and the
+emitting the history (the list of an entity's rows) (one row per applied event) and the
 final row of each entity. Every row is stamped with the entity's newest event time.
 """
 
@@ -12,23 +12,27 @@ from __future__ import annotations
 import json
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.coders import PickleCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from beam_pipelines.embedding_source import EmbeddingSource
 from beam_pipelines.events import Reason
-from beam_pipelines.history import arrow_schema
 from beam_pipelines.state import StateConfig
 from beam_pipelines.state.records import ScoredEvent
 from beam_pipelines.state.updaters import is_late, update_item, update_user
 from beam_pipelines.transforms.dead_letters import DEAD_LETTER, DeadLetter
-from feature_repo.features import EVENT_TIMESTAMP, ITEM_KEY, ITEM_REALTIME, USER_KEY, USER_REALTIME
+from feature_repo.features import EVENT_TIMESTAMP, ITEM_KEY, USER_KEY
+
+_LATE = Metrics.counter("rtp", "late")
+_USER_UPDATES = Metrics.counter("rtp", "user_updates")
+_ITEM_UPDATES = Metrics.counter("rtp", "item_updates")
+_USERS = Metrics.counter("rtp", "users")
+_ITEMS = Metrics.counter("rtp", "items")
 
 ROWS = "rows"  # streaming: one dict per applied event
 ACCEPTED = "accepted"
-HISTORY = "history"  # bounded: pa.Table of one entity's rows
+HISTORY = "history"  # bounded: the list of one entity's rows
 FINAL = "final"  # bounded: the entity's last row
 
 
@@ -41,7 +45,7 @@ def item_row(item_id: str, state, config: StateConfig) -> dict:
 
 
 def _late(event: ScoredEvent, newest_ms: int) -> DeadLetter:
-    Metrics.counter("rtp", "late").inc()
+    _LATE.inc()
     behind = newest_ms - event.timestamp_ms
     return DeadLetter.now(
         Reason.LATE.value,
@@ -64,7 +68,7 @@ class _UserStepper:
         """``(state, None)`` after applying ``event``, or ``(state, dead letter)`` if late."""
         if is_late(state, event, self.allowed_lateness_ms):
             return state, _late(event, state.last_event_ms)
-        Metrics.counter("rtp", "user_updates").inc()
+        _USER_UPDATES.inc()
         # The user's newest event time never decreases, so neither does the version.
         newest = max(event.timestamp_ms, state.last_event_ms if state is not None else 0)
         return update_user(state, event, self.embeddings.current(newest), self.config), None
@@ -94,14 +98,14 @@ def replay_key(order: str):
     return lambda e: e.seq
 
 
-def _history(rows: list[dict], view: str):
-    yield beam.pvalue.TaggedOutput(HISTORY, pa.Table.from_pylist(rows, arrow_schema(view)))
+def _history(rows: list[dict]):
+    yield beam.pvalue.TaggedOutput(HISTORY, rows)
     yield beam.pvalue.TaggedOutput(FINAL, rows[-1])
 
 
 def _fold_user(kv, stepper: _UserStepper, order: str):
     user_id, events = kv
-    Metrics.counter("rtp", "users").inc()
+    _USERS.inc()
     state, rows = None, []
     for event in sorted(events, key=replay_key(order)):
         state, late = stepper.step(state, event)
@@ -110,7 +114,7 @@ def _fold_user(kv, stepper: _UserStepper, order: str):
             continue
         yield event
         rows.append(user_row(user_id, state))
-    yield from _history(rows, USER_REALTIME)
+    yield from _history(rows)
 
 
 class UpdateUserState(beam.PTransform):
@@ -158,18 +162,18 @@ class _ItemStateFn(beam.DoFn):
         item_id, event = element
         new_state = update_item(state.read(), event, self._config)
         state.write(new_state)
-        Metrics.counter("rtp", "item_updates").inc()
+        _ITEM_UPDATES.inc()
         yield item_row(item_id, new_state, self._config)
 
 
 def _fold_item(kv, config: StateConfig, order: str):
     item_id, events = kv
-    Metrics.counter("rtp", "items").inc()
+    _ITEMS.inc()
     state, rows = None, []
     for event in sorted(events, key=replay_key(order)):
         state = update_item(state, event, config)
         rows.append(item_row(item_id, state, config))
-    yield from _history(rows, ITEM_REALTIME)
+    yield from _history(rows)
 
 
 class UpdateItemState(beam.PTransform):

@@ -1,0 +1,35 @@
+"""Shared helpers: JSON output, medians, simulated event logs."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import statistics
+import sys
+from collections.abc import Callable
+
+
+def emit(measure: str, **fields) -> None:
+    """One JSON object per measure on stdout."""
+    print(json.dumps({"measure": measure, **fields}), flush=True)
+
+
+def median_of(repeats: int, run: Callable[[], float]) -> tuple[float, list[float]]:
+    values = [run() for _ in range(repeats)]
+    return statistics.median(values), values
+
+
+def simulated_log(
+    path: pathlib.Path, events: int, seed: int = 1, users: int = 2000
+) -> pathlib.Path:
+    """A clean simulator log (cached by file name)."""
+    from beam_pipelines import simulator
+
+    if not path.exists():
+        argv = [f"--events={events}", f"--seed={seed}", f"--users={users}", f"--out={path}"]
+        simulator.main(argv)
+    return path
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
