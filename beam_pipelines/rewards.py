@@ -79,14 +79,20 @@ class RewardConfig(BaseModel):
         (),
         description="Types that count as an item exposure; empty: every event is one.",
     )
+    conversion_event_types: tuple[str, ...] = Field(
+        (),
+        description="Types whose engaged events are an exposure's success for the item's Beta "
+        "posterior (at most one per exposure); empty: every engaged event.",
+    )
 
     @model_validator(mode="after")
     def _exposures_known(self) -> RewardConfig:
         if not self.rules:
             raise ValueError("rules must name at least one event type")
-        unknown = set(self.exposure_event_types) - set(self.rules)
-        if unknown:
-            raise ValueError(f"exposure_event_types not in rules: {sorted(unknown)}")
+        for name in ("exposure_event_types", "conversion_event_types"):
+            unknown = set(getattr(self, name)) - set(self.rules)
+            if unknown:
+                raise ValueError(f"{name} not in rules: {sorted(unknown)}")
         return self
 
     @property
@@ -95,6 +101,10 @@ class RewardConfig(BaseModel):
 
     def is_exposure(self, event_type: str) -> bool:
         return not self.exposure_event_types or event_type in self.exposure_event_types
+
+    def is_conversion(self, event_type: str, engaged: bool) -> bool:
+        types = self.conversion_event_types
+        return engaged and (not types or event_type in types)
 
     def reward(self, event: EngagementEvent) -> tuple[float, bool]:
         """``(reward, engaged)`` of one event; KeyError for a type without a rule."""
@@ -138,6 +148,7 @@ SHORT_VIDEO = RewardConfig(
         "hide": _constant(-2.0, False),
     },
     exposure_event_types=("impression",),
+    conversion_event_types=("view",),  # an engaged view (watch ratio >= 0.5) per impression
 )
 
 MUSIC = RewardConfig(
@@ -148,6 +159,7 @@ MUSIC = RewardConfig(
         "save": _constant(1.5, True),
     },
     exposure_event_types=("stream", "skip"),
+    conversion_event_types=("stream",),  # a stream of 30 s or more
 )
 
 MOVIELENS = RewardConfig(

@@ -8,7 +8,7 @@ from beam_pipelines.state.config import StateConfig
 from beam_pipelines.state.decay import DecayedSums
 from beam_pipelines.state.records import ScoredEvent
 
-EXPOSURES, ENGAGED, REWARD = range(3)
+EXPOSURES, ENGAGED, REWARD, CONVERSIONS = range(4)
 
 
 class ItemState:
@@ -17,11 +17,13 @@ class ItemState:
     __slots__ = ("count", "sums")
 
     def __init__(self, config: StateConfig):
-        self.sums = DecayedSums((config.item_short_half_life_s, config.item_long_half_life_s), 3)
+        self.sums = DecayedSums((config.item_short_half_life_s, config.item_long_half_life_s), 4)
         self.count = 0
 
     def push(self, event: ScoredEvent) -> None:
-        x = np.array([float(event.exposure), float(event.engaged), event.reward])
+        x = np.array(
+            [float(event.exposure), float(event.engaged), event.reward, float(event.conversion)]
+        )
         self.sums.push(event.timestamp_ms, x)
         self.count += 1
 
@@ -40,7 +42,9 @@ class ItemState:
         h_short, h_long = config.item_short_half_life_s, config.item_long_half_life_s
         prior = 1.0 / h_long
         trending = (v[0, ENGAGED] / h_short + prior) / (v[1, ENGAGED] / h_long + prior)
-        failures = max(v[1, EXPOSURES] - v[1, ENGAGED], 0.0)
+        # Successes are conversions (at most one per exposure), so alpha + beta
+        # tracks exposures; a conversion without a logged exposure adds no failure.
+        failures = max(v[1, EXPOSURES] - v[1, CONVERSIONS], 0.0)
         return {
             "item_event_count": self.count,
             "item_impressions_short": float(v[0, EXPOSURES]),
@@ -49,7 +53,7 @@ class ItemState:
             "item_engagements_long": float(v[1, ENGAGED]),
             "item_reward_sum_short": float(v[0, REWARD]),
             "item_reward_sum_long": float(v[1, REWARD]),
-            "item_beta_alpha": float(config.beta_prior_alpha + v[1, ENGAGED]),
+            "item_beta_alpha": float(config.beta_prior_alpha + v[1, CONVERSIONS]),
             "item_beta_beta": float(config.beta_prior_beta + failures),
             "item_trending": float(trending),
             "item_last_event_ms": int(self.sums.t_ref_ms or 0),

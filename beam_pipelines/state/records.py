@@ -19,3 +19,5 @@ class ScoredEvent(NamedTuple):
     # Arrival order in a bounded log (file, line); 0 in streaming, where arrival
     # order is the processing order itself.
     seq: int = 0
+    # An exposure's success for the item's Beta posterior (RewardConfig.is_conversion).
+    conversion: bool = False

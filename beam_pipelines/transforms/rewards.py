@@ -21,6 +21,7 @@ def score_event(event: EngagementEvent, config: RewardConfig, seq: int = 0) -> S
         engaged,
         config.is_exposure(event.event_type),
         seq,
+        config.is_conversion(event.event_type, engaged),
     )
 
 

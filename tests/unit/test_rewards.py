@@ -276,3 +276,27 @@ def test_unknown_preset_or_missing_file_is_a_value_error(source, tmp_path):
         load_reward_config(source)
     with pytest.raises(ValueError, match="neither a preset"):
         load_reward_config(tmp_path / "missing.yaml")
+
+
+def test_conversions_are_engaged_events_of_the_conversion_types():
+    from beam_pipelines.rewards import MOVIELENS, MUSIC, SHORT_VIDEO
+
+    assert SHORT_VIDEO.is_conversion("view", engaged=True)
+    assert not SHORT_VIDEO.is_conversion("view", engaged=False)
+    assert not SHORT_VIDEO.is_conversion("like", engaged=True)  # a signal, not a success
+    assert MUSIC.is_conversion("stream", engaged=True)
+    assert not MUSIC.is_conversion("save", engaged=True)
+    assert MOVIELENS.is_conversion("rating", engaged=True)  # empty: every engaged event
+
+
+def test_conversion_types_must_have_rules():
+    from pydantic import ValidationError
+
+    from beam_pipelines.rewards import RewardConfig
+
+    with pytest.raises(ValidationError, match="conversion_event_types"):
+        RewardConfig(
+            name="x",
+            rules={"like": {"kind": "constant", "reward": 1.0, "engaged": True}},
+            conversion_event_types=("view",),
+        )

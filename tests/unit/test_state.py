@@ -220,23 +220,25 @@ def test_item_beta_posterior_and_sums_by_hand():
         _event(f"imp{i}", T0, 0.0, engaged=False, exposure=True) for i in range(4)
     ]
     events.append(_event("like", T0, 1.0, engaged=True, exposure=False))
+    events.append(_event("view", T0, 0.8, engaged=True, exposure=False)._replace(conversion=True))
     f = _item_state(events, config).features(config)
-    assert f["item_event_count"] == 5
+    assert f["item_event_count"] == 6
     assert f["item_impressions_short"] == f["item_impressions_long"] == 4.0
-    assert f["item_engagements_long"] == 1.0
-    assert f["item_reward_sum_long"] == 1.0
+    assert f["item_engagements_long"] == 2.0
+    assert f["item_reward_sum_long"] == pytest.approx(1.8)
+    # Only the conversion (the engaged view) is a success; the like is a signal.
     assert f["item_beta_alpha"] == 1.0 + 1.0
     assert f["item_beta_beta"] == 1.0 + (4.0 - 1.0)
-    # (1/h_short + 1/h_long) / (1/h_long + 1/h_long) = (168 + 1) / 2
-    assert f["item_trending"] == pytest.approx(84.5)
+    # (2/h_short + 1/h_long) / (2/h_long + 1/h_long) = (2 * 168 + 1) / 3
+    assert f["item_trending"] == pytest.approx(337 / 3)
     assert f["item_last_event_ms"] == T0
 
 
 def test_item_beta_failures_never_go_negative():
     config = StateConfig(beta_prior_alpha=2.0, beta_prior_beta=3.0)
     events = [
-        _event("like1", T0, 1.0, exposure=False),
-        _event("like2", T0, 1.0, exposure=False),
+        _event("view1", T0, 1.0, exposure=False)._replace(conversion=True),
+        _event("view2", T0, 1.0, exposure=False)._replace(conversion=True),
     ]
     f = _item_state(events, config).features(config)
     assert (f["item_beta_alpha"], f["item_beta_beta"]) == (4.0, 3.0)
