@@ -99,7 +99,5 @@ def offline_view_dir(offline_dir: str, view: str) -> str:
     ``offline_dir`` may be a local path or a URI such as ``gs://bucket/offline``.
     """
     if view not in FEATURE_VIEWS:
-        raise ValueError(
-            f"unknown feature view {view!r}; known: {sorted(FEATURE_VIEWS)}"
-        )
+        raise ValueError(f"unknown feature view {view!r}; known: {sorted(FEATURE_VIEWS)}")
     return f"{offline_dir.rstrip('/')}/{view}"

@@ -1,0 +1,1 @@
+"""Feast repository: entities, feature views and the online-store wrapper."""

@@ -1,0 +1,100 @@
+"""Feast objects (entities, sources, feature views) built from ``features.py``.
+
+Offline layout (what the backfill job writes and Feast's file offline store reads)::
+
+    <offline_dir>/
+        user_realtime/*.parquet    user_id, event_timestamp, every USER_FEATURES column
+        item_realtime/*.parquet    item_id, event_timestamp, every ITEM_FEATURES column
+        item_embedding/*.parquet   item_id, event_timestamp, every ITEM_EMBEDDING_FEATURES column
+
+Each view is one directory (``features.offline_view_dir``) holding any number of
+Parquet files; ``event_timestamp`` is a UTC timestamp column (``timestamp[ms, UTC]``
+or finer) and list features are Parquet lists. ``offline_dir`` is a local path or a
+URI (``gs://...``); local paths are made absolute because Feast resolves relative
+FileSource paths against a repo directory we do not have.
+
+``user_realtime`` and ``item_realtime`` are fed online by push sources (the streaming
+job); ``item_embedding`` is written at model export through ``write_to_online_store``.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
+from feast.types import Array, FeastType, Float32, Int64, String
+
+from feature_repo import features as f
+
+FEAST_TYPES: dict[str, FeastType] = {
+    f.FLOAT: Float32,
+    f.INT: Int64,
+    f.STRING: String,
+    f.FLOAT_LIST: Array(Float32),
+    f.INT_LIST: Array(Int64),
+    f.STRING_LIST: Array(String),
+}
+
+# The realtime views hold decayed state as of the entity's last event: it stays
+# meaningful for weeks (the readers apply the remaining decay), so the TTL only
+# bounds how far back a point-in-time join looks. 90 days keeps returning users
+# and slow items in training data without joining rows from another era. (Feast
+# 0.67 does not apply the TTL to online reads: an older row is still served.)
+REALTIME_TTL = timedelta(days=90)
+# Embeddings are valid until the model version changes (tagged by
+# item_embedding_version), not until some age; Feast reads timedelta(0) as "no limit".
+EMBEDDING_TTL = timedelta(0)
+
+USER = Entity(name=f.USER_ENTITY, join_keys=[f.USER_KEY], value_type=ValueType.STRING)
+ITEM = Entity(name=f.ITEM_ENTITY, join_keys=[f.ITEM_KEY], value_type=ValueType.STRING)
+
+
+def feast_schema(view: str) -> list[Field]:
+    """Feast fields of one view, in the order of ``features.FEATURE_VIEWS``."""
+    _, schema = f.FEATURE_VIEWS[view]
+    return [Field(name=name, dtype=FEAST_TYPES[kind]) for name, kind in schema.items()]
+
+
+def file_source(offline_dir: str, view: str) -> FileSource:
+    """Parquet history of ``view`` under ``offline_dir`` (see the module docstring)."""
+    if "://" not in offline_dir:
+        offline_dir = os.path.abspath(offline_dir)
+    return FileSource(
+        name=f"{view}_history",
+        path=f.offline_view_dir(offline_dir, view),
+        timestamp_field=f.EVENT_TIMESTAMP,
+    )
+
+
+def _view(view: str, entity: Entity, source: Any, ttl: timedelta) -> FeatureView:
+    return FeatureView(
+        name=view,
+        entities=[entity],
+        schema=feast_schema(view),
+        source=source,
+        ttl=ttl,
+        online=True,
+    )
+
+
+def build_definitions(offline_dir: str) -> list[Any]:
+    """All Feast objects of the repository, reading offline history from ``offline_dir``."""
+    user_push = PushSource(
+        name=f.USER_PUSH_SOURCE, batch_source=file_source(offline_dir, f.USER_REALTIME)
+    )
+    item_push = PushSource(
+        name=f.ITEM_PUSH_SOURCE, batch_source=file_source(offline_dir, f.ITEM_REALTIME)
+    )
+    embeddings = file_source(offline_dir, f.ITEM_EMBEDDING)
+    return [
+        USER,
+        ITEM,
+        user_push,
+        item_push,
+        embeddings,
+        _view(f.USER_REALTIME, USER, user_push, REALTIME_TTL),
+        _view(f.ITEM_REALTIME, ITEM, item_push, REALTIME_TTL),
+        _view(f.ITEM_EMBEDDING, ITEM, embeddings, EMBEDDING_TTL),
+    ]

@@ -1,0 +1,599 @@
+"""Typed client of the Feast feature store: one config per online backend, a
+lifecycle (``open``/``close`` or ``with``), row writes, entity reads and a ping.
+
+The backend is chosen by the config's ``type`` (``sqlite``, ``redis``, ``bigtable``)
+from ``_BACKENDS``. Feast and the backend client libraries are imported lazily, so
+validating a config needs neither. Timestamps: ``features.EVENT_TIMESTAMP`` is epoch
+milliseconds (int) or a timezone-aware ``datetime``; timeouts are in seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import socket
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from feature_repo import features as f
+
+if TYPE_CHECKING:
+    from feast import FeatureStore, RepoConfig
+
+
+class StoreUnavailableError(RuntimeError):
+    """The online store could not be reached (or did not answer in time)."""
+
+
+class _StoreConfigBase(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    feast_project: str = Field("rtp", pattern=r"^[A-Za-z0-9][A-Za-z0-9_]*$")
+    """Feast project name: namespaces tables and keys, so several deployments can
+    share one Redis or Bigtable instance."""
+
+    registry_path: str = "data/registry.db"
+    """Feast file registry (local path or ``gs://`` URI); created on first open."""
+
+    offline_dir: str = "data/offline"
+    """Root of the offline Parquet history, laid out as in ``feature_repo.definitions``."""
+
+    apply_on_open: bool = True
+    """Apply the definitions to the registry and online store in ``open()`` (idempotent).
+    Turn off for readers whose credentials cannot write the registry."""
+
+    timeout_s: float = Field(5.0, gt=0)
+    """Bound in seconds on one store call; an unreachable store fails after about this."""
+
+
+class SqliteStoreConfig(_StoreConfigBase):
+    """Embedded default: a local SQLite file, nothing to run."""
+
+    type: Literal["sqlite"] = "sqlite"
+    """Backend selector."""
+
+    path: str = "data/online.db"
+    """SQLite database file of the online store; parent directories are created."""
+
+
+class RedisStoreConfig(_StoreConfigBase):
+    """Redis or Memorystore through Feast's redis online store (redis-py)."""
+
+    type: Literal["redis"] = "redis"
+    """Backend selector."""
+
+    connection_string: str = "127.0.0.1:6379"
+    """Feast format ``host:port[,key=value...]``, e.g. ``redis:6379,db=0,ssl=true``.
+    ``socket_timeout``/``socket_connect_timeout`` default to ``timeout_s`` and
+    ``retry`` to ``null`` (no redis-py retries), unless given here."""
+
+    key_ttl_s: int | None = Field(None, gt=0)
+    """Optional expiry in seconds of an entity's hash after its last write."""
+
+
+class BigtableStoreConfig(_StoreConfigBase):
+    """Cloud Bigtable (or its emulator) through Feast's bigtable online store."""
+
+    type: Literal["bigtable"] = "bigtable"
+    """Backend selector."""
+
+    project: str
+    """GCP project of the Bigtable instance (any string against the emulator)."""
+
+    instance: str
+    """Bigtable instance id; tables ``<feast_project>.<entity>`` are created in it."""
+
+    emulator_host: str | None = None
+    """``host:port`` of a ``cbtemulator``, given to the client as
+    ``BIGTABLE_EMULATOR_HOST`` while it is created (the variable is restored after)."""
+
+
+StoreConfig = Annotated[
+    SqliteStoreConfig | RedisStoreConfig | BigtableStoreConfig,
+    Field(discriminator="type"),
+]
+_STORE_CONFIG: TypeAdapter[StoreConfig] = TypeAdapter(StoreConfig)
+
+
+def load_store_config(
+    source: str | os.PathLike[str] | Mapping[str, Any],
+) -> StoreConfig:
+    """Validated store config from a mapping or a YAML file (keys as in the models).
+
+    In a file, ``${VAR}`` is replaced from the environment (as Feast does), so a
+    deployment can keep hosts and instance names out of the file.
+    """
+    if isinstance(source, Mapping):
+        return _STORE_CONFIG.validate_python(dict(source))
+    data = yaml.safe_load(os.path.expandvars(Path(source).read_text()))
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{source}: expected a mapping of store settings, got {data!r}")
+    return _STORE_CONFIG.validate_python(dict(data))
+
+
+def _import_extra(module: str, extra: str) -> Any:
+    try:
+        return __import__(module, fromlist=["_"])
+    except ImportError as e:
+        raise ImportError(f"{module} is missing: pip install 'feast[{extra}]'") from e
+
+
+@contextlib.contextmanager
+def _environ(name: str, value: str | None) -> Iterator[None]:
+    """Set the environment variable ``name`` to ``value`` (if any) inside the block."""
+    if value is None:
+        yield
+        return
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = previous
+
+
+@functools.cache
+def _value_types() -> dict[str, Any]:
+    """Feast's ValueType per schema kind (Feast imported on first use)."""
+    from feast.value_type import ValueType
+
+    return {
+        f.FLOAT: ValueType.FLOAT,
+        f.INT: ValueType.INT64,
+        f.STRING: ValueType.STRING,
+        f.FLOAT_LIST: ValueType.FLOAT_LIST,
+        f.INT_LIST: ValueType.INT64_LIST,
+        f.STRING_LIST: ValueType.STRING_LIST,
+    }
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+def _local_file(path: str) -> str:
+    """Absolute path with its parent directory created (Feast creates only one level)."""
+    absolute = Path(path).resolve()
+    absolute.parent.mkdir(parents=True, exist_ok=True)
+    return str(absolute)
+
+
+# ---------------------------------------------------------------------------
+# Backends: how each one is configured in Feast, pinged and recognised as down.
+# They touch Feast internals (the online store's client) in the few places where
+# Feast offers no timeout or hides failures; each such place says why.
+# ---------------------------------------------------------------------------
+
+
+class _Backend:
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def online_store(self) -> dict[str, Any]:
+        """Feast ``online_store`` section."""
+        raise NotImplementedError
+
+    def attach(self, online_store: Any) -> None:
+        """Prepare Feast's online store object before its first call."""
+
+    def release(self, online_store: Any) -> None:
+        """Close the connections of Feast's online store object."""
+        _release_clients(online_store)
+
+    def ping(self, online_store: Any, repo_config: RepoConfig) -> None:
+        """Cheap round trip; raises one of ``unavailable_errors`` when down."""
+        raise NotImplementedError
+
+    def unavailable_errors(self) -> tuple[type[BaseException], ...]:
+        """Client exceptions meaning "store unreachable or too slow"."""
+        raise NotImplementedError
+
+
+class _SqliteBackend(_Backend):
+    def online_store(self) -> dict[str, Any]:
+        return {"type": "sqlite", "path": _local_file(self.config.path)}
+
+    def attach(self, online_store: Any) -> None:
+        # Feast commits every write batch; in the default rollback-journal mode each
+        # commit syncs the file (~60 ms here), which capped the streaming job at a
+        # few writes/s. WAL appends instead and lets readers (the service) run
+        # beside the writer; synchronous=NORMAL stays durable across process crashes.
+        from feast.infra.online_stores.sqlite import _initialize_conn
+
+        conn = _initialize_conn(_local_file(self.config.path))
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        conn.execute(f"PRAGMA busy_timeout={int(self.config.timeout_s * 1000)}")
+        online_store._conn = conn
+
+    def ping(self, online_store: Any, repo_config: RepoConfig) -> None:
+        path = repo_config.online_store.path
+        with contextlib.closing(sqlite3.connect(path, timeout=self.config.timeout_s)) as conn:
+            conn.execute("SELECT 1").fetchone()
+
+    def unavailable_errors(self) -> tuple[type[BaseException], ...]:
+        return (sqlite3.OperationalError, OSError)
+
+
+class _RedisBackend(_Backend):
+    def online_store(self) -> dict[str, Any]:
+        conn = self.config.connection_string
+        defaults = {
+            "socket_timeout": self.config.timeout_s,
+            "socket_connect_timeout": self.config.timeout_s,
+            # redis-py retries a failed connect 3 times with up to 10 s of backoff;
+            # callers own retries (Beam retries bundles, the service falls back).
+            "retry": "null",
+        }
+        for param, value in defaults.items():
+            if f"{param}=" not in conn:
+                conn += f",{param}={value}"
+        store: dict[str, Any] = {"type": "redis", "connection_string": conn}
+        if self.config.key_ttl_s:
+            store["key_ttl_seconds"] = self.config.key_ttl_s
+        return store
+
+    def ping(self, online_store: Any, repo_config: RepoConfig) -> None:
+        # Feast's own client, so the ping uses the same host, auth and TLS.
+        online_store._get_client(repo_config.online_store).ping()
+
+    def unavailable_errors(self) -> tuple[type[BaseException], ...]:
+        exceptions = _import_extra("redis.exceptions", "redis")
+        return (exceptions.ConnectionError, exceptions.TimeoutError)
+
+
+class _BigtableBackend(_Backend):
+    def online_store(self) -> dict[str, Any]:
+        return {
+            "type": "bigtable",
+            "project_id": self.config.project,
+            "instance": self.config.instance,
+        }
+
+    def attach(self, online_store: Any) -> None:
+        # Feast builds tables without timeouts (the client default is 600 s per read
+        # or write, retrying while the server is down) and ignores the per-row
+        # statuses of mutate_rows, so a failed write would pass silently. Give it a
+        # client whose tables are bounded by timeout_s and raise on failed mutations.
+        bigtable = _import_extra("google.cloud.bigtable", "gcp")
+        # Both clients read the variable once, in their constructors.
+        with _environ("BIGTABLE_EMULATOR_HOST", self.config.emulator_host):
+            client = bigtable.Client(project=self.config.project, admin=True)
+            data_client = client._veneer_data_client
+        data_client.get_table = _bounded_get_table(data_client.get_table, self.config.timeout_s)
+        online_store._client = client
+
+    def ping(self, online_store: Any, repo_config: RepoConfig) -> None:
+        if self.config.emulator_host:
+            # The emulator answers instantly; a refused port should not cost timeout_s
+            # of gRPC retries.
+            host, port = self.config.emulator_host.rsplit(":", 1)
+            socket.create_connection((host, int(port)), timeout=self.config.timeout_s).close()
+        table = online_store._client._veneer_data_client.get_table(
+            self.config.instance, f"{repo_config.project}.{f.USER_ENTITY}"
+        )
+        not_found = _import_extra("google.api_core.exceptions", "gcp").NotFound
+        with contextlib.suppress(not_found):  # the server answered: table not applied
+            table.read_row(b"ping")
+
+    def release(self, online_store: Any) -> None:
+        client = getattr(online_store, "_client", None)
+        if client is not None and client._table_data_client is not None:
+            client._table_data_client.close()
+        _release_clients(online_store)
+
+    def unavailable_errors(self) -> tuple[type[BaseException], ...]:
+        api = _import_extra("google.api_core.exceptions", "gcp")
+        mutations = _import_extra("google.cloud.bigtable.data.exceptions", "gcp")
+        return (
+            api.ServiceUnavailable,
+            api.DeadlineExceeded,
+            api.RetryError,
+            mutations.MutationsExceptionGroup,
+            mutations.RetryExceptionGroup,
+            BigtableWriteError,
+            OSError,
+        )
+
+
+class BigtableWriteError(RuntimeError):
+    """Bigtable rejected some mutations of a batch (Feast would drop them silently)."""
+
+
+def _bounded_get_table(get_table: Any, timeout_s: float) -> Any:
+    defaults = {
+        "default_read_rows_operation_timeout": timeout_s,
+        "default_read_rows_attempt_timeout": timeout_s,
+        "default_mutate_rows_operation_timeout": timeout_s,
+        "default_mutate_rows_attempt_timeout": timeout_s,
+        "default_operation_timeout": timeout_s,
+        "default_attempt_timeout": timeout_s,
+    }
+
+    @functools.wraps(get_table)
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        table = get_table(*args, **{**defaults, **kwargs})
+        table.bulk_mutate_rows = _raise_failed_mutations(table.bulk_mutate_rows)
+        return table
+
+    return bounded
+
+
+def _raise_failed_mutations(bulk_mutate_rows: Any) -> Any:
+    from google.cloud.bigtable.data.exceptions import MutationsExceptionGroup
+
+    @functools.wraps(bulk_mutate_rows)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return bulk_mutate_rows(*args, **kwargs)
+        except MutationsExceptionGroup as e:  # the legacy Table would swallow it
+            raise BigtableWriteError(f"bigtable write failed: {e}") from e
+
+    return checked
+
+
+_BACKENDS: dict[str, type[_Backend]] = {
+    "sqlite": _SqliteBackend,
+    "redis": _RedisBackend,
+    "bigtable": _BigtableBackend,
+}
+
+
+# ---------------------------------------------------------------------------
+# Rows: validation and conversion at the edge.
+# ---------------------------------------------------------------------------
+
+
+def _view_schema(view: str) -> tuple[str, dict[str, str]]:
+    if view not in f.FEATURE_VIEWS:
+        raise ValueError(f"unknown feature view {view!r}; known: {sorted(f.FEATURE_VIEWS)}")
+    return f.FEATURE_VIEWS[view]
+
+
+def _check_columns(view: str, row: Mapping[str, Any], expected: set[str]) -> None:
+    if row.keys() == expected:
+        return
+    missing, unknown = sorted(expected - row.keys()), sorted(row.keys() - expected)
+    if missing:
+        raise ValueError(f"{view} row is missing column {missing[0]!r} (missing: {missing})")
+    if unknown:
+        raise ValueError(f"{view} row has unknown column {unknown[0]!r} (unknown: {unknown})")
+
+
+def _check_value(view: str, column: str, kind: str, value: Any) -> None:
+    if value is None:
+        raise ValueError(f"{view} column {column!r} is None; every feature needs a value")
+    is_list = isinstance(value, (list, tuple))
+    if is_list != kind.endswith("_list"):
+        raise ValueError(f"{view} column {column!r} is a {kind}, got {value!r:.80}")
+
+
+def _to_utc(value: Any) -> datetime:
+    """Event time from epoch milliseconds (int) or an aware datetime, as UTC."""
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError(f"{f.EVENT_TIMESTAMP} {value!r} has no timezone; use UTC")
+        return value.astimezone(UTC)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return datetime.fromtimestamp(value / 1000, tz=UTC)
+    raise ValueError(f"{f.EVENT_TIMESTAMP} must be epoch ms (int) or datetime, got {value!r}")
+
+
+def _columns(view: str, rows: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    """Validated column lists, keeping only the newest row of each entity."""
+    key, schema = _view_schema(view)
+    expected = {key, f.EVENT_TIMESTAMP, *schema}
+    newest: dict[str, tuple[datetime, Mapping[str, Any]]] = {}
+    for row in rows:
+        _check_columns(view, row, expected)
+        for column, kind in schema.items():
+            _check_value(view, column, kind, row[column])
+        ts = _to_utc(row[f.EVENT_TIMESTAMP])
+        entity = row[key]
+        if not isinstance(entity, str) or not entity:
+            raise ValueError(f"{view} {key} must be a non-empty string, got {entity!r}")
+        if entity not in newest or newest[entity][0] <= ts:
+            newest[entity] = (ts, row)
+    data: dict[str, list[Any]] = {key: list(newest), f.EVENT_TIMESTAMP: []}
+    data.update({column: [] for column in schema})
+    for ts, row in newest.values():
+        data[f.EVENT_TIMESTAMP].append(ts)
+        for column in schema:
+            data[column].append(row[column])
+    return data
+
+
+class FeatureStoreClient:
+    """Online feature reads and writes for one store config.
+
+    ``write_rows`` takes rows of ``features.FEATURE_VIEWS[view]`` (join key, every
+    feature, ``EVENT_TIMESTAMP``); ``read`` returns features by entity id. Float
+    features are stored as float32, so values come back rounded to float32.
+    """
+
+    def __init__(self, config: StoreConfig | Mapping[str, Any]) -> None:
+        if isinstance(config, Mapping):
+            config = load_store_config(config)
+        if not isinstance(config, _StoreConfigBase):
+            raise TypeError(f"config must be a StoreConfig or a mapping, got {config!r}")
+        self.config: StoreConfig = config
+        self._backend = _BACKENDS[config.type](config)
+        self._store: FeatureStore | None = None
+        self._views: dict[str, Any] = {}
+
+    @property
+    def store(self) -> FeatureStore:
+        """The open Feast ``FeatureStore`` (e.g. for historical retrieval)."""
+        if self._store is None:
+            raise RuntimeError("FeatureStoreClient is not open; call open() or use `with`")
+        return self._store
+
+    def open(self) -> Self:
+        """Connect, check reachability and apply the definitions (idempotent)."""
+        if self._store is not None:
+            return self
+        from feast import FeatureStore
+
+        try:
+            with self._unavailable_as("open"):
+                self._store = FeatureStore(config=self._repo_config())
+                self._backend.attach(self._store._get_provider().online_store)
+            self.ping()
+            if self.config.apply_on_open:
+                with self._unavailable_as("apply"):
+                    self._store.apply(self._definitions())
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def close(self) -> None:
+        """Release the Feast store and its connections; the client can be reopened."""
+        store, self._store = self._store, None
+        if store is not None:
+            self._backend.release(store._get_provider().online_store)
+
+    def __enter__(self) -> Self:
+        return self.open()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def ping(self) -> None:
+        """Round trip to the online store; raises ``StoreUnavailableError`` if down."""
+        store = self.store
+        with self._unavailable_as("ping"):
+            self._backend.ping(store._get_provider().online_store, store.config)
+
+    def write_rows(self, view: str, rows: Sequence[Mapping[str, Any]]) -> int:
+        """Write feature rows online; returns the number of entities written.
+
+        Every row must hold exactly the view's join key, its features and
+        ``EVENT_TIMESTAMP`` (epoch ms int or aware datetime), else ``ValueError``
+        naming the column. Of several rows of one entity only the newest is kept.
+        """
+        data = _columns(view, rows)
+        if not data[f.EVENT_TIMESTAMP]:
+            return 0
+        batch = _proto_rows(view, data)
+        with self._unavailable_as(f"write {view}"):
+            store = self.store
+            feature_view = self._feature_view(view)
+            store._get_provider().online_write_batch(store.config, feature_view, batch, None)
+        return len(batch)
+
+    def _feature_view(self, view: str) -> Any:
+        cached = self._views.get(view)
+        if cached is None:
+            cached = self._views[view] = self.store.get_feature_view(view)
+        return cached
+
+    def read(self, view: str, entity_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """Latest features of each entity id (``None`` when the store has none).
+
+        List features come back as Python lists, floats at float32 precision.
+        """
+        key, _ = _view_schema(view)
+        ids = list(dict.fromkeys(entity_ids))
+        if not ids:
+            return {}
+        with self._unavailable_as(f"read {view}"):
+            response = self.store.get_online_features(
+                features=f.feature_refs(view), entity_rows=[{key: i} for i in ids]
+            )
+        return _response_by_entity(response, view, ids)
+
+    def _repo_config(self) -> RepoConfig:
+        from feast import RepoConfig
+
+        registry = self.config.registry_path
+        return RepoConfig(
+            project=self.config.feast_project,
+            provider="local",
+            registry=_local_file(registry) if _is_local(registry) else registry,
+            online_store=self._backend.online_store(),
+            offline_store={"type": "file"},
+            entity_key_serialization_version=3,
+        )
+
+    def _definitions(self) -> list[Any]:
+        from feature_repo.definitions import build_definitions
+
+        return build_definitions(self.config.offline_dir)
+
+    @contextlib.contextmanager
+    def _unavailable_as(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except self._backend.unavailable_errors() as e:
+            raise StoreUnavailableError(
+                f"{self.config.type} online store unavailable during {action}: {e}"
+            ) from e
+
+
+def _proto_rows(
+    view: str, data: dict[str, list[Any]]
+) -> list[tuple[Any, dict, datetime, datetime]]:
+    """Rows as Feast's provider writes them: (entity key, {feature: Value}, event ts, created).
+
+    ``write_to_online_store`` would get here through a DataFrame, Arrow and back,
+    ~50 ms a call whatever its size; a streaming job writes small batches often.
+    """
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+    from feast.type_map import python_values_to_proto_values
+
+    key, schema = _view_schema(view)
+    columns = {
+        name: python_values_to_proto_values(data[name], _value_types()[kind])
+        for name, kind in schema.items()
+    }
+    created = datetime.now(UTC)
+    return [
+        (
+            EntityKey(join_keys=[key], entity_values=[Value(string_val=entity)]),
+            {name: values[i] for name, values in columns.items()},
+            data[f.EVENT_TIMESTAMP][i],
+            created,
+        )
+        for i, entity in enumerate(data[key])
+    ]
+
+
+def _release_clients(online_store: Any) -> None:
+    # Feast's online stores have no synchronous close (OnlineStore.close is async and
+    # a no-op); they keep their connection in ``_conn`` (sqlite) or ``_client``.
+    for attribute in ("_conn", "_client"):
+        client = getattr(online_store, attribute, None)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                client.close()
+            setattr(online_store, attribute, None)
+
+
+def _response_by_entity(response: Any, view: str, ids: list[str]) -> dict[str, Any]:
+    """Per-entity feature dicts in schema order; ``None`` where nothing was stored."""
+    key, schema = f.FEATURE_VIEWS[view]
+    columns = response.to_dict()
+    # An entity is stored iff its row has an event time. Statuses do not tell: the
+    # redis store reports a missing entity as PRESENT with null values.
+    found = [False] * len(ids)
+    names = response.proto.metadata.feature_names.val
+    for name, vector in zip(names, response.proto.results, strict=True):
+        if name != key:
+            stamps = vector.event_timestamps
+            found = [seen or ts.seconds > 0 for seen, ts in zip(found, stamps, strict=True)]
+    return {
+        entity: {name: columns[name][i] for name in schema} if found[i] else None
+        for i, entity in enumerate(ids)
+    }

@@ -1,0 +1,51 @@
+"""Session-scoped real servers for the integration tests (see ``servers.py``).
+
+A server whose binary is missing skips the tests that need it, with a message
+saying how to install it; under CI (``CI=true``) it fails instead, because CI
+must run every integration test.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from tests.integration import servers
+
+
+def _serve(
+    start: Callable[[], contextlib.AbstractContextManager[servers.Server]],
+) -> Iterator[servers.Server]:
+    with contextlib.ExitStack() as stack:
+        try:
+            server = stack.enter_context(start())
+        except servers.ComponentMissing as missing:
+            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+                pytest.fail(f"CI must run this test: {missing}")
+            pytest.skip(str(missing))
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[servers.Server]:
+    """A ``redis-server`` on a free 127.0.0.1 port, without persistence."""
+    yield from _serve(servers.redis_server)
+
+
+@pytest.fixture(scope="session")
+def bigtable_emulator() -> Iterator[servers.Server]:
+    """A ``cbtemulator`` on a free 127.0.0.1 port."""
+    yield from _serve(servers.bigtable_emulator)
+
+
+@pytest.fixture(scope="session")
+def pubsub_emulator() -> Iterator[servers.Server]:
+    """The gcloud Pub/Sub emulator (project ``test-project``) on a free port.
+
+    Clients find it through ``PUBSUB_EMULATOR_HOST=<server.address>``; the fixture
+    does not set it so that tests choose their own scope for the variable.
+    """
+    yield from _serve(servers.pubsub_emulator)
