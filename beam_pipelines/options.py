@@ -56,6 +56,12 @@ class StreamingOptions(PipelineOptions):
             help="Seconds between checks for a newer item-embedding table.",
         )
         add("--write_batch_size", type=int, default=500, help="Rows per online-store write.")
+        add(
+            "--write_max_buffering_s",
+            type=float,
+            default=0.1,
+            help="Longest a feature row waits to join a write batch, seconds.",
+        )
         add("--write_max_retries", type=int, default=3, help="Retries of a failed store write.")
         add(
             "--write_backoff_s",
@@ -75,6 +81,11 @@ class StreamingOptions(PipelineOptions):
         for name in ("allowed_lateness_s", "write_max_retries", "write_backoff_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0")
-        for name in ("dedup_ttl_s", "embedding_refresh_s", "write_batch_size"):
+        for name in (
+            "dedup_ttl_s",
+            "embedding_refresh_s",
+            "write_batch_size",
+            "write_max_buffering_s",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be > 0")

@@ -44,10 +44,22 @@ def settings_from(options: StreamingOptions) -> FeatureSettings:
 class WriteAllFeatures(beam.PTransform):
     """User and item rows to the online store; returns the dead letters of failed writes."""
 
-    def __init__(self, sink_factory, batch_size: int, max_retries: int, backoff_s: float):
+    def __init__(
+        self,
+        sink_factory,
+        batch_size: int,
+        max_retries: int,
+        backoff_s: float,
+        max_buffering_s: float | None = None,
+    ):
         super().__init__()
         self._args = (sink_factory,)
-        self._kwargs = dict(batch_size=batch_size, max_retries=max_retries, backoff_s=backoff_s)
+        self._kwargs = dict(
+            batch_size=batch_size,
+            max_retries=max_retries,
+            backoff_s=backoff_s,
+            max_buffering_s=max_buffering_s,
+        )
 
     def expand(self, features):
         users = features[USER_ROWS] | "WriteUsers" >> WriteFeatures(
@@ -73,7 +85,11 @@ def build(pipeline: beam.Pipeline, options: StreamingOptions) -> None:
     )
     sink = FeastSinkFactory(store_config(options.store_config, options.store_path))
     failed = features | "WriteFeatures" >> WriteAllFeatures(
-        sink, options.write_batch_size, options.write_max_retries, options.write_backoff_s
+        sink,
+        options.write_batch_size,
+        options.write_max_retries,
+        options.write_backoff_s,
+        options.write_max_buffering_s,
     )
     (
         (features[DEAD_LETTERS], failed)
