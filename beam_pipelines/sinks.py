@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
+import json
+import threading
 import uuid
 from typing import Any
 
@@ -9,16 +12,52 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 
+class _SharedSink:
+    """One open store client per process and config, writes serialized by a lock.
+
+    The BundleBasedDirectRunner runs ``DoFn.setup`` for every bundle; opening a
+    Feast store there (and applying its definitions) cost more than the writes.
+    """
+
+    _lock = threading.Lock()
+    _open: dict[str, _SharedSink] = {}
+
+    def __init__(self, client):
+        self._client = client
+        self._write_lock = threading.Lock()
+
+    @classmethod
+    def get(cls, store_config: dict[str, Any]) -> _SharedSink:
+        key = json.dumps(store_config, sort_keys=True)
+        with cls._lock:
+            sink = cls._open.get(key)
+            if sink is None:
+                from feature_repo.store import FeatureStoreClient
+
+                sink = cls._open[key] = cls(FeatureStoreClient(store_config).open())
+                atexit.register(sink._client.close)
+        return sink
+
+    def open(self) -> None:
+        """Already open; the sink outlives the DoFns that share it."""
+
+    def write_rows(self, view: str, rows: list[dict]) -> int:
+        with self._write_lock:
+            return self._client.write_rows(view, rows)
+
+    def close(self) -> None:
+        """Closed at process exit, not by one of its users."""
+
+
 class FeastSinkFactory:
-    """Builds a ``feature_repo.store.FeatureStoreClient`` on the worker (lazy Feast import)."""
+    """The process's shared ``feature_repo.store.FeatureStoreClient`` for a config
+    (Feast imported lazily, on the worker)."""
 
     def __init__(self, store_config: dict[str, Any]):
         self.store_config = dict(store_config)
 
-    def __call__(self):
-        from feature_repo.store import FeatureStoreClient
-
-        return FeatureStoreClient(self.store_config)
+    def __call__(self) -> _SharedSink:
+        return _SharedSink.get(self.store_config)
 
 
 class _WriteDeadLetterFiles(beam.DoFn):
