@@ -30,6 +30,7 @@ TEST = [
     "hypothesis>=6.100,<7",
     "httpx>=0.27,<1",
     "ruff>=0.5",
+    "python-hcl2>=8,<9",
 ]
 
 setup(
