@@ -1,6 +1,7 @@
 """Where the pipeline gets item embeddings, refreshed while the job runs.
 
-Layout written at model export: ``<model_base>/item_embeddings/<version>/item_embeddings.parquet``
+Layout written at model export: ``<model_base>/item_embeddings/<version>/item_embeddings.parquet``,
+on any Beam filesystem (local, ``gs://``)
 (``version`` an integer, as TF Serving numbers model versions). A version directory
 whose table is missing or unreadable is skipped with a logged reason. With no
 model base, or before any version exists, items get hashed random vectors.
@@ -12,6 +13,8 @@ import logging
 import pathlib
 import time
 
+from apache_beam.io.filesystems import FileSystems
+
 from beam_pipelines.embeddings import HashedEmbeddings, TableEmbeddings
 from feature_repo.features import EMBEDDING_DIM
 
@@ -20,26 +23,33 @@ TABLE_DIR = "item_embeddings"
 TABLE_FILE = "item_embeddings.parquet"
 
 
-def table_path(model_base: str | pathlib.Path, version: int | str) -> pathlib.Path:
-    return pathlib.Path(model_base) / TABLE_DIR / str(version) / TABLE_FILE
+def table_path(model_base: str | pathlib.Path, version: int | str) -> str:
+    """Where version ``version``'s table lives (local path or any Beam filesystem URI)."""
+    return FileSystems.join(str(model_base), TABLE_DIR, str(version), TABLE_FILE)
 
 
-def _version_dirs(model_base: str | pathlib.Path) -> list[pathlib.Path]:
-    root = pathlib.Path(model_base) / TABLE_DIR
-    if not root.is_dir():
-        return []
-    return sorted((p for p in root.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-
-
-def load_table(directory: pathlib.Path) -> TableEmbeddings | None:
-    """The table of one version directory, or None (logged) if it is not usable."""
-    path = directory / TABLE_FILE
+def _versions(model_base: str | pathlib.Path) -> list[str]:
+    """Version names (integers as text) with a table file, oldest first."""
+    pattern = table_path(model_base, "*")
     try:
-        table = TableEmbeddings.from_parquet(path)
+        found = FileSystems.match([pattern])[0].metadata_list
+    except Exception as err:  # an unreachable bucket: keep the current table
+        LOG.warning("cannot list %s: %s", pattern, err)
+        return []
+    names = {FileSystems.split(FileSystems.split(m.path)[0])[1] for m in found}
+    return sorted((n for n in names if n.isdigit()), key=int)
+
+
+def load_table(model_base: str | pathlib.Path, version: str) -> TableEmbeddings | None:
+    """The table of one version, or None (logged) if it is not usable."""
+    path = table_path(model_base, version)
+    try:
+        with FileSystems.open(path) as handle:
+            table = TableEmbeddings.from_parquet(handle)
     except Exception as err:  # a half-written or corrupt export: skip it
         LOG.warning("skipping embedding table %s: %s", path, err)
         return None
-    if table.version != directory.name:
+    if table.version != version:
         LOG.warning("skipping %s: the table says version %s", path, table.version)
         return None
     return table
@@ -47,8 +57,8 @@ def load_table(directory: pathlib.Path) -> TableEmbeddings | None:
 
 def newest_table(model_base: str | pathlib.Path) -> TableEmbeddings | None:
     """The newest loadable table under ``model_base``, or None."""
-    for directory in reversed(_version_dirs(model_base)):
-        table = load_table(directory)
+    for version in reversed(_versions(model_base)):
+        table = load_table(model_base, version)
         if table is not None:
             return table
     return None
@@ -94,9 +104,9 @@ class EmbeddingSource:
         self._checked_at = now
         known = {t.version for t in self._tables}
         newest = int(self._tables[-1].version) if self._tables else -1
-        for directory in _version_dirs(self.model_base):
-            if int(directory.name) > newest and directory.name not in known:
-                table = load_table(directory)
+        for version in _versions(self.model_base):
+            if int(version) > newest and version not in known:
+                table = load_table(self.model_base, version)
                 if table is not None:
                     LOG.info("item embeddings: version %s (%d items)", table.version, len(table))
                     self._tables.append(table)

@@ -9,7 +9,6 @@ used instead. Loading Parquet needs pyarrow, imported lazily.
 from __future__ import annotations
 
 import hashlib
-import pathlib
 
 import numpy as np
 
@@ -71,7 +70,8 @@ class TableEmbeddings:
         return len(self._table)
 
     @classmethod
-    def from_parquet(cls, path: str | pathlib.Path) -> TableEmbeddings:
+    def from_parquet(cls, path) -> TableEmbeddings:
+        """From a Parquet path or an open binary file."""
         import pyarrow.parquet as pq
 
         arrow = pq.read_table(path, columns=["item_id", "embedding", "version"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import threading
 import uuid
@@ -66,6 +67,12 @@ class _WriteDeadLetterFiles(beam.DoFn):
     def __init__(self, directory: str):
         self._directory = directory
 
+    def setup(self):
+        # On the worker, not while the graph is built (no credentials needed there).
+        # Another bundle or worker may create it first: that is fine.
+        with contextlib.suppress(OSError):
+            FileSystems.mkdirs(self._directory)
+
     def start_bundle(self):
         self._lines: list[bytes] = []
 
@@ -93,8 +100,6 @@ class WriteDeadLetters(beam.PTransform):
 
     def expand(self, letters):
         if self._directory:
-            if not FileSystems.exists(self._directory):
-                FileSystems.mkdirs(self._directory)
             letters | "ToFiles" >> beam.ParDo(_WriteDeadLetterFiles(self._directory))
         if self._topic:
             (

@@ -8,6 +8,7 @@ bounded. Batch (bounded logs): group by event_id and keep the earliest arrival.
 from __future__ import annotations
 
 import apache_beam as beam
+from apache_beam import typehints
 from apache_beam.coders import BooleanCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
@@ -18,6 +19,9 @@ from beam_pipelines.events import EngagementEvent, Reason
 from beam_pipelines.transforms.dead_letters import DEAD_LETTER, DeadLetter
 
 _DUPLICATES = Metrics.counter("rtp", "duplicates")
+# A str key gets a deterministic coder, which keyed state needs (and which a
+# Dataflow --update must keep: change it only with a new job).
+STR_KEYED = typehints.KV[str, typehints.Any]
 
 
 def _duplicate(event: EngagementEvent) -> beam.pvalue.TaggedOutput:
@@ -91,7 +95,7 @@ class DeduplicateEvents(beam.PTransform):
             )
         return (
             events
-            | "KeyByEventId" >> beam.Map(lambda e: (e.event_id, e))
+            | "KeyByEventId" >> beam.Map(lambda e: (e.event_id, e)).with_output_types(STR_KEYED)
             | "KeepFirst"
             >> beam.ParDo(_DedupFn(self._ttl_s)).with_outputs(DEAD_LETTER, main="events")
         )

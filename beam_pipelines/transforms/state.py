@@ -22,6 +22,7 @@ from beam_pipelines.state import StateConfig
 from beam_pipelines.state.records import ScoredEvent
 from beam_pipelines.state.updaters import is_late, update_item, update_user
 from beam_pipelines.transforms.dead_letters import DEAD_LETTER, DeadLetter
+from beam_pipelines.transforms.dedup import STR_KEYED
 from feature_repo.features import EVENT_TIMESTAMP, ITEM_KEY, USER_KEY
 
 _LATE = Metrics.counter("rtp", "late")
@@ -141,7 +142,8 @@ class UpdateUserState(beam.PTransform):
         self._order = replay_order
 
     def expand(self, events):
-        keyed = events | "KeyByUser" >> beam.Map(lambda e: (e.user_id, e))
+        key_by_user = beam.Map(lambda e: (e.user_id, e)).with_output_types(STR_KEYED)
+        keyed = events | "KeyByUser" >> key_by_user
         if self._order:
             keyed = keyed | "GroupByUser" >> beam.GroupByKey()
             apply = beam.FlatMap(_fold_user, self._stepper, self._order)
@@ -186,7 +188,8 @@ class UpdateItemState(beam.PTransform):
         self._order = replay_order
 
     def expand(self, events):
-        keyed = events | "KeyByItem" >> beam.Map(lambda e: (e.item_id, e))
+        key_by_item = beam.Map(lambda e: (e.item_id, e)).with_output_types(STR_KEYED)
+        keyed = events | "KeyByItem" >> key_by_item
         if self._order:
             apply = beam.FlatMap(_fold_item, self._config, self._order)
             return (

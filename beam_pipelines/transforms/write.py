@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import apache_beam as beam
+from apache_beam import typehints
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
@@ -152,7 +153,10 @@ class WriteFeatures(beam.PTransform):
             key, shards = self._key, self.SHARDS
             rows = (
                 rows
-                | "ShardByEntity" >> beam.Map(lambda row: (_shard(row[key], shards), row))
+                | "ShardByEntity"
+                >> beam.Map(lambda row: (_shard(row[key], shards), row)).with_output_types(
+                    typehints.KV[int, typehints.Any]
+                )
                 | "GatherBatches"
                 >> beam.GroupIntoBatches(
                     self._batch_size, max_buffering_duration_secs=self._max_buffering_s
