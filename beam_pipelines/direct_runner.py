@@ -38,6 +38,8 @@ def raise_pubsub_pull_size(max_messages: int) -> bool:
     return True
 
 
-def _pull(pull, max_messages: int, *args, **kwargs):
-    kwargs["max_messages"] = max(kwargs.get("max_messages", 0), max_messages)
+def _pull(pull, pull_size: int, *args, **kwargs):
+    # Not named max_messages: Beam passes max_messages=10 as a keyword, which would
+    # clash with this bound positional argument (TypeError on every pull).
+    kwargs["max_messages"] = max(kwargs.get("max_messages", 0), pull_size)
     return pull(*args, **kwargs)

@@ -1,0 +1,179 @@
+"""UpdateUserState and UpdateItemState: the Beam wrappers apply the pure state code
+per key, in processing order (streaming) or in replay order (bounded logs), and
+dead-letter events more than the allowed lateness behind the user's newest one.
+
+Expectations come from folding the same events with the pure updaters; a few
+values are checked by hand. Independent branches share a pipeline to keep the
+suite fast.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import pytest
+
+from beam_pipelines.embedding_source import EmbeddingSource
+from beam_pipelines.state import StateConfig
+from beam_pipelines.transforms.dead_letters import DEAD_LETTER
+from beam_pipelines.transforms.state import (
+    ACCEPTED,
+    FINAL,
+    HISTORY,
+    ROWS,
+    UpdateItemState,
+    UpdateUserState,
+)
+from feature_repo.features import EVENT_TIMESTAMP, ITEM_KEY, USER_KEY
+from tests.helpers.events import MINUTE_MS, SECOND_MS, T0_MS, scored
+from tests.helpers.pipelines import assert_outputs, batch_pipeline, state_pipeline
+from tests.helpers.state import item_fold, user_fold
+
+CONFIG = StateConfig()
+LATENESS_S = 600.0
+HOUR_S = 3600.0
+
+
+def _user_fold(events):
+    return user_fold(events, CONFIG, int(LATENESS_S * 1000))
+
+
+def _item_fold(events):
+    return item_fold(events, CONFIG)
+
+
+def _per_entity(rows, key) -> dict[str, list[dict]]:
+    out = {}
+    for row in rows:
+        out.setdefault(row[key], []).append(row)
+    return out
+
+
+def _late_letter(letter):
+    assert "behind the user's newest" in letter.detail
+    return letter.reason, letter.event_id, letter.event_time_ms
+
+
+# u1: b is newest at +60 s; c (30 s behind) applies; d (601 s behind) is late.
+USER_STREAM = [
+    scored("a", "u1", "i1", "like", T0_MS),
+    scored("b", "u1", "i2", "view", T0_MS + MINUTE_MS, watch_ms=5000, item_duration_ms=10_000),
+    scored("f", "u2", "i1", "impression", T0_MS + 5 * SECOND_MS),
+    scored("c", "u1", "i3", "skip", T0_MS + 30 * SECOND_MS),
+    scored("d", "u1", "i4", "like", T0_MS + MINUTE_MS - 601 * SECOND_MS),
+    scored("e", "u1", "i1", "share", T0_MS + 2 * MINUTE_MS),
+]
+
+# i1: an impression, then one short half-life (1 h) later an engaged view (the
+# short-video conversion, watch ratio 0.6) and a like (engaged, not a conversion).
+LATER_MS = T0_MS + int(HOUR_S * 1000)
+ITEM_EVENTS = [
+    scored("a", "u1", "i1", "impression", T0_MS),
+    scored("b", "u2", "i2", "impression", T0_MS),
+    scored("c", "u1", "i1", "view", LATER_MS, watch_ms=6000, item_duration_ms=10_000),
+    scored("d", "u2", "i1", "like", LATER_MS),
+]
+
+
+def test_streaming_user_and_item_state():
+    rows, accepted, late = _user_fold(USER_STREAM)
+    assert late == ["d"] and [r["user_event_count"] for r in rows] == [1, 2, 1, 3, 4]
+    # Stamped with the user's newest event time, not the applied event's own time.
+    assert [r[EVENT_TIMESTAMP] - T0_MS for r in rows if r[USER_KEY] == "u1"] == [
+        0,
+        MINUTE_MS,
+        MINUTE_MS,
+        2 * MINUTE_MS,
+    ]
+    assert rows[-1]["user_recent_items"] == ["i1", "i2", "i3", "i1"]  # newest first
+
+    p = state_pipeline()
+    users = (
+        p
+        | "UserEvents" >> beam.Create(USER_STREAM)
+        | "Users" >> UpdateUserState(CONFIG, EmbeddingSource(), LATENESS_S)
+    )
+    letters = users[DEAD_LETTER] | beam.Map(_late_letter)
+    items = p | "ItemEvents" >> beam.Create(ITEM_EVENTS) | "Items" >> UpdateItemState(CONFIG)
+    assert_outputs(
+        {
+            "user_rows": (users[ROWS], rows),
+            "accepted": (users[ACCEPTED], accepted),
+            "late": (letters, [("late", "d", T0_MS + MINUTE_MS - 601 * SECOND_MS)]),
+            "item_rows": (items, _item_fold(ITEM_EVENTS)),
+        }
+    )
+    p.run().wait_until_finish()
+
+
+def test_item_state_values_by_hand():
+    final = _item_fold(ITEM_EVENTS)[-1]
+    long_h = CONFIG.item_long_half_life_s
+    assert final["item_event_count"] == 3
+    assert final["item_impressions_short"] == pytest.approx(0.5)
+    assert final["item_impressions_long"] == pytest.approx(2 ** (-HOUR_S / long_h))
+    assert final["item_engagements_short"] == final["item_engagements_long"] == 2.0
+    assert final["item_reward_sum_short"] == pytest.approx(1.6)
+    # Beta(1 + conversions, 1 + max(exposures - conversions, 0)), long half-life:
+    # the conversion (weight 1) outweighs the decayed impression (0.996).
+    assert final["item_beta_alpha"] == 2.0 and final["item_beta_beta"] == 1.0
+    prior = 1 / long_h
+    assert final["item_trending"] == pytest.approx((2 / HOUR_S + prior) / (2 / long_h + prior))
+    assert final["item_last_event_ms"] == final[EVENT_TIMESTAMP] == LATER_MS
+
+
+# Arrival order x, y, z: y is 1000 s behind x (late); z is 500 s behind (applied).
+# Replayed in event-time order nothing is late.
+USER_LOG = [
+    scored("x", "u1", "i1", "like", T0_MS + 1000 * SECOND_MS, seq=1),
+    scored("y", "u1", "i2", "like", T0_MS, seq=2),
+    scored("z", "u1", "i3", "hide", T0_MS + 500 * SECOND_MS, seq=3),
+    scored("w", "u2", "i1", "like", T0_MS, seq=4),
+]
+ORDERS = {"arrival": lambda e: e.seq, "time": lambda e: (e.timestamp_ms, e.seq)}
+
+
+def test_bounded_user_and_item_state_fold_in_replay_order():
+    p = batch_pipeline()
+    # Input deliberately not in seq order: the folds sort.
+    log = p | "UserLog" >> beam.Create(USER_LOG[::-1])
+    checks, applied = {}, {}
+    for order, key in ORDERS.items():
+        rows, accepted, late = _user_fold(sorted(USER_LOG, key=key))
+        applied[order] = ([e.event_id for e in accepted], late)
+        users = log | f"Users_{order}" >> UpdateUserState(
+            CONFIG, EmbeddingSource(), LATENESS_S, replay_order=order
+        )
+        history = list(_per_entity(rows, USER_KEY).values())
+        letters = users[DEAD_LETTER] | f"Letters_{order}" >> beam.Map(_late_letter)
+        late_letters = [
+            ("late", e.event_id, e.timestamp_ms) for e in USER_LOG if e.event_id in late
+        ]
+        checks |= {
+            f"history_{order}": (users[HISTORY], history),
+            f"final_{order}": (users[FINAL], [h[-1] for h in history]),
+            f"accepted_{order}": (users[ACCEPTED], accepted),
+            f"late_{order}": (letters, late_letters),
+        }
+    assert applied == {"arrival": (["x", "z", "w"], ["y"]), "time": (["y", "w", "z", "x"], [])}
+
+    item_log = [e._replace(seq=k) for k, e in enumerate(ITEM_EVENTS[::-1])]
+    item_rows = _item_fold(sorted(item_log, key=ORDERS["time"]))
+    per_item = _per_entity(item_rows, ITEM_KEY)
+    assert [r["item_event_count"] for r in per_item["i1"]] == [1, 2, 3]
+    history = list(per_item.values())
+    items = (
+        p
+        | "ItemLog" >> beam.Create(item_log)
+        | "Items" >> UpdateItemState(CONFIG, replay_order="time")
+    )
+    checks |= {
+        "item_history": (items[HISTORY], history),
+        "item_final": (items[FINAL], [h[-1] for h in history]),
+    }
+    assert_outputs(checks)
+    p.run().wait_until_finish()
+
+
+def test_negative_lateness_is_rejected():
+    with pytest.raises(ValueError, match="allowed_lateness_s"):
+        UpdateUserState(CONFIG, EmbeddingSource(), allowed_lateness_s=-1)
