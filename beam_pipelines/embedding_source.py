@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import pathlib
+import threading
 import time
 
 from apache_beam.io.filesystems import FileSystems
@@ -64,6 +65,15 @@ def newest_table(model_base: str | pathlib.Path) -> TableEmbeddings | None:
     return None
 
 
+class _Loaded:
+    """Tables loaded in this process for one model base, shared by every handle."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.tables: list[TableEmbeddings] = []
+        self.checked_at = float("-inf")
+
+
 class EmbeddingSource:
     """Picklable handle to the item-embedding tables under ``model_base``.
 
@@ -72,10 +82,14 @@ class EmbeddingSource:
     table already active at that event time (see ``ACTIVE_FROM_KEY``), or hashed
     vectors when there is none. This plays the role of a slowly changing side
     input: the DirectRunner holds a global-window side input back until its
-    source finishes, so the refresh lives here, on every runner alike.
+    source finishes, so the refresh lives here, on every runner alike. Loaded
+    tables are shared per process: runners re-create DoFns (and this handle)
+    per bundle, and must not reload the tables each time.
     """
 
     KEEP = 3  # loaded versions kept in memory
+    _processes_tables: dict[tuple[str, int], _Loaded] = {}
+    _registry_lock = threading.Lock()
 
     def __init__(
         self, model_base: str | None = None, dim: int = EMBEDDING_DIM, refresh_s: float = 60.0
@@ -86,31 +100,37 @@ class EmbeddingSource:
         self.dim = dim
         self.refresh_s = refresh_s
         self._hashed = HashedEmbeddings(dim)
-        self._tables: list[TableEmbeddings] = []
-        self._checked_at = float("-inf")
+        with self._registry_lock:
+            key = (model_base or "", dim)
+            self._loaded = self._processes_tables.setdefault(key, _Loaded())
 
     def current(self, event_time_ms: int | None = None):
         """The table for an event at ``event_time_ms`` (None: the newest loaded)."""
         self._refresh()
-        for table in reversed(self._tables):
+        for table in reversed(self._loaded.tables):
             if event_time_ms is None or table.active_from_ms <= event_time_ms:
                 return table
         return self._hashed
 
     def _refresh(self) -> None:
+        loaded = self._loaded
         now = time.monotonic()
-        if not self.model_base or now - self._checked_at < self.refresh_s:
+        if not self.model_base or now - loaded.checked_at < self.refresh_s:
             return
-        self._checked_at = now
-        known = {t.version for t in self._tables}
-        newest = int(self._tables[-1].version) if self._tables else -1
-        for version in _versions(self.model_base):
-            if int(version) > newest and version not in known:
-                table = load_table(self.model_base, version)
-                if table is not None:
-                    LOG.info("item embeddings: version %s (%d items)", table.version, len(table))
-                    self._tables.append(table)
-        self._tables = self._tables[-self.KEEP :]
+        with loaded.lock:
+            if now - loaded.checked_at < self.refresh_s:
+                return
+            loaded.checked_at = now
+            tables = list(loaded.tables)
+            known = {t.version for t in tables}
+            newest = int(tables[-1].version) if tables else -1
+            for version in _versions(self.model_base):
+                if int(version) > newest and version not in known:
+                    table = load_table(self.model_base, version)
+                    if table is not None:
+                        LOG.info("item embeddings: version %s (%d items)", version, len(table))
+                        tables.append(table)
+            loaded.tables = tables[-self.KEEP :]
 
     def __getstate__(self):
         return {"model_base": self.model_base, "dim": self.dim, "refresh_s": self.refresh_s}

@@ -238,7 +238,12 @@ class _RedisBackend(_Backend):
         for param, value in defaults.items():
             if f"{param}=" not in conn:
                 conn += f",{param}={value}"
-        store: dict[str, Any] = {"type": "redis", "connection_string": conn}
+        # Feast's Redis store skips a write whose event time is not strictly newer.
+        # Rows carry the entity's newest event time, so an older event applied later
+        # (within the allowed lateness) repeats it and its update would be lost.
+        # The writer already keeps each entity's newest row per batch, in order:
+        # last write wins, as on SQLite and Bigtable, and one round trip instead of two.
+        store: dict[str, Any] = {"type": "redis", "connection_string": conn, "skip_dedup": True}
         if self.config.key_ttl_s:
             store["key_ttl_seconds"] = self.config.key_ttl_s
         return store
