@@ -1,0 +1,344 @@
+"""``rtp train``: backfill → point-in-time dataset → retrieval + ranker → export.
+
+    rtp train --events PATH [--items PATH] --out MODEL_BASE [--format jsonl|movielens]
+              [--seed S] [--epochs N] [--reward PRESET] [--history OFFLINE_DIR]
+
+Events are split in time: the first 80 % by ``(timestamp, user, item)`` train both
+models, the last 20 % validate them (recall@10/50/100 over the full catalogue,
+ranker AUC and RMSE), written to ``MODEL_BASE/metrics.json``. Features of the
+validation events still come from the full history, i.e. the user state as the
+streaming pipeline would have had it just before each event.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import pathlib
+import sys
+import time
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from models.catalog import Catalog, build_catalog
+from models.config import TrainConfig
+from models.dataset import label_examples, point_in_time_features
+from models.event_log import EventLog, default_reward, load_events, time_split
+from models.export import export_all
+from models.item_features import ItemVocab, encode_items
+from models.metrics import auc, recall_at, rmse, seen_before, target_ranks
+from models.pooling import half_lives_s
+from models.ranker import RankerModel, predict, train_ranker
+from models.retrieval import TwoTowerModel, positive_probability, query_embeddings, train_retrieval
+from models.towers import ItemTower, QueryTower
+from models.training_data import ExampleArrays, before, build_arrays
+
+LOG = logging.getLogger(__name__)
+WORK_DIR = ".train_work"
+
+
+def _stage(message: str, started: float) -> None:
+    print(f"[rtp train] {time.perf_counter() - started:7.1f}s  {message}", flush=True)
+
+
+@dataclasses.dataclass
+class Prepared:
+    log: EventLog
+    catalog: Catalog
+    train: ExampleArrays
+    valid: ExampleArrays
+    boundary: tuple[int, str, str] | None  # first validation event; None: no validation
+
+
+def run_history(events: str, fmt: str, reward: str, work: pathlib.Path, expected: int) -> str:
+    """The backfill job over the log in event-time order; returns its offline dir.
+
+    ``expected``: events the training loader accepted; the backfill should apply as
+    many (a difference means labels without history rows or the reverse).
+    """
+    from beam_pipelines.backfill import run_backfill
+
+    out = work / "backfill"
+    argv = ["--events", events, "--out", str(out), "--format", fmt, "--reward", reward]
+    summary = run_backfill([*argv, "--order", "time"])
+    LOG.info("backfill: %s", summary)
+    if summary.get("applied") != expected:
+        LOG.warning(
+            "backfill applied %s events, training read %s: check %s/dead_letters",
+            summary.get("applied"),
+            expected,
+            out,
+        )
+    return str(out / "offline")
+
+
+def prepare(
+    args: argparse.Namespace, config: TrainConfig, work: pathlib.Path, started: float
+) -> Prepared:
+    reward = args.reward or default_reward(args.format)
+    log = load_events(args.events, args.format, reward)
+    _stage(f"read {len(log.frame)} events (skipped {log.rejected or 'none'})", started)
+    offline = args.history or run_history(args.events, args.format, reward, work, len(log.frame))
+    _stage(f"history at {offline}", started)
+    examples = label_examples(log.frame, log.rewards, config.outcome_window_ms)
+    frame = point_in_time_features(examples, offline, work / "feast", engine=args.join_engine)
+    _stage(f"{len(frame)} examples with point-in-time features", started)
+    split = time_split(len(log.frame), config.train_fraction)
+    boundary = None
+    if split < len(log.frame):
+        row = log.frame.iloc[split]
+        boundary = (int(row["timestamp_ms"]), str(row["user_id"]), str(row["item_id"]))
+    catalog = build_catalog(log.frame["item_id"], args.items)
+    arrays = build_arrays(frame, catalog, config.dim, config.max_history, half_lives_s())
+    is_train = before(frame, boundary) if boundary else np.ones(len(frame), dtype=bool)
+    return Prepared(log, catalog, arrays.subset(is_train), arrays.subset(~is_train), boundary)
+
+
+def fit_retrieval(data: Prepared, config: TrainConfig) -> TwoTowerModel:
+    positives = data.train.subset(data.train.engaged)
+    if len(positives) < 2:
+        raise ValueError("fewer than 2 engaged training examples: nothing to train retrieval on")
+    vocab = ItemVocab.fit(
+        data.catalog.item_ids[positives.item_rows],
+        data.catalog,
+        title_buckets=config.title_buckets,
+    )
+    features = encode_items(data.catalog, vocab)
+    model = TwoTowerModel(
+        ItemTower(
+            len(vocab.item_ids),
+            len(vocab.genres),
+            vocab.title_buckets,
+            config.dim,
+            config.tower_hidden,
+        ),
+        QueryTower(config.dim, config.tower_hidden),
+        features,
+        positive_probability(positives.item_rows, len(data.catalog)),
+        config.temperature,
+    )
+    train_retrieval(
+        model,
+        positives.retrieval_arrays(),
+        epochs=config.epochs,
+        batch_size=min(config.retrieval_batch, len(positives)),
+        learning_rate=config.retrieval_lr,
+        seed=config.seed,
+    )
+    return model
+
+
+def evaluate_retrieval(data: Prepared, model: TwoTowerModel, table: np.ndarray) -> dict[str, Any]:
+    valid = data.valid.subset(data.valid.engaged)
+    frame = data.log.frame
+    exclude = seen_before(
+        frame["user_id"].to_numpy(),
+        data.catalog.indices(frame["item_id"]),
+        frame["timestamp_ms"].to_numpy(),
+        valid.user_ids,
+        valid.timestamps_ms,
+    )
+    queries = query_embeddings(model.query_tower, valid.query_inputs(table))
+    ranks = target_ranks(lambda part: queries[part] @ table.T, valid.item_rows, exclude)
+    popularity = np.bincount(
+        data.train.subset(data.train.engaged).item_rows, minlength=len(data.catalog)
+    ).astype(np.float64)
+    pop_ranks = target_ranks(
+        lambda part: np.broadcast_to(popularity, (part.stop - part.start, len(popularity))),
+        valid.item_rows,
+        exclude,
+    )
+    return {
+        "examples": len(valid),
+        "catalogue_items": len(data.catalog),
+        **recall_at(ranks),
+        "popularity_baseline": recall_at(pop_ranks),
+    }
+
+
+def fit_ranker(data: Prepared, table: np.ndarray, config: TrainConfig) -> RankerModel:
+    model = RankerModel(config.cross_layers, reward_weight=config.reward_weight)
+    arrays = data.train.ranker_arrays(table)
+    model.adapt(data.train.ranker_inputs(table))
+    train_ranker(
+        model,
+        arrays,
+        epochs=config.epochs,
+        batch_size=config.ranker_batch,
+        learning_rate=config.ranker_lr,
+        seed=config.seed,
+    )
+    return model
+
+
+def evaluate_ranker(data: Prepared, model: RankerModel, table: np.ndarray) -> dict[str, Any]:
+    valid = data.valid
+    probability, reward = predict(model, valid.ranker_inputs(table))
+    alpha, beta = valid.item["item_beta_alpha"], valid.item["item_beta_beta"]
+    beta_mean = np.divide(alpha, alpha + beta, out=np.zeros_like(alpha), where=alpha + beta > 0)
+    return {
+        "examples": len(valid),
+        "positive_rate": float(valid.engaged.mean()) if len(valid) else float("nan"),
+        "auc": auc(valid.engaged, probability),
+        "rmse": rmse(valid.reward, reward),
+        "baselines": {
+            "item_beta_mean_auc": auc(valid.engaged, beta_mean),
+            "train_mean_reward_rmse": rmse(
+                valid.reward, np.full(len(valid), data.train.reward.mean())
+            ),
+        },
+    }
+
+
+def _warmup(inputs: dict[str, np.ndarray], sizes: tuple[int, ...]) -> list[dict[str, np.ndarray]]:
+    n = len(next(iter(inputs.values())))
+    if n == 0:
+        return []
+    return [{k: v[np.arange(size) % n] for k, v in inputs.items()} for size in sizes]
+
+
+@dataclasses.dataclass
+class Trained:
+    data: Prepared
+    retrieval: TwoTowerModel
+    ranker: RankerModel
+    table: np.ndarray  # [catalogue, dim] item embeddings, rows as data.catalog
+    metrics: dict[str, Any]
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(seed=args.seed, epochs=args.epochs, train_fraction=args.train_fraction)
+
+
+def fit(args: argparse.Namespace, config: TrainConfig, started: float) -> Trained:
+    """Data, both models and their validation metrics (nothing exported)."""
+    tf.keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    data = prepare(args, config, pathlib.Path(args.out) / WORK_DIR, started)
+    _stage(
+        f"train {len(data.train)} / validation {len(data.valid)} examples, "
+        f"{len(data.catalog)} items",
+        started,
+    )
+    timings = {"data_s": time.perf_counter() - started}
+    retrieval = fit_retrieval(data, config)
+    table = retrieval.catalog_embeddings()
+    timings["retrieval_s"] = time.perf_counter() - started - sum(timings.values())
+    retrieval_metrics = evaluate_retrieval(data, retrieval, table)
+    _stage(f"retrieval {json.dumps(_json_safe(retrieval_metrics))}", started)
+    ranker = fit_ranker(data, table, config)
+    timings["ranker_s"] = time.perf_counter() - started - sum(timings.values())
+    ranker_metrics = evaluate_ranker(data, ranker, table)
+    _stage(f"ranker {json.dumps(_json_safe(ranker_metrics))}", started)
+    metrics = {
+        "events": len(data.log.frame),
+        "split_boundary": list(data.boundary) if data.boundary else None,
+        "train_examples": len(data.train),
+        "validation_examples": len(data.valid),
+        "retrieval": retrieval_metrics,
+        "ranker": ranker_metrics,
+        "config": config.model_dump(),
+        "half_lives_s": list(half_lives_s()),
+        "timings_s": timings,
+    }
+    return Trained(data, retrieval, ranker, table, metrics)
+
+
+def export_trained(trained: Trained, model_base: str | pathlib.Path, config: TrainConfig) -> int:
+    data, table = trained.data, trained.table
+    sample = data.valid if len(data.valid) else data.train
+    return export_all(
+        model_base,
+        query_tower=trained.retrieval.query_tower,
+        ranker=trained.ranker,
+        table=table,
+        item_ids=data.catalog.item_ids,
+        info=_json_safe(trained.metrics),
+        k=config.serving_k,
+        retrieval_warmup=_warmup(sample.query_inputs(table), (1, 8)),
+        ranker_warmup=_warmup(sample.ranker_inputs(table), (100, 500, 1000)),
+    )
+
+
+def train(args: argparse.Namespace) -> dict[str, Any]:
+    """The whole ``rtp train`` run; returns what it writes to ``metrics.json``."""
+    started = time.perf_counter()
+    config = config_from_args(args)
+    trained = fit(args, config, started)
+    export_started = time.perf_counter()
+    version = export_trained(trained, args.out, config)
+    timings = {**trained.metrics["timings_s"], "export_s": time.perf_counter() - export_started}
+    metrics = _json_safe(
+        {
+            "version": version,
+            **trained.metrics,
+            "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        }
+    )
+    path = pathlib.Path(args.out) / "metrics.json"
+    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    _stage(f"exported version {version} to {args.out}", started)
+    return metrics
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN → None (strict JSON), recursively."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rtp train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--events", required=True, help="Event log path or glob.")
+    p.add_argument("--items", help="Item metadata: movies.csv or the simulator's items.jsonl.")
+    p.add_argument("--out", required=True, help="Model base directory (versions go below it).")
+    p.add_argument("--format", default="jsonl", choices=("jsonl", "movielens", "parquet"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=TrainConfig().epochs)
+    p.add_argument(
+        "--train-fraction",
+        type=float,
+        default=TrainConfig().train_fraction,
+        help="Share of events (in time order) to train on; 1 trains on all, without validation.",
+    )
+    p.add_argument("--reward", help="Reward preset or YAML (default: by format, as the backfill).")
+    p.add_argument("--history", help="Existing offline history dir (skips the backfill).")
+    p.add_argument(
+        "--join-engine",
+        default="auto",
+        choices=("auto", "feast", "asof"),
+        help="Point-in-time join: Feast historical retrieval, its pandas equivalent, or "
+        "auto (Feast unless its quadratic join would be too large).",
+    )
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    metrics = train(args)
+    print(
+        json.dumps(
+            {
+                "version": metrics["version"],
+                "retrieval": metrics["retrieval"],
+                "ranker": metrics["ranker"],
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
