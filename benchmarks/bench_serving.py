@@ -1,0 +1,369 @@
+"""Recommendation service latency and throughput, against a bare in-process ranker call.
+
+Setup (in a temporary directory): a real export (``models.export``, the layer sizes
+of ``rtp train``, untrained weights) over ``--items`` items whose retrieval returns
+500 candidates; ``user_realtime`` and ``item_realtime`` rows for ``--users`` users
+and every item in the embedded SQLite store. Then, for each model path, ``rtp serve``
+runs as a subprocess on a loopback port:
+
+* ``inprocess``: the embedded default (SavedModels in the service process);
+* ``grpc``: TF Serving over gRPC, served by the test stand-in
+  (``tests/tfserving_standin``) in another process on the same machine.
+
+A closed-loop load generator (asyncio, raw HTTP/1.1 keep-alive connections, so the
+client costs little CPU next to the server) sends ``GET /v1/recommendations`` for
+random users at concurrency 1 and 16, a bounded number of requests each, after a
+warm-up. An error is any non-200 answer, and a 200 served by a fallback is counted
+apart (``fallbacks``). The reference is a bare ranker call (the SavedModel's
+``serving_default`` on 500 prebuilt rows, no features, no HTTP) timed in this
+process in the same run; ``ratio_p50``/``ratio_p99`` are service latency over that.
+Medians over ``--repeats`` runs. ``server_cpu_ms_per_request`` is the CPU time the
+service (and the model server) spent per request, read from ``/proc``: on a shared
+machine it says what latency and throughput cannot, and ``2000 / it`` bounds the
+requests per second two dedicated cores could serve. Prints one JSON object per measure.
+
+Run: ``python -m benchmarks.bench_serving [--repeats 3]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import emit, log
+from feature_repo import features as f
+from feature_repo.store import FeatureStoreClient
+from serving.backends import prepare_tensorflow
+from tests.integration import servers
+
+CANDIDATES = 500
+K = 20
+DIM = f.EMBEDDING_DIM
+RECENT_N = 50
+VERSION = 1
+
+
+def user_rows(n: int, items: list[str], now_ms: int, rng: np.random.Generator) -> list[dict]:
+    rows = []
+    for i in range(n):
+        recent = rng.choice(items, RECENT_N, replace=False).tolist()
+        rows.append(
+            {
+                f.USER_KEY: f"user-{i}",
+                f.EVENT_TIMESTAMP: now_ms,
+                "user_emb_short": rng.standard_normal(DIM).tolist(),
+                "user_emb_long": rng.standard_normal(DIM).tolist(),
+                "user_embedding_version": str(VERSION),
+                "user_event_count": int(rng.integers(1, 500)),
+                "user_events_short": float(rng.random() * 10),
+                "user_events_long": float(rng.random() * 100),
+                "user_reward_rate_short": float(rng.random()),
+                "user_reward_rate_long": float(rng.random()),
+                "user_engagement_rate_short": float(rng.random()),
+                "user_engagement_rate_long": float(rng.random()),
+                "user_last_event_ms": now_ms - int(rng.integers(0, 3_600_000)),
+                "user_recent_items": recent,
+                "user_recent_ts_ms": [now_ms - 1000 * j for j in range(RECENT_N)],
+                "user_recent_rewards": rng.random(RECENT_N).round(3).tolist(),
+            }
+        )
+    return rows
+
+
+def item_rows(items: list[str], now_ms: int, rng: np.random.Generator) -> list[dict]:
+    rows = []
+    for item in items:
+        values = {n: float(rng.random() * 50) for n, k in f.ITEM_FEATURES.items() if k == f.FLOAT}
+        rows.append(
+            {
+                **values,
+                f.ITEM_KEY: item,
+                f.EVENT_TIMESTAMP: now_ms,
+                "item_event_count": int(rng.integers(1, 1000)),
+                "item_last_event_ms": now_ms - int(rng.integers(0, 3_600_000)),
+            }
+        )
+    return rows
+
+
+def prepare(work: Path, n_items: int, n_users: int) -> tuple[Path, Path]:
+    """(model base, store config YAML)."""
+    from tests.tfserving_standin.tiny_export import export_tiny
+
+    rng = np.random.default_rng(0)
+    items = [f"item-{i:06d}" for i in range(n_items)]
+    models = work / "models"
+    log(f"exporting models for {n_items} items (retrieval top-{CANDIDATES}) ...")
+    export_tiny(models, items, dim=DIM, k=CANDIDATES + RECENT_N, version=VERSION, full_size=True)
+    store_yaml = work / "store.yaml"
+    store_yaml.write_text(
+        f"type: sqlite\npath: {work / 'online.db'}\nregistry_path: {work / 'registry.db'}\n"
+        f"offline_dir: {work / 'offline'}\ntimeout_s: 0.5\n"
+    )
+    now_ms = int(time.time() * 1000)
+    log(f"writing features of {n_users} users and {n_items} items ...")
+    from feature_repo.store import load_store_config
+
+    with FeatureStoreClient(load_store_config(store_yaml)) as store:
+        store.write_rows(f.USER_REALTIME, user_rows(n_users, items, now_ms, rng))
+        store.write_rows(f.ITEM_REALTIME, item_rows(items, now_ms, rng))
+    return models, store_yaml
+
+
+def bare_ranker(model_base: Path, calls: int) -> dict[str, float]:
+    """p50/p99 (ms) and CPU ms per call of the ranker's serving_default on 500
+    prebuilt rows, in this process."""
+    prepare_tensorflow()
+    import tensorflow as tf
+
+    function = tf.saved_model.load(str(model_base / "ranker" / str(VERSION))).signatures[
+        "serving_default"
+    ]
+    _, specs = function.structured_input_signature
+    rng = np.random.default_rng(1)
+    inputs = {
+        name: tf.constant(
+            rng.random((CANDIDATES, *spec.shape.as_list()[1:])).astype(spec.dtype.as_numpy_dtype)
+        )
+        for name, spec in specs.items()
+    }
+    for _ in range(20):
+        function(**inputs)
+    times = []
+    cpu_started = time.process_time()
+    for _ in range(calls):
+        started = time.perf_counter()
+        function(**inputs)["engagement_probability"].numpy()
+        times.append((time.perf_counter() - started) * 1000)
+    cpu_ms = (time.process_time() - cpu_started) * 1000 / calls
+    return {"p50_ms": _pct(times, 50), "p99_ms": _pct(times, 99), "cpu_ms_per_call": cpu_ms}
+
+
+def cpu_s(pids: Sequence[int]) -> float:
+    """User + system CPU seconds used so far by processes ``pids`` (all threads)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15)
+    return total / ticks
+
+
+def _pct(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))
+
+
+@contextlib.contextmanager
+def service(
+    models: Path,
+    store_yaml: Path,
+    backend: str,
+    address: str | None,
+    settings: str,
+    workers: int = 1,
+) -> Iterator[tuple[int, list[int]]]:
+    """``rtp serve`` (``python -m serving.app``) on a free loopback port."""
+    port = servers.free_port()
+    args = [sys.executable, "-m", "serving.app", "--models", str(models), "--port", str(port)]
+    args += ["--store-config", str(store_yaml), "--log-level", "warning"]
+    args += ["--workers", str(workers)]
+    config = Path(store_yaml).parent / f"serving-{backend}.yaml"
+    # Seeded exploration, and a generous model timeout: a noisy machine should not
+    # turn a slow call into a fallback in the middle of a measurement.
+    timeout = "" if backend == "inprocess" else ", timeout_s: 2.0"
+    config.write_text(
+        f"model_base: {models}\nmodels: {{type: {backend}{timeout}}}\n"
+        f"ranking: {{seed: 1}}\n{settings}"
+    )
+    args += ["--config", str(config)]
+    if address:
+        args += ["--tfserving", address]
+    server = servers.start_server(
+        args,
+        port,
+        ready=lambda: servers.http_answers(f"http://{servers.HOST}:{port}/readyz"),
+        timeout_s=300,
+    )
+    try:
+        yield port, process_tree(server.process.pid)
+    finally:
+        servers.stop_server(server)
+
+
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (uvicorn's worker processes)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo += children.get(current, [])
+    return found
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: the cheapest client Python offers."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        return cls(*await asyncio.open_connection(servers.HOST, port))
+
+    async def get(self, path: str) -> tuple[int, bytes]:
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
+        status_line = await self.reader.readline()
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        body = await self.reader.readexactly(length)
+        return int(status_line.split()[1]), body
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def load(port: int, concurrency: int, requests: int, users: int) -> dict[str, Any]:
+    """Closed loop: ``concurrency`` connections share ``requests`` requests."""
+    connections = [await Connection.open(port) for _ in range(concurrency)]
+    rng = random.Random(concurrency)
+    paths = [
+        f"/v1/recommendations?user_id=user-{rng.randrange(users)}&k={K}" for _ in range(requests)
+    ]
+    latencies: list[float] = []
+    errors = fallbacks = 0
+    queue = iter(paths)
+
+    async def worker(connection: Connection) -> None:
+        nonlocal errors, fallbacks
+        for path in queue:
+            started = time.perf_counter()
+            try:
+                status, body = await connection.get(path)
+            except (OSError, asyncio.IncompleteReadError):
+                errors += 1
+                continue
+            latencies.append((time.perf_counter() - started) * 1000)
+            if status != 200:
+                errors += 1
+            elif b'"fallback":null' not in body:
+                fallbacks += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker(c) for c in connections))
+    wall = time.perf_counter() - started
+    for connection in connections:
+        connection.close()
+    return {
+        "p50_ms": _pct(latencies, 50),
+        "p99_ms": _pct(latencies, 99),
+        "rps": len(latencies) / wall,
+        "errors": errors,
+        "fallbacks": fallbacks,
+    }
+
+
+def measure(
+    port: int, pids: Sequence[int], concurrency: int, requests: int, users: int, repeats: int
+) -> dict:
+    """Median latency and throughput over ``repeats`` runs, and the server side's CPU
+    milliseconds per request (``pids``: the service and, if any, the model server):
+    a cost that does not depend on what else the machine runs."""
+    asyncio.run(load(port, concurrency, max(50, requests // 5), users))  # warm-up
+    runs = []
+    for _ in range(repeats):
+        before = cpu_s(pids)
+        run = asyncio.run(load(port, concurrency, requests, users))
+        run["server_cpu_ms_per_request"] = (cpu_s(pids) - before) * 1000 / requests
+        runs.append(run)
+    result: dict[str, Any] = {
+        key: round(statistics.median(r[key] for r in runs), 2)
+        for key in ("p50_ms", "p99_ms", "rps", "server_cpu_ms_per_request")
+    }
+    result["errors"] = sum(r["errors"] for r in runs)
+    result["fallbacks"] = sum(r["fallbacks"] for r in runs)
+    result["runs"] = [{k: round(v, 2) for k, v in r.items()} for r in runs]
+    return result
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--items", type=int, default=5000)
+    parser.add_argument("--users", type=int, default=500)
+    parser.add_argument("--requests", type=int, default=1000, help="Per run at concurrency 16.")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--backends", default="inprocess,grpc")
+    parser.add_argument("--workers", type=int, default=1, help="rtp serve --workers.")
+    parser.add_argument(
+        "--settings", default="", help="Extra serving YAML lines, e.g. 'limits: {workers: 4}'."
+    )
+    args = parser.parse_args(argv)
+    from tests.tfserving_standin.launch import standin
+
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
+        models, store_yaml = prepare(Path(tmp), args.items, args.users)
+        bare = bare_ranker(models, 300)
+        emit("bare_ranker_call", candidates=CANDIDATES, **{k: round(v, 3) for k, v in bare.items()})
+        for backend in args.backends.split(","):
+            with contextlib.ExitStack() as stack:
+                address, pids = None, []
+                if backend != "inprocess":
+                    log("starting the TF Serving stand-in ...")
+                    server, rest_port = stack.enter_context(standin(models, rest=True))
+                    address = server.address if backend == "grpc" else f"127.0.0.1:{rest_port}"
+                    pids.append(server.process.pid)
+                log(f"starting rtp serve ({backend}) ...")
+                port, service_pids = stack.enter_context(
+                    service(models, store_yaml, backend, address, args.settings, args.workers)
+                )
+                pids += service_pids
+                for concurrency, requests in (
+                    (1, max(100, args.requests // 4)),
+                    (16, args.requests),
+                ):
+                    log(
+                        f"{backend}: concurrency {concurrency}, {requests} requests x "
+                        f"{args.repeats}"
+                    )
+                    result = measure(port, pids, concurrency, requests, args.users, args.repeats)
+                    emit(
+                        "serving_latency",
+                        backend=backend,
+                        workers=args.workers,
+                        concurrency=concurrency,
+                        candidates=CANDIDATES,
+                        k=K,
+                        requests_per_run=requests,
+                        **result,
+                        ratio_p50=round(result["p50_ms"] / bare["p50_ms"], 2),
+                        ratio_p99=round(result["p99_ms"] / bare["p99_ms"], 2),
+                        ratio_cpu=round(
+                            result["server_cpu_ms_per_request"] / bare["cpu_ms_per_call"], 2
+                        ),
+                    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

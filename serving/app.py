@@ -1,0 +1,373 @@
+"""``rtp serve``: the recommendation HTTP service (FastAPI on uvicorn).
+
+    GET  /v1/recommendations?user_id=U[&k=K][&surface=S]   ranked items, model version,
+                                                          feature age, fallback taken
+    POST /v1/events                                       validated, published to Pub/Sub
+    GET  /healthz   the process answers (no token needed)
+    GET  /readyz    models and store reachable (503 otherwise)
+    GET  /metrics   Prometheus
+
+Errors are JSON ``{"error": code, "message": text}``; a bad request is a 4xx that
+names the offending parameter or limit. With a token configured every endpoint
+but ``/healthz`` needs ``Authorization: Bearer <token>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hmac
+import json
+import logging
+import os
+import re
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import anyio.to_thread
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from beam_pipelines.events import MAX_ID_CHARS
+from serving.catalog import resolve_version
+from serving.config import TOKEN_ENV, ServingConfig, load_serving_config
+from serving.events import EventsRejected, PublishError, validate_body
+from serving.metrics import ServingMetrics
+from serving.recommender import NothingToServe, Recommendation
+from serving.service import Service
+
+LOG = logging.getLogger(__name__)
+RECOMMEND_PARAMS = frozenset({"user_id", "k", "surface"})
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_ROUTES = ("/v1/recommendations", "/v1/events", "/healthz", "/readyz", "/metrics")
+OPEN_ROUTES = frozenset({"/healthz"})
+CONFIG_ENV = "RTP_SERVE_CONFIG_JSON"  # the config handed to worker processes
+
+
+class BadRequest(Exception):
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.error, self.message = status, error, message
+
+
+def error_response(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": error, "message": message, **extra}, status, headers=headers)
+
+
+def _check_id(name: str, value: str) -> str:
+    if not value:
+        raise BadRequest(400, "invalid_parameter", f"{name} must not be empty")
+    if len(value) > MAX_ID_CHARS:
+        raise BadRequest(
+            400, "invalid_parameter", f"{name} has {len(value)} characters, at most {MAX_ID_CHARS}"
+        )
+    if _CONTROL.search(value):
+        raise BadRequest(400, "invalid_parameter", f"{name} contains control characters")
+    return value
+
+
+def recommendation_params(request: Request, default_k: int, max_k: int) -> tuple[str, int, str]:
+    """(user_id, k, surface) of a recommendations request, or ``BadRequest``."""
+    params = request.query_params
+    unknown = sorted(set(params) - RECOMMEND_PARAMS)
+    if unknown:
+        raise BadRequest(
+            400,
+            "unknown_parameter",
+            f"unknown query parameter(s) {unknown}; allowed: {sorted(RECOMMEND_PARAMS)}",
+        )
+    repeated = sorted(n for n in params if len(params.getlist(n)) > 1)
+    if repeated:
+        raise BadRequest(400, "repeated_parameter", f"parameter(s) {repeated} given more than once")
+    if "user_id" not in params:
+        raise BadRequest(400, "missing_parameter", "user_id is required")
+    user_id = _check_id("user_id", params["user_id"])
+    surface = _check_id("surface", params["surface"]) if "surface" in params else ""
+    k = default_k
+    if "k" in params:
+        text = params["k"]
+        if not re.fullmatch(r"[+-]?\d{1,9}", text.strip()):
+            raise BadRequest(400, "invalid_parameter", f"k must be an integer, got {text[:20]!r}")
+        k = int(text)
+    if not 1 <= k <= max_k:
+        raise BadRequest(400, "invalid_parameter", f"k must be between 1 and {max_k}, got {k}")
+    return user_id, k, surface
+
+
+def recommendation_body(result: Recommendation, surface: str, k: int) -> dict[str, Any]:
+    return {
+        "user_id": result.user_id,
+        "surface": surface or None,
+        "k": k,
+        "items": [
+            {"item_id": r.item_id, "score": round(r.score, 6), "source": r.source}
+            for r in result.items
+        ],
+        "model_version": result.model_version,
+        "feature_age_s": None if result.feature_age_s is None else round(result.feature_age_s, 3),
+        "fallback": result.fallback,
+        "fallback_reason": result.reason,
+        "fallback_detail": result.detail,
+    }
+
+
+async def read_body(request: Request, max_bytes: int) -> bytes:
+    """The body, or ``BadRequest(413)`` as soon as it passes ``max_bytes``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        raise BadRequest(413, "body_too_large", f"body of {declared} bytes > {max_bytes}")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > max_bytes:
+            raise BadRequest(413, "body_too_large", f"body larger than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class GuardMiddleware:
+    """Pure ASGI (no per-request task): bearer token check and the latency histogram."""
+
+    def __init__(self, app: ASGIApp, token: str | None, metrics: ServingMetrics) -> None:
+        self.app = app
+        self.token = token.encode() if token else None
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path = scope["path"]
+        route = path if path in _ROUTES else "other"
+        status = {"code": 500}
+
+        async def send_and_record(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        try:
+            if self.token is not None and path not in OPEN_ROUTES and not self._authorized(scope):
+                response = error_response(401, "unauthorized", "missing or wrong bearer token")
+                await response(scope, receive, send_and_record)
+            else:
+                await self.app(scope, receive, send_and_record)
+        finally:
+            self.metrics.request_seconds.labels(route, f"{status['code'] // 100}xx").observe(
+                time.perf_counter() - started
+            )
+
+    def _authorized(self, scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                scheme, _, credentials = value.partition(b" ")
+                return scheme.lower() == b"bearer" and hmac.compare_digest(
+                    credentials.strip(), self.token or b""
+                )
+        return False
+
+
+def create_app(config: ServingConfig, service: Service | None = None) -> FastAPI:
+    """The ASGI app; the service starts with the app's lifespan and stops with it."""
+    metrics = service.metrics if service is not None else ServingMetrics()
+    service = service or Service(config, metrics)
+    limits = config.limits
+
+    workers: dict[str, anyio.CapacityLimiter] = {}
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        workers["recommend"] = anyio.CapacityLimiter(limits.workers)
+        await run_in_threadpool(service.start)
+        try:
+            yield
+        finally:
+            await run_in_threadpool(service.stop)
+
+    app = FastAPI(
+        title="rtp recommendations",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.state.service = service
+
+    @app.exception_handler(BadRequest)
+    async def bad_request(_: Request, e: BadRequest) -> JSONResponse:
+        metrics.errors.labels(e.error).inc()
+        return error_response(e.status, e.error, e.message)
+
+    @app.exception_handler(404)
+    async def not_found(request: Request, _: Exception) -> JSONResponse:
+        return error_response(404, "not_found", f"no route {request.url.path}")
+
+    @app.exception_handler(405)
+    async def not_allowed(request: Request, _: Exception) -> JSONResponse:
+        return error_response(405, "method_not_allowed", f"{request.method} {request.url.path}")
+
+    @app.get("/v1/recommendations")
+    async def recommendations(request: Request) -> JSONResponse:
+        user_id, k, surface = recommendation_params(request, limits.default_k, limits.max_k)
+        assert service.recommender is not None
+        try:
+            result = await anyio.to_thread.run_sync(
+                service.recommender.recommend, user_id, k, limiter=workers["recommend"]
+            )
+        except NothingToServe as e:
+            metrics.errors.labels("nothing_to_serve").inc()
+            return error_response(503, "unavailable", str(e))
+        if result.fallback is not None:
+            metrics.fallbacks.labels(result.fallback, result.reason or "").inc()
+        return JSONResponse(recommendation_body(result, surface, k))
+
+    @app.post("/v1/events")
+    async def events(request: Request) -> JSONResponse:
+        body = await read_body(request, limits.max_body_bytes)
+        try:
+            parsed = validate_body(body, limits.max_events)
+        except EventsRejected as e:
+            for r in e.rejected:
+                metrics.events.labels(r.reason).inc()
+            first = e.rejected[0]
+            rejected = [
+                {"index": r.index, "reason": r.reason, "detail": r.detail} for r in e.rejected
+            ]
+            return error_response(
+                400, "invalid_event", f"{first.reason}: {first.detail}", rejected=rejected
+            )
+        if service.publisher is None:
+            return error_response(
+                503, "events_disabled", "no Pub/Sub topic configured (start with --pubsub-topic)"
+            )
+        try:
+            ids = await service.publisher.publish(parsed)
+        except PublishError as e:
+            metrics.errors.labels("publish_failed").inc()
+            return error_response(503, "publish_failed", str(e))
+        metrics.events.labels("published").inc(len(ids))
+        return JSONResponse({"accepted": len(ids), "message_ids": ids}, 202)
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        status = await run_in_threadpool(service.readiness)
+        ready = all(v == "ok" for v in status.values())
+        return JSONResponse({"ready": ready, **status}, 200 if ready else 503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    token = config.token.get_secret_value() if config.token else None
+    app.add_middleware(GuardMiddleware, token=token, metrics=metrics)
+    return app
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rtp serve", description="Run the recommendation service.")
+    p.add_argument("--models", required=True, help="Model base (rtp train --out).")
+    p.add_argument("--host", default="127.0.0.1", help="Listen address (default: loopback).")
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--store-config", help="Online store YAML (default: SQLite data/online.db).")
+    p.add_argument(
+        "--model-backend",
+        choices=("inprocess", "grpc", "rest"),
+        help="Where the models run (default: inprocess, or as in --config).",
+    )
+    p.add_argument("--tfserving", help="TF Serving address: host:port (gRPC) or URL (REST).")
+    p.add_argument("--model-version", type=int, help="Pin this model version.")
+    p.add_argument("--token", help=f"Bearer token (or set {TOKEN_ENV}); default: no token.")
+    p.add_argument("--pubsub-topic", help="projects/P/topics/T for POST /v1/events.")
+    p.add_argument("--config", help="Full serving config YAML; the flags above override it.")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Server processes (each loads the models; /metrics is per process).",
+    )
+    p.add_argument("--log-level", default="info")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> ServingConfig:
+    """The typed config: ``--config`` (if any), then the flags on top."""
+    from feature_repo.store import load_store_config
+
+    data: dict[str, Any] = {}
+    if args.config:
+        data = load_serving_config(args.config).model_dump(exclude_unset=True)
+    data["model_base"] = args.models
+    models = dict(data.get("models") or {})
+    if args.model_backend is not None and args.model_backend != models.get("type"):
+        models = {"type": args.model_backend}  # settings of another backend do not carry over
+    models.setdefault("type", "inprocess")
+    if args.tfserving:
+        if models["type"] == "inprocess":
+            raise ValueError("--tfserving needs --model-backend grpc or rest")
+        key = "url" if models["type"] == "rest" else "address"
+        value = args.tfserving
+        if key == "url" and "://" not in value:
+            value = f"http://{value}"
+        models[key] = value
+    if args.model_version is not None:
+        models["version"] = args.model_version
+    data["models"] = models
+    if args.store_config:
+        data["store"] = load_store_config(args.store_config)
+    token = args.token or os.environ.get(TOKEN_ENV)
+    if token:
+        data["token"] = token
+    if args.pubsub_topic:
+        data["pubsub_topic"] = args.pubsub_topic
+    return load_serving_config(data)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    try:
+        config = config_from_args(args)
+        resolve_version(config.model_base, config.models.version)
+    except (ValueError, OSError, LookupError) as e:
+        print(f"rtp serve: {e}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    options = {"host": args.host, "port": args.port, "log_level": args.log_level.lower()}
+    if args.workers <= 1:
+        uvicorn.run(create_app(config), access_log=False, **options)
+        return 0
+    # Worker processes import the app by name and read the validated config from the
+    # environment: one GIL per process, so the Python part of requests runs in parallel.
+    data = config.model_dump(mode="json")
+    data["token"] = config.token.get_secret_value() if config.token else None
+    os.environ[CONFIG_ENV] = json.dumps(data)
+    uvicorn.run(
+        "serving.app:app_from_env",
+        factory=True,
+        workers=args.workers,
+        access_log=False,
+        **options,
+    )
+    return 0
+
+
+def app_from_env() -> FastAPI:
+    """The app of a worker process started by ``main(["--workers", N, ...])``."""
+    return create_app(load_serving_config(json.loads(os.environ[CONFIG_ENV])))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

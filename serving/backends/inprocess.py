@@ -1,0 +1,175 @@
+"""Embedded default: the retrieval and ranker SavedModels loaded into this process."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import pathlib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from serving.backends import (
+    ModelUnavailableError,
+    Signature,
+    TensorSpec,
+    model_names,
+    prepare_tensorflow,
+)
+from serving.config import InProcessModelsConfig
+
+LOG = logging.getLogger(__name__)
+WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
+MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
+
+
+def _spec(tensor_spec: Any) -> TensorSpec:
+    dtype = (
+        np.dtype(object)
+        if tensor_spec.dtype.name == "string"
+        else np.dtype(tensor_spec.dtype.as_numpy_dtype)
+    )
+    return TensorSpec(dtype, tuple(tensor_spec.shape.as_list()))
+
+
+def _to_numpy(tensor: Any) -> np.ndarray:
+    array = tensor.numpy()
+    if array.dtype == object:  # tf.string comes back as bytes
+        out = np.empty(array.shape, dtype=object)
+        out.ravel()[:] = [v.decode("utf-8", errors="replace") for v in array.ravel()]
+        return out
+    return array
+
+
+class _FlatCall:
+    """Calls a signature with positional tensors in its placeholder order.
+
+    ``ConcreteFunction.__call__`` re-binds and type-checks the keyword inputs on
+    every call, about a millisecond of Python (holding the GIL) for the ranker's 20
+    inputs; ``_call_flat`` skips that. It is TensorFlow-internal, so it is only used
+    when the placeholders match the signature's input names one for one; otherwise
+    calls take the public path.
+    """
+
+    def __init__(self, function: Any) -> None:
+        _, specs = function.structured_input_signature
+        n_args = len(function.inputs) - len(function.captured_inputs)
+        self.names = [t.name.split(":")[0] for t in function.inputs[:n_args]]
+        if sorted(self.names) != sorted(specs) or not hasattr(function, "_call_flat"):
+            raise ValueError("placeholders do not match the signature inputs")
+        self.function = function
+
+    def __call__(self, **inputs: Any) -> Any:
+        args = [inputs[name] for name in self.names]
+        return self.function._call_flat(args, self.function.captured_inputs)
+
+
+def _fast(function: Any) -> Any:
+    try:
+        return _FlatCall(function)
+    except (ValueError, AttributeError, TypeError):
+        return function
+
+
+class InProcessBackend:
+    """``tf.saved_model.load`` of ``<model_base>/<name>/<version>`` for both models.
+
+    With ``timeout_s`` set, calls run on a small thread pool and a call past the
+    bound raises ``ModelUnavailableError`` (it still completes in the background:
+    a TensorFlow call cannot be cancelled). Without it, calls run inline.
+    """
+
+    def __init__(self, config: InProcessModelsConfig, model_base: str, version: int) -> None:
+        self.config = config
+        self.model_base = pathlib.Path(model_base)
+        self.version = version
+        self._functions: dict[str, Any] = {}
+        self._signatures: dict[str, Signature] = {}
+        self._loaded: list[Any] = []  # keeps the loaded objects (and their variables) alive
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
+    def open(self) -> None:
+        prepare_tensorflow()
+        import tensorflow as tf
+
+        threading = tf.config.threading
+        for setting, value in (
+            (threading.set_intra_op_parallelism_threads, self.config.intra_op_threads),
+            (threading.set_inter_op_parallelism_threads, self.config.inter_op_threads),
+        ):
+            try:
+                if value is not None and value != 0:
+                    setting(value)
+            except RuntimeError as e:  # TensorFlow already initialised its runtime
+                LOG.warning("TensorFlow thread setting ignored: %s", e)
+        for name in model_names(self.config):
+            path = self.model_base / name / str(self.version)
+            try:
+                loaded = tf.saved_model.load(str(path))
+                function = loaded.signatures[self.config.signature]
+            except (OSError, KeyError, ValueError) as e:
+                raise ModelUnavailableError(f"cannot load {name} from {path}: {e}") from e
+            self._loaded.append(loaded)
+            self._functions[name] = _fast(function)
+            _, input_specs = function.structured_input_signature
+            self._signatures[name] = Signature(
+                inputs={k: _spec(v) for k, v in input_specs.items()},
+                outputs={k: _spec(v) for k, v in function.structured_outputs.items()},
+            )
+            self._warm_up(name, path)
+        if self.config.timeout_s is not None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="model")
+
+    def _warm_up(self, name: str, path: pathlib.Path) -> None:
+        """Replay the export's warm-up requests, as TF Serving does when it loads a
+        model: the first calls of a SavedModel are slow (graph optimisation)."""
+        import tensorflow as tf
+        from tensorflow_serving.apis import prediction_log_pb2
+
+        warmup = path / WARMUP_FILE
+        if not warmup.is_file():
+            return
+        for record in tf.data.TFRecordDataset(str(warmup)).take(MAX_WARMUP_RECORDS):
+            log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
+            inputs = {k: tf.make_ndarray(v) for k, v in log.predict_log.request.inputs.items()}
+            self._call(self._functions[name], inputs)
+
+    def signature(self, model: str) -> Signature:
+        return self._signatures[model]
+
+    def predict(self, model: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        function = self._functions.get(model)
+        if function is None:
+            raise ModelUnavailableError(f"model {model!r} is not loaded")
+        if self._pool is None:
+            return self._call(function, inputs)
+        future = self._pool.submit(self._call, function, inputs)
+        try:
+            return future.result(timeout=self.config.timeout_s)
+        except concurrent.futures.TimeoutError:
+            raise ModelUnavailableError(
+                f"{model} took longer than {self.config.timeout_s} s"
+            ) from None
+
+    @staticmethod
+    def _call(function: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+
+        try:
+            outputs = function(**{k: tf.constant(v) for k, v in inputs.items()})
+        except (tf.errors.OpError, ValueError, TypeError) as e:
+            raise ModelUnavailableError(f"model call failed: {e}") from e
+        return {k: _to_numpy(v) for k, v in outputs.items()}
+
+    def check(self) -> None:
+        missing = [n for n in model_names(self.config) if n not in self._functions]
+        if missing:
+            raise ModelUnavailableError(f"models not loaded: {missing}")
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+        self._functions.clear()
+        self._loaded.clear()

@@ -1,0 +1,234 @@
+"""Typed configuration of the recommendation service, validated once at the edge.
+
+Every model is ``extra="forbid"``, so a misspelt key fails at start-up with its
+name. The model backend is chosen by ``models.type`` (``inprocess``, ``grpc``,
+``rest``). Times are seconds unless a name says otherwise; ``*_ms`` are epoch
+milliseconds.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    SecretStr,
+    Tag,
+    TypeAdapter,
+)
+
+from beam_pipelines.state.config import StateConfig
+from feature_repo.store import SqliteStoreConfig, StoreConfig
+
+TOPIC_PATTERN = r"^projects/[^/]+/topics/[^/]+$"
+TOKEN_ENV = "RTP_SERVE_TOKEN"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+
+class _ModelBackendBase(_Config):
+    retrieval_model: str = "retrieval"
+    """Model name of the retrieval SavedModel (directory under the model base)."""
+
+    ranker_model: str = "ranker"
+    """Model name of the ranker SavedModel."""
+
+    signature: str = "serving_default"
+    """Signature called on both models."""
+
+    version: int | None = Field(None, ge=0)
+    """Pin this model version; None follows the newest complete version."""
+
+    reload_s: float | None = Field(30.0, gt=0)
+    """Seconds between looks for a newer complete version (not with a pinned one); it
+    is served once it opens (TF Serving: once the server has loaded it). None keeps
+    the start-up version until a restart."""
+
+    timeout_s: float | None = Field(0.25, gt=0)
+    """Bound in seconds on one model call; past it the request degrades to the
+    embedding fallback. None waits as long as the call takes."""
+
+
+class InProcessModelsConfig(_ModelBackendBase):
+    """Embedded default: the SavedModels loaded into the service process."""
+
+    type: Literal["inprocess"] = "inprocess"
+    """Backend selector."""
+
+    timeout_s: float | None = Field(None, gt=0)
+    """Bound in seconds on one model call. A call cannot be cancelled: it finishes in
+    a worker thread while the request falls back. None (default) calls inline."""
+
+    intra_op_threads: int | None = Field(None, ge=1)
+    """TensorFlow threads splitting one op; None: TensorFlow's default (one per core).
+    1 suits a server: each ranker call stays on one core (less overhead per call)
+    and concurrent requests use the others. Set before TensorFlow first runs."""
+
+    inter_op_threads: int | None = Field(None, ge=1)
+    """TensorFlow threads running independent ops and function calls at once: the
+    number of model calls that can run in parallel; None: TensorFlow's default."""
+
+
+class GrpcModelsConfig(_ModelBackendBase):
+    """TF Serving over gRPC (``PredictionService``)."""
+
+    type: Literal["grpc"] = "grpc"
+    """Backend selector."""
+
+    address: str = Field("127.0.0.1:8500", min_length=3)
+    """``host:port`` of TF Serving's gRPC port."""
+
+    max_message_bytes: int = Field(64 * 1024 * 1024, gt=0)
+    """Largest request or response message, bytes."""
+
+
+class RestModelsConfig(_ModelBackendBase):
+    """TF Serving over its REST API (``/v1/models/<name>[/versions/<v>]:predict``)."""
+
+    type: Literal["rest"] = "rest"
+    """Backend selector."""
+
+    url: str = Field("http://127.0.0.1:8501", pattern=r"^https?://")
+    """Base URL of TF Serving's REST port."""
+
+
+def _models_type(value: Any) -> str | None:
+    """The ``type`` selector; a mapping without one is the in-process default."""
+    if isinstance(value, Mapping):
+        return value.get("type", "inprocess")
+    return getattr(value, "type", None)
+
+
+ModelsConfig = Annotated[
+    Annotated[InProcessModelsConfig, Tag("inprocess")]
+    | Annotated[GrpcModelsConfig, Tag("grpc")]
+    | Annotated[RestModelsConfig, Tag("rest")],
+    Discriminator(_models_type),
+]
+
+
+class RankingConfig(_Config):
+    """Candidate generation, ranking and the post-ranking steps."""
+
+    candidates: int = Field(500, ge=1, le=10_000)
+    """Candidates taken from retrieval (at most what the export returns) and scored
+    by the ranker in one call."""
+
+    score_output: str | None = None
+    """Ranker output used as the relevance score; None picks the first of
+    ``engagement_probability``, ``engagement_logit``, ``score``, ``scores`` the
+    signature has, else its only float output."""
+
+    exclude_recent: int = Field(50, ge=0, le=1000)
+    """Drop the user's last N engaged-with items (``user_recent_items``); 0 keeps them."""
+
+    explore_share: float = Field(0.1, ge=0.0, le=1.0)
+    """Share of the k slots filled by Thompson sampling on item Beta posteriors."""
+
+    diversity_weight: float = Field(0.2, ge=0.0, le=1.0)
+    """MMR weight λ: 0 ranks by relevance alone, 1 by dissimilarity alone."""
+
+    seed: int | None = None
+    """Seed of the exploration RNG; with a seed each request draws from
+    ``(seed, user_id)``, so a request is reproducible. None: fresh entropy."""
+
+
+class FallbackConfig(_Config):
+    """When and how the service degrades instead of failing."""
+
+    max_feature_age_s: float = Field(30 * 86400.0, gt=0)
+    """A user whose newest event is older than this (seconds) counts as stale and
+    gets trending/popular items."""
+
+    popular_size: int = Field(1000, ge=1, le=100_000)
+    """Items kept in the popular/trending list."""
+
+    popular_cache_path: str | None = None
+    """JSON file keeping the last popular list, read at start-up when the store is
+    down. None: next to nothing, in memory only."""
+
+    breaker_failures: int = Field(3, ge=1)
+    """Consecutive model failures that open the circuit breaker."""
+
+    breaker_cooldown_s: float = Field(2.0, gt=0)
+    """While open, requests skip the model server for this long (seconds)."""
+
+
+class ItemsConfig(_Config):
+    """Item features: read in bulk in the background, shared by every request."""
+
+    refresh_s: float = Field(30.0, gt=0)
+    """Seconds between background re-reads of every catalogue item's features."""
+
+    batch_size: int = Field(256, ge=1, le=10_000)
+    """Items per store read during a refresh."""
+
+
+class LimitsConfig(_Config):
+    """Request bounds; a request outside them gets a 4xx naming the limit."""
+
+    default_k: int = Field(20, ge=1)
+    """k when the request does not give one."""
+
+    max_k: int = Field(1000, ge=1)
+    """Largest k accepted."""
+
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    """Largest request body (``POST /v1/events``), bytes."""
+
+    max_events: int = Field(500, ge=1)
+    """Largest number of events in one ``POST /v1/events``."""
+
+    workers: int = Field(8, ge=1, le=256)
+    """Recommendations computed at once (threads); further requests wait their turn.
+    A few threads contend less for the GIL than the server's default of 40."""
+
+
+class ServingConfig(_Config):
+    """Everything ``rtp serve`` needs."""
+
+    model_base: str
+    """Model base: ``<name>/<version>/`` SavedModels and ``item_embeddings/<version>/``."""
+
+    models: ModelsConfig = Field(default_factory=InProcessModelsConfig)
+    """Where the retrieval and ranker models run."""
+
+    store: StoreConfig = Field(default_factory=lambda: SqliteStoreConfig(timeout_s=0.5))
+    """Online feature store (``feature_repo.store``); SQLite by default."""
+
+    ranking: RankingConfig = Field(default_factory=RankingConfig)
+    fallback: FallbackConfig = Field(default_factory=FallbackConfig)
+    items: ItemsConfig = Field(default_factory=ItemsConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+
+    state: StateConfig = Field(default_factory=StateConfig)
+    """Half-lives and priors of the pipeline's rolling state (must match the
+    pipeline's): used to bring decayed item statistics forward to now."""
+
+    token: SecretStr | None = None
+    """Bearer token required on every endpoint but ``/healthz``; None: open."""
+
+    pubsub_topic: str | None = Field(None, pattern=TOPIC_PATTERN)
+    """``projects/P/topics/T`` for ``POST /v1/events``; None disables the endpoint."""
+
+
+_SERVING_CONFIG: TypeAdapter[ServingConfig] = TypeAdapter(ServingConfig)
+
+
+def load_serving_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> ServingConfig:
+    """Validated config from a mapping or a YAML file (``${VAR}`` expanded)."""
+    if isinstance(source, Mapping):
+        return _SERVING_CONFIG.validate_python(dict(source))
+    data = yaml.safe_load(os.path.expandvars(Path(source).read_text()))
+    if not isinstance(data, Mapping):
+        raise TypeError(f"{source}: expected a mapping of serving settings, got {data!r}")
+    return _SERVING_CONFIG.validate_python(dict(data))

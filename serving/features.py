@@ -1,0 +1,295 @@
+"""Feature reads for serving: the user's row per request, every item's row in bulk.
+
+User features are read from the online store on each request (one entity: the
+freshness the pipeline works for). Item features are shared by all requests and
+are re-read in the background every ``refresh_s`` seconds into an immutable
+``ItemSnapshot``: reading hundreds of items through Feast per request would cost
+tens of milliseconds. Model inputs take stored values as they are (training saw
+them that way); the helpers here bring decayed sums forward to *now* for the
+serving-only logic (exploration, popularity, staleness).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from beam_pipelines.state.config import StateConfig
+from feature_repo import features as f
+from feature_repo.store import FeatureStoreClient, StoreUnavailableError
+from serving.catalog import ItemCatalog
+
+LOG = logging.getLogger(__name__)
+ITEM_COLUMNS: tuple[str, ...] = tuple(f.ITEM_FEATURES)
+_COLUMN = {name: i for i, name in enumerate(ITEM_COLUMNS)}
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class FastReader:
+    """``FeatureStoreClient.read`` through Feast's provider ``online_read``.
+
+    Same answer (values converted by Feast's own ``type_map``, an entity without an
+    event time is absent, errors mapped to ``StoreUnavailableError`` by the client),
+    without ``get_online_features``' per-call feature-reference parsing, registry
+    lookups and response protos: ~0.25 ms instead of ~1 ms for one user on SQLite,
+    and the GIL-bound part of a request shrinks by as much. It uses two Feast and
+    client internals (``FeatureStore._get_provider``, ``FeatureStoreClient._unavailable_as``);
+    ``LazyStore`` falls back to ``FeatureStoreClient.read`` if they are missing.
+    """
+
+    def __init__(self, client: FeatureStoreClient) -> None:
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+        from feast.type_map import feast_value_type_to_python_type
+
+        store = client.store
+        self._client = client
+        self._provider = store._get_provider()
+        self._repo_config = store.config
+        self._views = {view: store.get_feature_view(view) for view in f.FEATURE_VIEWS}
+        self._key = lambda name, value: EntityKey(
+            join_keys=[name], entity_values=[Value(string_val=value)]
+        )
+        self._to_python = feast_value_type_to_python_type
+
+    def read(self, view: str, entity_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        key, schema = f.FEATURE_VIEWS[view]
+        ids = list(dict.fromkeys(entity_ids))
+        keys = [self._key(key, i) for i in ids]
+        with self._client._unavailable_as(f"read {view}"):
+            rows = self._provider.online_read(
+                self._repo_config, self._views[view], keys, list(schema)
+            )
+        out: dict[str, dict[str, Any] | None] = {}
+        for entity, (stamp, values) in zip(ids, rows, strict=True):
+            # The redis store answers a missing entity with empty values at epoch 0.
+            if values is None or stamp is None or stamp.timestamp() <= 0:
+                out[entity] = None
+            else:
+                out[entity] = {
+                    n: self._to_python(values[n]) if n in values else None for n in schema
+                }
+        return out
+
+
+def _fast_reader(client: FeatureStoreClient) -> FastReader | None:
+    try:
+        return FastReader(client)
+    except Exception as e:  # Feast internals moved, or the views are not applied yet
+        LOG.warning("fast feature reads unavailable, using FeatureStoreClient.read: %s", e)
+        return None
+
+
+class LazyStore:
+    """A ``FeatureStoreClient`` opened on first use; while the store cannot be
+    opened, calls fail fast with ``StoreUnavailableError`` and an open is retried
+    at most every ``retry_s`` seconds (opening Feast costs far more than a read)."""
+
+    def __init__(
+        self,
+        factory: Callable[[], FeatureStoreClient],
+        retry_s: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._factory = factory
+        self.retry_s = retry_s
+        self._clock = clock
+        self._client: FeatureStoreClient | None = None
+        self._fast: FastReader | None = None
+        self._next_try = float("-inf")
+        self._lock = threading.Lock()
+        self.last_error: str | None = None
+
+    def client(self) -> FeatureStoreClient:
+        client = self._client
+        if client is not None:
+            return client
+        with self._lock:
+            if self._client is not None:
+                return self._client
+            if self._clock() < self._next_try:
+                raise StoreUnavailableError(f"store not open (last error: {self.last_error})")
+            try:
+                client = self._factory().open()
+            except Exception as e:  # Feast raises many kinds while the store is absent
+                self._next_try = self._clock() + self.retry_s
+                self.last_error = f"{type(e).__name__}: {e}"
+                raise StoreUnavailableError(f"cannot open the store: {self.last_error}") from e
+            self._fast = _fast_reader(client)
+            self._client, self.last_error = client, None
+            return client
+
+    def read(self, view: str, entity_ids: list[str]) -> dict[str, dict[str, Any] | None]:
+        client = self.client()
+        if self._fast is not None:
+            return self._fast.read(view, entity_ids)
+        return client.read(view, entity_ids)
+
+    def ping(self) -> None:
+        self.client().ping()
+
+    def close(self) -> None:
+        with self._lock:
+            client, self._client, self._fast = self._client, None, None
+        if client is not None:
+            client.close()
+
+
+def read_user(store: LazyStore | FeatureStoreClient, user_id: str) -> dict[str, Any] | None:
+    """The user's ``user_realtime`` row, None if the store has none.
+
+    Raises ``StoreUnavailableError`` when the store is down or slow.
+    """
+    return store.read(f.USER_REALTIME, [user_id]).get(user_id)
+
+
+def feature_age_s(user: Mapping[str, Any], at_ms: int) -> float:
+    """Seconds between the user's newest event and ``at_ms`` (never negative)."""
+    return max(at_ms - int(user.get("user_last_event_ms") or 0), 0) / 1000.0
+
+
+def decay_forward(
+    values: np.ndarray, last_event_ms: np.ndarray, at_ms: int, half_life_s: float
+) -> np.ndarray:
+    """Decayed sums as of ``last_event_ms`` brought forward to ``at_ms``: the vector
+    form of ``decay_value`` (``value · 2^(−Δ/h)``, Δ in ms, h in seconds)."""
+    delta_s = np.maximum(at_ms - last_event_ms, 0) / 1000.0
+    return values * np.exp2(-delta_s / half_life_s)
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemSnapshot:
+    """``item_realtime`` values of every catalogue row as read at ``read_at_ms``.
+
+    ``values[i, j]`` is feature ``ITEM_COLUMNS[j]`` of row ``i`` (0 where the store
+    has no row, as a new item has in training); ``known[i]`` says which rows exist.
+    """
+
+    values: np.ndarray
+    known: np.ndarray
+    read_at_ms: int
+
+    @classmethod
+    def empty(cls, n_items: int) -> ItemSnapshot:
+        return cls(np.zeros((n_items, len(ITEM_COLUMNS))), np.zeros(n_items, dtype=bool), 0)
+
+    def column(self, name: str) -> np.ndarray:
+        return self.values[:, _COLUMN[name]]
+
+    def beta_now(
+        self, rows: np.ndarray, at_ms: int, state: StateConfig
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(α, β) of the items' engagement posteriors brought forward to ``at_ms``.
+
+        The stored α = prior + decayed engagements (long half-life); only the
+        evidence part decays, so an item unseen for long returns to its prior.
+        """
+        last = self.column("item_last_event_ms")[rows]
+        h = state.item_long_half_life_s
+        alpha_evidence = np.maximum(
+            self.column("item_beta_alpha")[rows] - state.beta_prior_alpha, 0
+        )
+        beta_evidence = np.maximum(self.column("item_beta_beta")[rows] - state.beta_prior_beta, 0)
+        return (
+            state.beta_prior_alpha + decay_forward(alpha_evidence, last, at_ms, h),
+            state.beta_prior_beta + decay_forward(beta_evidence, last, at_ms, h),
+        )
+
+
+def user_embedding_now(user: Mapping[str, Any]) -> np.ndarray | None:
+    """``user_emb_short + user_emb_long`` (both pooled in the item space), or None
+    when the user has neither. Pooled embeddings are ratios, so no decay applies."""
+    total = None
+    for name in ("user_emb_short", "user_emb_long"):
+        vector = user.get(name)
+        if vector is not None and len(vector):
+            array = np.asarray(vector, dtype=np.float64)
+            total = array if total is None else total + array
+    if total is None or not np.any(total):
+        return None
+    return total
+
+
+def read_items(
+    store: LazyStore | FeatureStoreClient, catalog: ItemCatalog, batch_size: int, at_ms: int
+) -> ItemSnapshot:
+    """Every catalogue item's features, ``batch_size`` ids per store read."""
+    values = np.zeros((len(catalog), len(ITEM_COLUMNS)))
+    known = np.zeros(len(catalog), dtype=bool)
+    ids = catalog.item_ids.tolist()
+    for start in range(0, len(ids), batch_size):
+        rows = store.read(f.ITEM_REALTIME, ids[start : start + batch_size])
+        for offset, item_id in enumerate(ids[start : start + batch_size]):
+            row = rows.get(item_id)
+            if row is not None:
+                values[start + offset] = [float(row[c] or 0.0) for c in ITEM_COLUMNS]
+                known[start + offset] = True
+    return ItemSnapshot(values, known, at_ms)
+
+
+class ItemFeatureCache:
+    """The current ``ItemSnapshot``, re-read every ``refresh_s`` by a daemon thread.
+
+    ``store_factory`` makes a client of its own (the thread never shares the
+    request path's connection). ``on_refresh`` runs after each successful read; a
+    failed read keeps the previous snapshot and is retried on the next tick.
+    """
+
+    def __init__(
+        self,
+        catalog: ItemCatalog,
+        store_factory: Callable[[], FeatureStoreClient],
+        refresh_s: float,
+        batch_size: int,
+        on_refresh: Callable[[ItemSnapshot], None] | None = None,
+    ) -> None:
+        self.catalog = catalog
+        self.refresh_s = refresh_s
+        self.batch_size = batch_size
+        self.snapshot = ItemSnapshot.empty(len(catalog))
+        self.last_error: str | None = None
+        self._store = LazyStore(store_factory, retry_s=0.0)
+        self._on_refresh = on_refresh
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> bool:
+        """Read every item now; True on success (``last_error`` says why not)."""
+        with self._lock:
+            try:
+                snapshot = read_items(self._store, self.catalog, self.batch_size, now_ms())
+            except Exception as e:  # a background thread must outlive any store error
+                self.last_error = f"{type(e).__name__}: {e}"
+                LOG.warning("item features not refreshed: %s", self.last_error)
+                return False
+            self.snapshot, self.last_error = snapshot, None
+            if self._on_refresh is not None:
+                self._on_refresh(snapshot)
+            return True
+
+    def start(self) -> None:
+        """Run ``refresh`` every ``refresh_s`` seconds in a daemon thread."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="item-features", daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.refresh_s):
+            self.refresh()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+        self._store.close()

@@ -1,0 +1,166 @@
+"""One model version as the recommender uses it: retrieval, ranker and item table.
+
+Inputs are built by signature input name: a ``user_realtime`` feature from the
+user's row (repeated per candidate for the ranker), an ``item_realtime`` feature
+from the item snapshot, ``item_embedding`` from the version's item table. A
+signature input with no such source is a wiring error reported at start-up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from feature_repo import features as f
+from models.pooling import pool_user
+from serving.backends import ModelBackend, ModelUnavailableError, Signature, TensorSpec
+from serving.catalog import ItemCatalog
+from serving.features import ItemSnapshot
+
+ITEM_EMBEDDING_INPUT = "item_embedding"
+SCORE_OUTPUTS = ("engagement_probability", "engagement_logit", "score", "scores")
+
+
+def _user_value(user: Mapping[str, Any], name: str, spec: TensorSpec) -> np.ndarray:
+    """One row of input ``name``: ``[D]`` for a vector, a scalar otherwise."""
+    value = user.get(name)
+    if len(spec.shape) == 2:
+        width = spec.shape[1]
+        if value is None or len(value) == 0 or (width is not None and len(value) != width):
+            return np.zeros(width or 0, dtype=spec.dtype)  # missing, as for a new user
+        return np.asarray(value, dtype=spec.dtype)
+    return np.asarray(0 if value is None else value, dtype=spec.dtype)
+
+
+def align_user(
+    user: Mapping[str, Any], catalog: ItemCatalog, half_lives_s: tuple[float, float]
+) -> Mapping[str, Any]:
+    """The user's row with ``user_emb_short``/``user_emb_long`` in this version's item space.
+
+    The pipeline pools embeddings of the item table it had (``user_embedding_version``);
+    after a model change, until it re-pools, they live in another space. Then they
+    are re-pooled here from the user's last-N events with ``models.pooling``, as the
+    pipeline does on a version change (``models.registry`` does the same).
+    """
+    if str(user.get("user_embedding_version")) == str(catalog.version):
+        return user
+
+    def lookup(item_id: str) -> np.ndarray | None:
+        row = catalog.index.get(item_id)
+        return None if row is None else catalog.embeddings[row]
+
+    pooled = pool_user(
+        list(user.get("user_recent_items") or []),
+        list(user.get("user_recent_ts_ms") or []),
+        list(user.get("user_recent_rewards") or []),
+        lookup,
+        catalog.embeddings.shape[1],
+        half_lives_s,
+    )
+    return {**user, "user_emb_short": pooled[0], "user_emb_long": pooled[1]}
+
+
+def _check_sources(model: str, signature: Signature, allowed: set[str]) -> None:
+    missing = sorted(set(signature.inputs) - allowed)
+    if missing:
+        raise ModelUnavailableError(f"{model} inputs without a feature source: {missing}")
+
+
+def pick_score_output(signature: Signature, configured: str | None) -> str:
+    """The ranker output used as relevance (see ``RankingConfig.score_output``)."""
+    if configured is not None:
+        if configured not in signature.outputs:
+            raise ModelUnavailableError(
+                f"ranker has no output {configured!r}: {sorted(signature.outputs)}"
+            )
+        return configured
+    for name in SCORE_OUTPUTS:
+        if name in signature.outputs:
+            return name
+    floats = [n for n, s in signature.outputs.items() if s.dtype.kind == "f"]
+    if len(floats) == 1:
+        return floats[0]
+    raise ModelUnavailableError(f"cannot tell the ranker's score among {sorted(signature.outputs)}")
+
+
+class ModelSet:
+    """Retrieval → candidates, ranker → scores, through one ``ModelBackend``."""
+
+    def __init__(
+        self,
+        backend: ModelBackend,
+        catalog: ItemCatalog,
+        retrieval_model: str,
+        ranker_model: str,
+        score_output: str | None = None,
+    ) -> None:
+        self.backend = backend
+        self.catalog = catalog
+        self.version = backend.version
+        self.retrieval_model, self.ranker_model = retrieval_model, ranker_model
+        self._score_output_config = score_output
+        self.score_output = ""
+        self._retrieval: Signature | None = None
+        self._ranker: Signature | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self._ranker is not None
+
+    def open(self) -> None:
+        """Open the backend and check both signatures against the feature sources."""
+        self.backend.open()
+        retrieval = self.backend.signature(self.retrieval_model)
+        ranker = self.backend.signature(self.ranker_model)
+        _check_sources(self.retrieval_model, retrieval, set(f.USER_FEATURES))
+        ranker_sources = {*f.USER_FEATURES, *f.ITEM_FEATURES, ITEM_EMBEDDING_INPUT}
+        _check_sources(self.ranker_model, ranker, ranker_sources)
+        kinds = {s.dtype.kind for s in retrieval.outputs.values()}
+        if not {"O", "f"} <= kinds:
+            raise ModelUnavailableError(
+                f"{self.retrieval_model} must output item ids (string) and scores (float)"
+            )
+        self.score_output = pick_score_output(ranker, self._score_output_config)
+        self._retrieval, self._ranker = retrieval, ranker
+
+    def _signatures(self) -> tuple[Signature, Signature]:
+        if self._retrieval is None or self._ranker is None:
+            self.open()
+        assert self._retrieval is not None and self._ranker is not None
+        return self._retrieval, self._ranker
+
+    def retrieve(self, user: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(item ids, retrieval scores) of the top candidates, best first."""
+        retrieval, _ = self._signatures()
+        inputs = {n: _user_value(user, n, s)[None] for n, s in retrieval.inputs.items()}
+        outputs = self.backend.predict(self.retrieval_model, inputs)
+        ids = next(v for v in outputs.values() if v.dtype == object)
+        scores = next(v for v in outputs.values() if v.dtype.kind == "f")
+        return np.asarray(ids).reshape(-1), np.asarray(scores, dtype=np.float64).reshape(-1)
+
+    def ranker_inputs(
+        self, user: Mapping[str, Any], rows: np.ndarray, items: ItemSnapshot
+    ) -> dict[str, np.ndarray]:
+        """Ranker inputs for catalogue ``rows`` (one batch, one row per candidate)."""
+        _, ranker = self._signatures()
+        n = len(rows)
+        inputs: dict[str, np.ndarray] = {}
+        for name, spec in ranker.inputs.items():
+            if name == ITEM_EMBEDDING_INPUT:
+                inputs[name] = self.catalog.embeddings[rows].astype(spec.dtype, copy=False)
+            elif name in f.ITEM_FEATURES:
+                inputs[name] = items.column(name)[rows].astype(spec.dtype)
+            else:
+                one = _user_value(user, name, spec)
+                inputs[name] = np.ascontiguousarray(np.broadcast_to(one, (n, *one.shape)))
+        return inputs
+
+    def rank(self, user: Mapping[str, Any], rows: np.ndarray, items: ItemSnapshot) -> np.ndarray:
+        """Ranker score of each candidate row, in one call."""
+        outputs = self.backend.predict(self.ranker_model, self.ranker_inputs(user, rows, items))
+        return np.asarray(outputs[self.score_output], dtype=np.float64).reshape(-1)
+
+    def close(self) -> None:
+        self.backend.close()

@@ -1,0 +1,224 @@
+"""One recommendation request end to end, with every documented fallback.
+
+    user features ─▶ retrieval ─▶ drop recent ─▶ ranker (one batch) ─▶ MMR + Thompson ─▶ top-k
+         │ store down: popular_cache   │ unknown / stale user: trending
+         └ model down or slow: embedding dot product, then the same post-ranking
+
+Nothing here raises for a missing component except ``NothingToServe`` (→ 503),
+when there is neither a model answer nor any popular list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+from beam_pipelines.state.config import StateConfig
+from feature_repo.store import FeatureStoreClient, StoreUnavailableError
+from serving import fallbacks as fb
+from serving import postrank
+from serving.backends import ModelUnavailableError
+from serving.config import FallbackConfig, RankingConfig
+from serving.features import (
+    ItemFeatureCache,
+    feature_age_s,
+    read_user,
+    user_embedding_now,
+)
+from serving.model_set import ModelSet, align_user
+
+LOG = logging.getLogger(__name__)
+POPULAR = "popular"
+
+
+class NothingToServe(RuntimeError):
+    """Neither the models nor any popular list can answer."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Recommended:
+    item_id: str
+    score: float
+    source: str  # postrank.EXPLOIT, postrank.EXPLORE or POPULAR
+
+
+@dataclasses.dataclass(frozen=True)
+class Recommendation:
+    """A response: ``fallback`` is what was served instead of the models (None: the
+    models), ``reason`` why; ``feature_age_s`` is the age of the user's newest event."""
+
+    user_id: str
+    items: list[Recommended]
+    model_version: int | None
+    feature_age_s: float | None
+    fallback: str | None = None
+    reason: str | None = None
+    detail: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Parts:
+    """The model version a request uses, with its item snapshot source: swapped as a
+    whole on a version change, read once per request."""
+
+    models: ModelSet
+    items: ItemFeatureCache
+
+
+def seeded_rng(seed: int | None) -> Callable[[str], np.random.Generator]:
+    """Per-request RNG factory: ``(seed, user_id)`` streams, or fresh entropy."""
+
+    def factory(user_id: str) -> np.random.Generator:
+        if seed is None:
+            return np.random.default_rng()
+        digest = hashlib.blake2b(user_id.encode(), digest_size=8).digest()
+        return np.random.default_rng([seed, int.from_bytes(digest, "little")])
+
+    return factory
+
+
+class Recommender:
+    """Ranks for one user. Thread-safe: requests share only immutable snapshots."""
+
+    def __init__(
+        self,
+        store: FeatureStoreClient,
+        models: ModelSet,
+        items: ItemFeatureCache,
+        popular: fb.PopularList,
+        ranking: RankingConfig,
+        fallback: FallbackConfig,
+        state: StateConfig,
+        rng: Callable[[str], np.random.Generator] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store, self.popular = store, popular
+        self.parts = Parts(models, items)
+        self.ranking, self.fallback, self.state = ranking, fallback, state
+        self.breaker = fb.CircuitBreaker(fallback.breaker_failures, fallback.breaker_cooldown_s)
+        self._rng = rng or seeded_rng(ranking.seed)
+        self._half_lives = (state.user_short_half_life_s, state.user_long_half_life_s)
+        self._clock = clock
+
+    def swap(self, models: ModelSet, items: ItemFeatureCache) -> Parts:
+        """Serve another model version from the next request on; returns the old parts
+        (requests in flight finish with them)."""
+        old, self.parts = self.parts, Parts(models, items)
+        self.breaker.success()
+        return old
+
+    def recommend(self, user_id: str, k: int) -> Recommendation:
+        parts = self.parts
+        at_ms = int(self._clock() * 1000)
+        try:
+            user = read_user(self.store, user_id)
+        except StoreUnavailableError as e:
+            return self._popular(user_id, k, None, None, fb.POPULAR_CACHE, fb.STORE_UNAVAILABLE, e)
+        if user is None:
+            return self._popular(user_id, k, None, None, fb.TRENDING, fb.UNKNOWN_USER)
+        age_s = feature_age_s(user, at_ms)
+        if age_s > self.fallback.max_feature_age_s:
+            return self._popular(user_id, k, user, age_s, fb.TRENDING, fb.STALE_FEATURES)
+        user = align_user(user, parts.models.catalog, self._half_lives)
+        if self.breaker.allow():
+            try:
+                result = self._ranked(parts, user_id, user, k, at_ms)
+            except ModelUnavailableError as e:
+                self.breaker.failure()
+                return self._embedding(parts, user_id, user, k, at_ms, age_s, e)
+            self.breaker.success()
+            return dataclasses.replace(result, feature_age_s=age_s)
+        return self._embedding(parts, user_id, user, k, at_ms, age_s, "circuit breaker open")
+
+    def _recent(self, user: Mapping[str, Any] | None) -> list[str]:
+        n = self.ranking.exclude_recent
+        return list((user or {}).get("user_recent_items") or [])[:n] if n else []
+
+    def _ranked(
+        self, parts: Parts, user_id: str, user: Mapping[str, Any], k: int, at_ms: int
+    ) -> Recommendation:
+        models = parts.models
+        ids, _ = models.retrieve(user)
+        catalog = models.catalog
+        rows = catalog.rows(ids)
+        keep = (rows >= 0) & postrank.keep_mask(rows, catalog.rows(self._recent(user)))
+        rows = rows[keep][: self.ranking.candidates]
+        snapshot = parts.items.snapshot
+        scores = models.rank(user, rows, snapshot) if len(rows) else np.zeros(0)
+        items = self._arrange(parts, user_id, rows, scores, k, at_ms)
+        return Recommendation(user_id, items, models.version, None)
+
+    def _embedding(
+        self,
+        parts: Parts,
+        user_id: str,
+        user: Mapping[str, Any],
+        k: int,
+        at_ms: int,
+        age_s: float,
+        error: Exception | str,
+    ) -> Recommendation:
+        query = user_embedding_now(user)
+        catalog = parts.models.catalog
+        if query is None or query.shape[0] != catalog.embeddings.shape[1]:
+            return self._popular(user_id, k, user, age_s, fb.TRENDING, fb.MODEL_UNAVAILABLE, error)
+        scores = fb.embedding_scores(catalog.embeddings, query)
+        recent = catalog.rows(self._recent(user))
+        scores[recent[recent >= 0]] = -np.inf
+        order = np.argsort(-scores, kind="stable")[: self.ranking.candidates]
+        rows = order[np.isfinite(scores[order])]
+        items = self._arrange(parts, user_id, rows, scores[rows], k, at_ms)
+        return Recommendation(
+            user_id,
+            items,
+            parts.models.version,
+            age_s,
+            fb.EMBEDDING,
+            fb.MODEL_UNAVAILABLE,
+            str(error),
+        )
+
+    def _arrange(
+        self, parts: Parts, user_id: str, rows: np.ndarray, scores: np.ndarray, k: int, at_ms: int
+    ) -> list[Recommended]:
+        alpha, beta = parts.items.snapshot.beta_now(rows, at_ms, self.state)
+        catalog = parts.models.catalog
+        arranged = postrank.arrange(
+            scores,
+            catalog.embeddings[rows],
+            alpha,
+            beta,
+            k,
+            explore_share=self.ranking.explore_share,
+            diversity_weight=self.ranking.diversity_weight,
+            rng=self._rng(user_id),
+        )
+        ids = catalog.item_ids
+        return [
+            Recommended(str(ids[rows[i]]), float(scores[i]), source)
+            for i, source in zip(arranged.indices.tolist(), arranged.sources, strict=True)
+        ]
+
+    def _popular(
+        self,
+        user_id: str,
+        k: int,
+        user: Mapping[str, Any] | None,
+        age_s: float | None,
+        fallback: str,
+        reason: str,
+        error: Exception | str | None = None,
+    ) -> Recommendation:
+        recent = set(self._recent(user))
+        chosen = [(i, s) for i, s in self.popular.items if i not in recent][:k]
+        if not chosen:
+            raise NothingToServe(f"{reason}: no popular list to fall back on ({error or ''})")
+        items = [Recommended(i, s, POPULAR) for i, s in chosen]
+        detail = None if error is None else str(error)
+        return Recommendation(user_id, items, None, age_s, fallback, reason, detail)

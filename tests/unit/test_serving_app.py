@@ -1,0 +1,302 @@
+"""HTTP contract of the service with a fake service behind it: validation, limits,
+token, events, readiness and metrics. No model, no store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from beam_pipelines.events import EngagementEvent
+from serving import fallbacks as fb
+from serving.app import create_app
+from serving.config import ServingConfig
+from serving.events import PublishError
+from serving.metrics import ServingMetrics
+from serving.recommender import NothingToServe, Recommendation, Recommended
+
+TOKEN = "s3cret-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+NOW_MS = 1_790_000_000_000
+
+
+class FakeRecommender:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, int]] = []
+        self.nothing = False
+
+    def recommend(self, user_id: str, k: int) -> Recommendation:
+        self.calls.append((user_id, k))
+        if self.nothing:
+            raise NothingToServe("store_unavailable: no popular list to fall back on")
+        if user_id == "new":
+            items = [Recommended("i9", 0.5, "popular")]
+            return Recommendation(user_id, items, None, None, fb.TRENDING, fb.UNKNOWN_USER)
+        items = [Recommended(f"i{j}", 1.0 / (j + 1), "ranked") for j in range(k)]
+        return Recommendation(user_id, items, 3, 12.5)
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.published: list[EngagementEvent] = []
+        self.fail = False
+
+    async def publish(self, events: list[EngagementEvent]) -> list[str]:
+        if self.fail:
+            raise PublishError("publishing to projects/p/topics/t failed: DeadlineExceeded")
+        self.published.extend(events)
+        return [str(i) for i in range(len(events))]
+
+
+class FakeService:
+    def __init__(self) -> None:
+        self.metrics = ServingMetrics()
+        self.recommender = FakeRecommender()
+        self.publisher: FakePublisher | None = FakePublisher()
+        self.status = {"models": "ok", "store": "ok"}
+        self.started = self.stopped = False
+
+    def start(self) -> None:
+        self.started = True
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def readiness(self) -> dict[str, str]:
+        return self.status
+
+
+@pytest.fixture
+def service() -> FakeService:
+    return FakeService()
+
+
+@pytest.fixture
+def client(service: FakeService) -> Iterator[TestClient]:
+    config = ServingConfig(model_base="unused", token=TOKEN, limits={"max_body_bytes": 4096})
+    with TestClient(create_app(config, service)) as test_client:  # type: ignore[arg-type]
+        yield test_client
+
+
+def event(**overrides: Any) -> dict[str, Any]:
+    body = {
+        "event_id": "e1",
+        "user_id": "u1",
+        "item_id": "i1",
+        "event_type": "like",
+        "timestamp": NOW_MS,
+    }
+    return {**body, **overrides}
+
+
+def test_lifespan_starts_and_stops_the_service(service: FakeService) -> None:
+    config = ServingConfig(model_base="unused")
+    with TestClient(create_app(config, service)):  # type: ignore[arg-type]
+        assert service.started
+    assert service.stopped
+
+
+def test_recommendations(client: TestClient, service: FakeService) -> None:
+    response = client.get("/v1/recommendations?user_id=u1&k=3&surface=feed", headers=AUTH)
+
+    assert response.status_code == 200
+    body = response.json()
+    assert [i["item_id"] for i in body["items"]] == ["i0", "i1", "i2"]
+    assert body["items"][1] == {"item_id": "i1", "score": 0.5, "source": "ranked"}
+    assert body["model_version"] == 3 and body["feature_age_s"] == 12.5
+    assert body["fallback"] is None and body["surface"] == "feed"
+    assert service.recommender.calls == [("u1", 3)]
+
+
+def test_default_k(client: TestClient, service: FakeService) -> None:
+    assert client.get("/v1/recommendations?user_id=u1", headers=AUTH).status_code == 200
+    assert service.recommender.calls == [("u1", 20)]
+
+
+def test_fallback_is_reported(client: TestClient) -> None:
+    body = client.get("/v1/recommendations?user_id=new", headers=AUTH).json()
+
+    assert (body["fallback"], body["fallback_reason"]) == ("trending", "unknown_user")
+    assert body["model_version"] is None
+
+
+@pytest.mark.parametrize(
+    ("query", "error", "message"),
+    [
+        ("user_id=u1&color=red", "unknown_parameter", "color"),
+        ("user_id=u1&k=0", "invalid_parameter", "between 1 and 1000"),
+        ("user_id=u1&k=-3", "invalid_parameter", "between 1 and 1000"),
+        ("user_id=u1&k=1001", "invalid_parameter", "between 1 and 1000"),
+        ("user_id=u1&k=ten", "invalid_parameter", "k must be an integer"),
+        ("user_id=u1&k=1e3", "invalid_parameter", "k must be an integer"),
+        ("user_id=u1&k=99999999999999", "invalid_parameter", "k must be an integer"),
+        ("k=3", "missing_parameter", "user_id is required"),
+        ("user_id=", "invalid_parameter", "user_id must not be empty"),
+        ("user_id=" + "x" * 129, "invalid_parameter", "129 characters, at most 128"),
+        ("user_id=u1&surface=" + "s" * 200, "invalid_parameter", "surface has 200"),
+        ("user_id=u%01", "invalid_parameter", "control characters"),
+        ("user_id=u1&user_id=u2", "repeated_parameter", "user_id"),
+    ],
+)
+def test_bad_recommendation_requests(
+    client: TestClient, service: FakeService, query: str, error: str, message: str
+) -> None:
+    response = client.get(f"/v1/recommendations?{query}", headers=AUTH)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == error
+    assert message in response.json()["message"]
+    assert service.recommender.calls == []
+
+
+def test_nothing_to_serve_is_503(client: TestClient, service: FakeService) -> None:
+    service.recommender.nothing = True
+
+    response = client.get("/v1/recommendations?user_id=u1", headers=AUTH)
+
+    assert response.status_code == 503
+    assert "no popular list" in response.json()["message"]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"Authorization": "Bearer wrong"},
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": TOKEN},
+    ],
+)
+def test_token_is_required(client: TestClient, headers: dict[str, str]) -> None:
+    for method, path in [
+        ("GET", "/v1/recommendations?user_id=u1"),
+        ("POST", "/v1/events"),
+        ("GET", "/readyz"),
+        ("GET", "/metrics"),
+    ]:
+        response = client.request(method, path, headers=headers)
+        assert response.status_code == 401, path
+        assert response.headers["www-authenticate"] == "Bearer"
+        assert response.json()["error"] == "unauthorized"
+
+
+def test_healthz_needs_no_token(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+
+
+def test_readyz(client: TestClient, service: FakeService) -> None:
+    assert client.get("/readyz", headers=AUTH).status_code == 200
+    service.status = {"models": "ranker v3 at 127.0.0.1:1: UNAVAILABLE", "store": "ok"}
+
+    response = client.get("/readyz", headers=AUTH)
+
+    assert response.status_code == 503
+    assert response.json()["ready"] is False
+    assert "UNAVAILABLE" in response.json()["models"]
+
+
+def test_events_are_validated_and_published(client: TestClient, service: FakeService) -> None:
+    response = client.post("/v1/events", json=event(), headers=AUTH)
+
+    assert response.status_code == 202
+    assert response.json()["accepted"] == 1
+    assert service.publisher is not None
+    assert [e.event_id for e in service.publisher.published] == ["e1"]
+
+    batch = [event(event_id="e2"), event(event_id="e3", event_type="skip")]
+    response = client.post("/v1/events", json=batch, headers=AUTH)
+    assert response.status_code == 202 and response.json()["accepted"] == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'{"event_id": "e1", ', "malformed_json"),
+        (b"[1, 2", "malformed_json"),
+        (b"[]", "empty_batch"),
+        (b'"just a string"', "not_object"),
+        (json.dumps(event(event_type="teleport")).encode(), "unknown_event_type"),
+        (json.dumps(event(color="red")).encode(), "unknown_field"),
+        (json.dumps(event(user_id="")).encode(), "empty_field"),
+        (json.dumps(event(item_id="i" * 200)).encode(), "field_too_long"),
+        (json.dumps(event(timestamp="yesterday")).encode(), "bad_timestamp"),
+        (
+            json.dumps({k: v for k, v in event().items() if k != "user_id"}).encode(),
+            "missing_field",
+        ),
+    ],
+)
+def test_bad_events_are_400_with_the_reason(
+    client: TestClient, service: FakeService, body: bytes, reason: str
+) -> None:
+    response = client.post("/v1/events", content=body, headers=AUTH)
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_event"
+    assert response.json()["rejected"][0]["reason"] == reason
+    assert service.publisher is not None and service.publisher.published == []
+
+
+def test_one_bad_event_rejects_the_batch(client: TestClient, service: FakeService) -> None:
+    batch = [event(event_id="ok"), event(event_id="bad", event_type="teleport")]
+
+    response = client.post("/v1/events", json=batch, headers=AUTH)
+
+    assert response.status_code == 400
+    assert response.json()["rejected"] == [
+        {"index": 1, "reason": "unknown_event_type", "detail": "event_type 'teleport'"}
+    ]
+    assert service.publisher is not None and service.publisher.published == []
+
+
+def test_oversize_body_is_413(client: TestClient) -> None:
+    big = json.dumps([event(event_id=f"e{i}") for i in range(100)]).encode()
+
+    response = client.post("/v1/events", content=big, headers=AUTH)
+    assert response.status_code == 413
+    assert "4096" in response.json()["message"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the stream is cut off
+        yield from (big[i : i + 1000] for i in range(0, len(big), 1000))
+
+    response = client.post("/v1/events", content=chunks(), headers=AUTH)
+    assert response.status_code == 413
+
+
+def test_events_without_a_topic_are_503(client: TestClient, service: FakeService) -> None:
+    service.publisher = None
+
+    response = client.post("/v1/events", json=event(), headers=AUTH)
+
+    assert response.status_code == 503
+    assert "--pubsub-topic" in response.json()["message"]
+
+
+def test_publish_failure_is_503(client: TestClient, service: FakeService) -> None:
+    assert service.publisher is not None
+    service.publisher.fail = True
+
+    response = client.post("/v1/events", json=event(), headers=AUTH)
+
+    assert response.status_code == 503
+    assert response.json()["error"] == "publish_failed"
+
+
+def test_unknown_route_and_method(client: TestClient) -> None:
+    assert client.get("/v1/nothing", headers=AUTH).status_code == 404
+    assert client.post("/v1/recommendations", headers=AUTH).status_code == 405
+
+
+def test_metrics_count_latency_fallbacks_and_events(client: TestClient) -> None:
+    client.get("/v1/recommendations?user_id=u1", headers=AUTH)
+    client.get("/v1/recommendations?user_id=new", headers=AUTH)
+    client.post("/v1/events", content=b"{", headers=AUTH)
+
+    text = client.get("/metrics", headers=AUTH).text
+
+    assert 'rtp_serving_request_seconds_count{route="/v1/recommendations",status="2xx"} 2.0' in text
+    assert 'rtp_serving_fallbacks_total{fallback="trending",reason="unknown_user"} 1.0' in text
+    assert 'rtp_serving_events_total{outcome="malformed_json"} 1.0' in text

@@ -1,0 +1,212 @@
+"""The recommender's paths with fake components: models, each fallback, 503."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from beam_pipelines.state.config import StateConfig
+from feature_repo.store import StoreUnavailableError
+from serving import fallbacks as fb
+from serving.backends import ModelUnavailableError
+from serving.catalog import ItemCatalog
+from serving.config import FallbackConfig, RankingConfig
+from serving.features import ItemSnapshot
+from serving.recommender import NothingToServe, Recommender, seeded_rng
+
+NOW_S = 1_800_000_000.0
+NOW_MS = int(NOW_S * 1000)
+IDS = ["a", "b", "c", "d", "e"]
+# a, b, c lie along x; d, e along y.
+EMBEDDINGS = np.array([[1, 0], [1, 0.1], [1, -0.1], [0, 1], [0.1, 1]], dtype=np.float32)
+
+
+def catalog() -> ItemCatalog:
+    ids = np.array(IDS, dtype=object)
+    return ItemCatalog(7, ids, EMBEDDINGS, {item: i for i, item in enumerate(IDS)})
+
+
+class FakeStore:
+    def __init__(self, users: dict[str, dict[str, Any]], down: bool = False) -> None:
+        self.users, self.down = users, down
+
+    def read(self, view: str, ids: list[str]) -> dict[str, Any]:
+        if self.down:
+            raise StoreUnavailableError("redis online store unavailable during read")
+        return {i: self.users.get(i) for i in ids}
+
+
+class FakeModels:
+    """Retrieval returns every item; the ranker scores a > b > c > d > e."""
+
+    version = 7
+
+    def __init__(self, fail: bool = False) -> None:
+        self.catalog = catalog()
+        self.fail = fail
+        self.rank_calls: list[np.ndarray] = []
+
+    def retrieve(self, user: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        if self.fail:
+            raise ModelUnavailableError("retrieval v7 at 127.0.0.1:1: UNAVAILABLE")
+        return np.array([*IDS, "not-in-catalog"], dtype=object), np.zeros(6)
+
+    def rank(self, user: dict[str, Any], rows: np.ndarray, items: ItemSnapshot) -> np.ndarray:
+        self.rank_calls.append(rows)
+        return 1.0 - rows / 10.0
+
+
+class FakeItems:
+    snapshot = ItemSnapshot.empty(len(IDS))
+
+
+def user(**overrides: Any) -> dict[str, Any]:
+    row = {
+        "user_last_event_ms": NOW_MS - 60_000,
+        "user_recent_items": ["b"],
+        "user_emb_short": [0.0, 1.0],
+        "user_emb_long": [0.0, 0.5],
+        "user_embedding_version": "7",
+    }
+    return {**row, **overrides}
+
+
+def recommender(
+    store: FakeStore, models: FakeModels | None = None, popular: list | None = None, **ranking: Any
+) -> Recommender:
+    popular_list = fb.PopularList()
+    popular_list.items = popular if popular is not None else [("e", 3.0), ("b", 2.0), ("a", 1.0)]
+    settings = {"explore_share": 0.0, "diversity_weight": 0.0, "seed": 1, **ranking}
+    return Recommender(
+        store,
+        models or FakeModels(),
+        FakeItems(),
+        popular_list,
+        RankingConfig(**settings),
+        FallbackConfig(max_feature_age_s=86400.0, breaker_failures=2, breaker_cooldown_s=60.0),
+        StateConfig(),
+        clock=lambda: NOW_S,
+    )
+
+
+def test_models_rank_and_recent_items_are_excluded() -> None:
+    models = FakeModels()
+    result = recommender(FakeStore({"u": user()}), models).recommend("u", 3)
+
+    assert [r.item_id for r in result.items] == ["a", "c", "d"]
+    assert {r.source for r in result.items} == {"ranked"}
+    assert result.fallback is None and result.model_version == 7
+    assert result.feature_age_s == 60.0
+    # One ranker call for every candidate left after the exclusion.
+    assert [rows.tolist() for rows in models.rank_calls] == [[0, 2, 3, 4]]
+
+
+def test_diversity_weight_breaks_up_similar_items() -> None:
+    result = recommender(FakeStore({"u": user(user_recent_items=[])}), diversity_weight=0.7)
+
+    items = [r.item_id for r in result.recommend("u", 2).items]
+
+    # a and b are near-duplicates: MMR takes a, then the best of the other direction.
+    assert items == ["a", "d"]
+
+
+def test_unknown_user_gets_trending() -> None:
+    result = recommender(FakeStore({})).recommend("nobody", 2)
+
+    assert [r.item_id for r in result.items] == ["e", "b"]
+    assert (result.fallback, result.reason) == (fb.TRENDING, fb.UNKNOWN_USER)
+    assert result.model_version is None and result.feature_age_s is None
+
+
+def test_stale_user_gets_trending_without_recent_items() -> None:
+    stale = user(user_last_event_ms=NOW_MS - 2 * 86_400_000)
+
+    result = recommender(FakeStore({"u": stale})).recommend("u", 5)
+
+    assert [r.item_id for r in result.items] == ["e", "a"]
+    assert (result.fallback, result.reason) == (fb.TRENDING, fb.STALE_FEATURES)
+    assert result.feature_age_s == 2 * 86400.0
+
+
+def test_store_down_serves_the_popular_cache() -> None:
+    result = recommender(FakeStore({}, down=True)).recommend("u", 2)
+
+    assert [r.item_id for r in result.items] == ["e", "b"]
+    assert (result.fallback, result.reason) == (fb.POPULAR_CACHE, fb.STORE_UNAVAILABLE)
+    assert "unavailable" in (result.detail or "")
+
+
+def test_store_down_and_no_cache_is_nothing_to_serve() -> None:
+    with pytest.raises(NothingToServe, match="store_unavailable"):
+        recommender(FakeStore({}, down=True), popular=[]).recommend("u", 2)
+
+
+def test_model_down_falls_back_to_embedding_dot_product() -> None:
+    result = recommender(FakeStore({"u": user()}), FakeModels(fail=True)).recommend("u", 3)
+
+    # query = short + long = (0, 1.5): d and e score 1.5 (a tie, kept in catalogue
+    # order), a 0, c −0.15; b (0.15) is a recent item and excluded.
+    assert [r.item_id for r in result.items] == ["d", "e", "a"]
+    assert (result.fallback, result.reason) == (fb.EMBEDDING, fb.MODEL_UNAVAILABLE)
+    assert result.model_version == 7
+    assert "UNAVAILABLE" in (result.detail or "")
+
+
+def test_breaker_skips_the_model_after_repeated_failures() -> None:
+    models = FakeModels(fail=True)
+    service = recommender(FakeStore({"u": user()}), models)
+    service.recommend("u", 2)
+    service.recommend("u", 2)
+    models.fail = False  # it would answer now, but the breaker is open for 60 s
+
+    result = service.recommend("u", 2)
+
+    assert result.fallback == fb.EMBEDDING
+    assert result.detail == "circuit breaker open"
+    assert models.rank_calls == []
+
+
+def test_model_down_and_no_user_embedding_gets_trending() -> None:
+    no_embedding = user(user_emb_short=[], user_emb_long=[0.0, 0.0])
+
+    result = recommender(FakeStore({"u": no_embedding}), FakeModels(fail=True)).recommend("u", 2)
+
+    assert (result.fallback, result.reason) == (fb.TRENDING, fb.MODEL_UNAVAILABLE)
+
+
+def test_exploration_is_reproducible_per_user_with_a_seed() -> None:
+    store = FakeStore({"u": user(user_recent_items=[])})
+    service = recommender(store, explore_share=0.5)
+
+    first = [(r.item_id, r.source) for r in service.recommend("u", 4).items]
+    second = [(r.item_id, r.source) for r in service.recommend("u", 4).items]
+
+    assert first == second
+    assert [s for _, s in first].count("explore") == 2
+
+
+def test_seeded_rng_differs_by_user_but_not_by_call() -> None:
+    factory = seeded_rng(3)
+
+    assert factory("u").random() == factory("u").random()
+    assert factory("u").random() != factory("v").random()
+
+
+def test_embeddings_of_another_version_are_pooled_again() -> None:
+    # Pooled under version 6; version 7 re-pools the last events from its own table:
+    # one event on d with reward 1 → both pooled embeddings are d's, (0, 1).
+    old = user(
+        user_embedding_version="6",
+        user_emb_short=[9.0, 9.0],
+        user_emb_long=[9.0, 9.0],
+        user_recent_items=["d"],
+        user_recent_ts_ms=[NOW_MS - 1000],
+        user_recent_rewards=[1.0],
+    )
+
+    result = recommender(FakeStore({"u": old}), FakeModels(fail=True)).recommend("u", 2)
+
+    # query (0, 2): e scores 2, d is excluded as recent, then b (0.2) beats a (0).
+    assert [r.item_id for r in result.items] == ["e", "b"]
