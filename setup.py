@@ -18,7 +18,8 @@ RUNTIME = [
     "pandas>=2.1,<3",
     "pyarrow>=14",
     "fastapi>=0.110,<1",
-    "uvicorn>=0.29,<1",
+    "uvicorn[standard]>=0.29,<1",
+    "httpx>=0.27,<1",  # the REST TF Serving backend
     "prometheus-client>=0.20,<1",
     "matplotlib>=3.8,<4",
     "tqdm>=4.66,<5",
@@ -28,7 +29,6 @@ TEST = [
     "pytest>=8,<10",
     "pytest-timeout>=2.3,<3",
     "hypothesis>=6.100,<7",
-    "httpx>=0.27,<1",
     "ruff>=0.5",
     "python-hcl2>=8,<9",
 ]
