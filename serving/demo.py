@@ -12,8 +12,10 @@ import argparse
 import json
 import pathlib
 import sys
+import time
 
 from beam_pipelines import backfill, simulator
+from beam_pipelines.simulator import rfc3339
 from feature_repo.features import ITEM_REALTIME, USER_REALTIME
 
 
@@ -34,6 +36,7 @@ def simulate(args: argparse.Namespace, out: pathlib.Path) -> pathlib.Path:
     events = out / "events.jsonl"
     argv = [f"--events={args.events}", f"--users={args.users}", f"--items={args.items}"]
     argv += [f"--seed={args.seed}", f"--dirty-fraction={args.dirty_fraction}", f"--out={events}"]
+    argv += [f"--start={rfc3339(args.start_ms)}"]
     print(f"[1/3] simulating {args.events} events → {events}")
     simulator.main(argv)
     return events
@@ -82,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    # Recent event times: the streaming job's dedup timers run in event time (see
+    # serving.demo_stream), and the stream should look like today's traffic.
+    args.start_ms = (int(time.time()) - 2 * 86400) * 1000
     events = simulate(args, out)
     summary = None if args.no_stream else stream_features(args, out)
     if summary is None:
