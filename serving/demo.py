@@ -15,7 +15,6 @@ import sys
 import time
 
 from beam_pipelines import backfill, simulator
-from beam_pipelines.simulator import rfc3339
 from feature_repo.features import ITEM_REALTIME, USER_REALTIME
 
 
@@ -32,14 +31,24 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def simulate(args: argparse.Namespace, out: pathlib.Path) -> pathlib.Path:
+def simulate(args: argparse.Namespace, out: pathlib.Path) -> tuple[pathlib.Path, list]:
+    """Write the simulated stream (and its sidecars); return its path and records,
+    which the streaming half publishes as they are."""
+    config = simulator.SimulatorConfig(
+        n_events=args.events,
+        n_users=args.users,
+        n_items=args.items,
+        seed=args.seed,
+        dirty_fraction=args.dirty_fraction,
+        start_ms=args.start_ms,
+    )
     events = out / "events.jsonl"
-    argv = [f"--events={args.events}", f"--users={args.users}", f"--items={args.items}"]
-    argv += [f"--seed={args.seed}", f"--dirty-fraction={args.dirty_fraction}", f"--out={events}"]
-    argv += [f"--start={rfc3339(args.start_ms)}"]
     print(f"[1/3] simulating {args.events} events → {events}")
-    simulator.main(argv)
-    return events
+    sim = simulator.simulate(config)
+    with simulator.StreamWriter(events) as writer:
+        records = list(writer.tee(sim))
+        writer.finish(sim)
+    return events, records
 
 
 def compute_features(events: pathlib.Path, out: pathlib.Path) -> dict:
@@ -48,13 +57,13 @@ def compute_features(events: pathlib.Path, out: pathlib.Path) -> dict:
     return backfill.run_backfill(argv)
 
 
-def stream_features(args: argparse.Namespace, out: pathlib.Path) -> dict | None:
+def stream_features(args: argparse.Namespace, out: pathlib.Path, records: list) -> dict | None:
     """The streaming job through a local Pub/Sub emulator; None if none is installed."""
     from beam_pipelines.local_servers import ComponentMissing
     from serving.demo_stream import run_streaming_demo
 
     try:
-        return run_streaming_demo(args, out)
+        return run_streaming_demo(args, out, records)
     except ComponentMissing as missing:
         print(f"  no Pub/Sub emulator ({missing}); running the backfill job instead")
         return None
@@ -88,8 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     # Recent event times: the streaming job's dedup timers run in event time (see
     # serving.demo_stream), and the stream should look like today's traffic.
     args.start_ms = (int(time.time()) - 2 * 86400) * 1000
-    events = simulate(args, out)
-    summary = None if args.no_stream else stream_features(args, out)
+    events, records = simulate(args, out)
+    summary = None if args.no_stream else stream_features(args, out, records)
     if summary is None:
         summary = compute_features(events, out)
         keep = ("read", "valid", "dead_lettered_by_reason", "applied", "users", "items")

@@ -22,20 +22,6 @@ from feature_repo.features import USER_REALTIME
 PROJECT = "rtp-demo"
 
 
-def _records(args: argparse.Namespace):
-    from beam_pipelines.simulator import SimulatorConfig, simulate
-
-    config = SimulatorConfig(
-        n_events=args.events,
-        n_users=args.users,
-        n_items=args.items,
-        seed=args.seed,
-        dirty_fraction=args.dirty_fraction,
-        start_ms=args.start_ms,
-    )
-    return list(simulate(config))
-
-
 # The demo publishes its stream as one backlog, which the emulator delivers out
 # of order by up to ~20 minutes of event time; a 1-hour bound keeps those events
 # while the simulator's injected late events (6 hours behind) stay late.
@@ -109,7 +95,8 @@ def _wait_for(store, expected, records, letters: pathlib.Path, deadline_s: float
         time.sleep(1.0)
 
 
-def run_streaming_demo(args: argparse.Namespace, out: pathlib.Path) -> dict:
+def run_streaming_demo(args: argparse.Namespace, out: pathlib.Path, records: list) -> dict:
+    """``records``: the simulated stream the demo wrote, published as it is."""
     from google.cloud import pubsub_v1
 
     from beam_pipelines.jobs_common import store_config
@@ -119,7 +106,6 @@ def run_streaming_demo(args: argparse.Namespace, out: pathlib.Path) -> dict:
 
     features = out / "features"
     features.mkdir(parents=True, exist_ok=True)
-    records = _records(args)
     expected = _expected_counts(records)
     with pubsub_emulator(PROJECT) as emulator:
         os.environ["PUBSUB_EMULATOR_HOST"] = emulator.address
