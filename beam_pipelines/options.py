@@ -40,12 +40,6 @@ class StreamingOptions(PipelineOptions):
             help="Seconds an event may lag its user's newest event; later ones: dead letter 'late'",
         )
         add(
-            "--dedup_ttl_s",
-            type=float,
-            default=86400.0,
-            help="Event-time seconds an event_id is remembered for deduplication.",
-        )
-        add(
             "--model_base",
             help="Model base path; item embeddings from its newest table, else hashed vectors.",
         )
@@ -66,7 +60,8 @@ class StreamingOptions(PipelineOptions):
             "--write_max_buffering_s",
             type=float,
             default=0.1,
-            help="Longest a feature row waits to join a write batch, seconds.",
+            help="Longest a feature row waits to join a write batch, seconds; 0 writes each "
+            "bundle's rows at the end of the bundle (lowest latency).",
         )
         add("--write_max_retries", type=int, default=3, help="Retries of a failed store write.")
         add(
@@ -84,14 +79,14 @@ class StreamingOptions(PipelineOptions):
             raise ValueError(
                 "give --dead_letter_topic and/or --dead_letter_dir: dead letters need a home"
             )
-        for name in ("allowed_lateness_s", "write_max_retries", "write_backoff_s"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"--{name} must be >= 0")
         for name in (
-            "dedup_ttl_s",
-            "embedding_refresh_s",
-            "write_batch_size",
+            "allowed_lateness_s",
+            "write_max_retries",
+            "write_backoff_s",
             "write_max_buffering_s",
         ):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0")
+        for name in ("embedding_refresh_s", "write_batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be > 0")

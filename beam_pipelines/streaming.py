@@ -38,7 +38,6 @@ def settings_from(options: StreamingOptions) -> FeatureSettings:
         rewards=load_reward_config(options.reward),
         embeddings=embedding_source(options.model_base, options.embedding_refresh_s),
         allowed_lateness_s=options.allowed_lateness_s,
-        dedup_ttl_s=options.dedup_ttl_s,
     )
 
 
@@ -90,7 +89,7 @@ def build(pipeline: beam.Pipeline, options: StreamingOptions) -> None:
         options.write_batch_size,
         options.write_max_retries,
         options.write_backoff_s,
-        options.write_max_buffering_s,
+        options.write_max_buffering_s or None,
     )
     (
         (features[DEAD_LETTERS], failed)

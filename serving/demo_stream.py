@@ -26,11 +26,6 @@ PROJECT = "rtp-demo"
 # of order by up to ~20 minutes of event time; a 1-hour bound keeps those events
 # while the simulator's injected late events (6 hours behind) stay late.
 DEMO_ALLOWED_LATENESS_S = 3600
-# Dedup expiry timers run in event time, and the DirectRunner's Pub/Sub watermark
-# is the wall clock: for events older than the TTL they would fire at once and let
-# redeliveries through. The demo therefore simulates the last two days (see
-# serving.demo) and keeps event ids for a week.
-DEMO_DEDUP_TTL_S = 7 * 86400
 
 
 def _expected_counts(records) -> dict[str, int]:
@@ -75,7 +70,6 @@ def _start_job(subscription: str, out: pathlib.Path) -> subprocess.Popen:
     argv += [f"--input_subscription={subscription}", f"--dead_letter_dir={out / 'dead_letters'}"]
     argv += [f"--store_path={out / 'online.db'}"]
     argv += [f"--allowed_lateness_s={DEMO_ALLOWED_LATENESS_S}"]
-    argv += [f"--dedup_ttl_s={DEMO_DEDUP_TTL_S}"]
     log = open(out / "streaming.log", "wb")  # noqa: SIM115 - the child owns it until it exits
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -75,9 +75,13 @@ class DecayedSums:
             return self.values.copy()
         return self.values * decay_factors(t_ms - self.t_ref_ms, self.half_lives_s)[:, None]
 
+    # Keyed state is pickled at every event: builtins and raw float64 bytes pickle
+    # several times faster than NumPy arrays.
     def __getstate__(self):
-        return (self.half_lives_s, self.t_ref_ms, self.values)
+        return (tuple(self.half_lives_s.tolist()), self.t_ref_ms, self.values.tobytes())
 
     def __setstate__(self, state) -> None:
-        self.half_lives_s, self.t_ref_ms, self.values = state
+        half_lives, self.t_ref_ms, values = state
+        self.half_lives_s = np.array(half_lives, dtype=np.float64)
+        self.values = np.frombuffer(values, dtype=np.float64).reshape(len(half_lives), -1).copy()
         self._set_rate()

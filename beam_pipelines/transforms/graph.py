@@ -1,7 +1,8 @@
 """ComputeFeatures: the one graph streaming and backfill share.
 
-raw messages → ParseEvents → DeduplicateEvents → ComputeRewards → UpdateUserState
-→ UpdateItemState, with every dead letter (invalid, duplicate, late) in one output.
+raw messages → ParseEvents → ComputeRewards → UpdateUserState (lateness,
+deduplication by event_id, user state) → UpdateItemState, with every dead letter
+(invalid, duplicate, late) in one output.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from beam_pipelines.events import ValidationConfig
 from beam_pipelines.rewards import RewardConfig
 from beam_pipelines.state import StateConfig
 from beam_pipelines.transforms.dead_letters import DEAD_LETTER, DeadLetter
-from beam_pipelines.transforms.dedup import DeduplicateEvents
 from beam_pipelines.transforms.parse import EVENTS, ParseEvents
 from beam_pipelines.transforms.rewards import ComputeRewards
 from beam_pipelines.transforms.state import (
@@ -45,7 +45,6 @@ class FeatureSettings:
     state: StateConfig = dataclasses.field(default_factory=StateConfig)
     embeddings: EmbeddingSource = dataclasses.field(default_factory=EmbeddingSource)
     allowed_lateness_s: float = 600.0
-    dedup_ttl_s: float = 24 * 3600.0
     min_timestamp_ms: int | None = None
     # Bounded logs only: "arrival" replays file order (as streaming saw it);
     # "time" replays event-time order, for logs not written in arrival order.
@@ -96,15 +95,14 @@ class ComputeFeatures(beam.PTransform):
     def expand(self, raw):
         s, seq = self._settings, self._sequenced
         parsed = raw | "ParseEvents" >> ParseEvents(s.validation(), seq)
-        unique = parsed[EVENTS] | "DeduplicateEvents" >> DeduplicateEvents(s.dedup_ttl_s, seq)
-        scored = unique["events"] | "ComputeRewards" >> ComputeRewards(s.rewards, seq)
+        scored = parsed[EVENTS] | "ComputeRewards" >> ComputeRewards(s.rewards, seq)
         order = s.replay_order if seq else None
         users = scored | "UpdateUserState" >> UpdateUserState(
             s.state, s.embeddings, s.allowed_lateness_s, order
         )
         item_rows = users[ACCEPTED] | "UpdateItemState" >> UpdateItemState(s.state, order)
         dead = (
-            (parsed[DEAD_LETTER], unique[DEAD_LETTER], users[DEAD_LETTER])
+            (parsed[DEAD_LETTER], users[DEAD_LETTER])
             | "MergeDeadLetters" >> beam.Flatten()
             | "CountDeadLetters" >> beam.ParDo(_CountDeadLetters())
         )

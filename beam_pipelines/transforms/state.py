@@ -3,8 +3,14 @@
 Streaming: a stateful DoFn per key reads the state, applies one event with the
 pure-Python updaters, writes it back and emits a feature row. Bounded logs: group
 by key, sort (arrival or event-time order) and fold with the same updaters,
-emitting the history (the list of an entity's rows) (one row per applied event) and the
+emitting the history (the list of an entity's rows, one per applied event) and the
 final row of each entity. Every row is stamped with the entity's newest event time.
+
+UpdateUserState also deduplicates: per user it remembers the ids of applied events
+within the allowed lateness of the newest one (``beam_pipelines.state.seen``), so a
+redelivery is dead-lettered ``duplicate`` (or ``late``, if it is that far behind)
+and never applied twice. Keying deduplication by user rather than by event id
+saves a shuffle, a state cell and a timer per event (see ARCHITECTURE.md).
 """
 
 from __future__ import annotations
@@ -12,20 +18,33 @@ from __future__ import annotations
 import json
 
 import apache_beam as beam
-from apache_beam.coders import PickleCoder
+from apache_beam import typehints
+from apache_beam.coders import Coder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from beam_pipelines.embedding_source import EmbeddingSource
 from beam_pipelines.events import Reason
 from beam_pipelines.state import StateConfig
+from beam_pipelines.state.keyed import (
+    UserKeyState,
+    decode_item,
+    decode_user,
+    encode_item,
+    encode_user,
+)
 from beam_pipelines.state.records import ScoredEvent
+from beam_pipelines.state.seen import SeenEvents
 from beam_pipelines.state.updaters import is_late, update_item, update_user
 from beam_pipelines.transforms.dead_letters import DEAD_LETTER, DeadLetter
-from beam_pipelines.transforms.dedup import STR_KEYED
 from feature_repo.features import EVENT_TIMESTAMP, ITEM_KEY, USER_KEY
 
+# A str key gets a deterministic coder, which keyed state needs (and which a
+# Dataflow --update must keep: change it only with a new job).
+STR_KEYED = typehints.KV[str, typehints.Any]
+
 _LATE = Metrics.counter("rtp", "late")
+_DUPLICATES = Metrics.counter("rtp", "duplicates")
 _USER_UPDATES = Metrics.counter("rtp", "user_updates")
 _ITEM_UPDATES = Metrics.counter("rtp", "item_updates")
 _USERS = Metrics.counter("rtp", "users")
@@ -45,16 +64,26 @@ def item_row(item_id: str, state, config: StateConfig) -> dict:
     return {ITEM_KEY: item_id, EVENT_TIMESTAMP: state.sums.t_ref_ms, **state.features(config)}
 
 
-def _late(event: ScoredEvent, newest_ms: int) -> DeadLetter:
-    _LATE.inc()
-    behind = newest_ms - event.timestamp_ms
+def _letter(reason: Reason, detail: str, event: ScoredEvent) -> DeadLetter:
     return DeadLetter.now(
-        Reason.LATE.value,
-        f"event time {event.timestamp_ms} ms is {behind} ms behind the user's newest",
+        reason.value,
+        detail,
         json.dumps(event._asdict(), separators=(",", ":")).encode(),
         event_id=event.event_id,
         event_time_ms=event.timestamp_ms,
     )
+
+
+def _late(event: ScoredEvent, newest_ms: int) -> DeadLetter:
+    _LATE.inc()
+    behind = newest_ms - event.timestamp_ms
+    detail = f"event time {event.timestamp_ms} ms is {behind} ms behind the user's newest"
+    return _letter(Reason.LATE, detail, event)
+
+
+def _duplicate(event: ScoredEvent) -> DeadLetter:
+    _DUPLICATES.inc()
+    return _letter(Reason.DUPLICATE, f"event_id {event.event_id} already applied", event)
 
 
 class _UserStepper:
@@ -65,18 +94,40 @@ class _UserStepper:
         self.allowed_lateness_ms = allowed_lateness_ms
         self.embeddings = embeddings
 
-    def step(self, state, event: ScoredEvent):
-        """``(state, None)`` after applying ``event``, or ``(state, dead letter)`` if late."""
-        if is_late(state, event, self.allowed_lateness_ms):
-            return state, _late(event, state.last_event_ms)
+    def step(self, state: UserKeyState | None, event: ScoredEvent):
+        """``(state, None)`` after applying ``event``, or ``(state, dead letter)`` if it
+        is late or a duplicate (checked in that order: a late one is never looked up)."""
+        user, seen = state if state is not None else (None, SeenEvents())
+        if is_late(user, event, self.allowed_lateness_ms):
+            return state, _late(event, user.last_event_ms)
+        if event.event_id in seen:
+            return state, _duplicate(event)
         _USER_UPDATES.inc()
         # The user's newest event time never decreases, so neither does the version.
-        newest = max(event.timestamp_ms, state.last_event_ms if state is not None else 0)
-        return update_user(state, event, self.embeddings.current(newest), self.config), None
+        newest = max(event.timestamp_ms, user.last_event_ms if user is not None else 0)
+        user = update_user(user, event, self.embeddings.current(newest), self.config)
+        seen.add(event.event_id, event.timestamp_ms, self.allowed_lateness_ms)
+        return UserKeyState(user, seen), None
+
+
+class _UserStateCoder(Coder):
+    def encode(self, value: UserKeyState) -> bytes:
+        return encode_user(value)
+
+    def decode(self, encoded: bytes) -> UserKeyState:
+        return decode_user(encoded)
+
+
+class _ItemStateCoder(Coder):
+    def encode(self, value) -> bytes:
+        return encode_item(value)
+
+    def decode(self, encoded: bytes):
+        return decode_item(encoded)
 
 
 class _UserStateFn(beam.DoFn):
-    STATE = ReadModifyWriteStateSpec("user_state", PickleCoder())
+    STATE = ReadModifyWriteStateSpec("user_state", _UserStateCoder())
 
     def __init__(self, stepper: _UserStepper):
         self._stepper = stepper
@@ -89,7 +140,7 @@ class _UserStateFn(beam.DoFn):
             return
         state.write(new_state)
         yield event
-        yield beam.pvalue.TaggedOutput(ROWS, user_row(user_id, new_state))
+        yield beam.pvalue.TaggedOutput(ROWS, user_row(user_id, new_state.user))
 
 
 def replay_key(order: str):
@@ -114,15 +165,17 @@ def _fold_user(kv, stepper: _UserStepper, order: str):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, late)
             continue
         yield event
-        rows.append(user_row(user_id, state))
+        rows.append(user_row(user_id, state.user))
     yield from _history(rows)
 
 
 class UpdateUserState(beam.PTransform):
-    """ScoredEvent → ``accepted`` events, user_realtime rows and ``dead_letter`` (late).
+    """ScoredEvent → ``accepted`` events, user_realtime rows and ``dead_letter`` (late,
+    duplicate).
 
     ``allowed_lateness_s``: how far behind the user's newest event time an event
     may be and still apply; later ones become dead letters with reason ``late``.
+    An event_id already applied to the user becomes a dead letter ``duplicate``.
     ``replay_order`` None streams through a stateful DoFn in processing order and
     emits ``rows``; ``"arrival"``/``"time"`` (bounded logs) folds each user in that
     order and emits ``history`` and ``final``.
@@ -155,7 +208,7 @@ class UpdateUserState(beam.PTransform):
 
 
 class _ItemStateFn(beam.DoFn):
-    STATE = ReadModifyWriteStateSpec("item_state", PickleCoder())
+    STATE = ReadModifyWriteStateSpec("item_state", _ItemStateCoder())
 
     def __init__(self, config: StateConfig):
         self._config = config

@@ -3,11 +3,6 @@ real Pub/Sub emulator into the job (a subprocess on the DirectRunner) and the
 embedded SQLite online store. Every event ends up applied exactly once or in a
 dead letter with the simulator's expected reason, and the online values equal
 the backfill's final values for the same events.
-
-Event times start a few hours before now. The DirectRunner's Pub/Sub source
-holds the watermark at wall-clock time, so the dedup expiry timers (event time +
-``dedup_ttl_s``) of events older than a day would fire at once and redeliveries
-of them would be applied again; on Dataflow the watermark follows event time.
 """
 
 from __future__ import annotations

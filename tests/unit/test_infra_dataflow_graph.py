@@ -40,7 +40,6 @@ DATAFLOW_ARGS = [
 # beam_pipelines/transforms/graph.py or streaming.py, or a DoFn class behind an
 # unlabelled ParDo) needs a --transform-name-mappings entry (infra/README.md).
 STATEFUL_STEPS = {
-    "ComputeFeatures/DeduplicateEvents/KeepFirst/ParDo(_DedupFn)": ({"seen"}, {"ts-expiry"}),
     "ComputeFeatures/UpdateUserState/ApplyEvents/ParDo(_UserStateFn)": ({"user_state"}, set()),
     "ComputeFeatures/UpdateItemState/ApplyEvents": ({"item_state"}, set()),
     # GroupIntoBatches before each store write (--write_max_buffering_s).
@@ -57,7 +56,6 @@ STATEFUL_STEPS = {
 EXPECTED_STEPS = {
     "ReadEvents",
     "ComputeFeatures/ParseEvents/Validate",
-    "ComputeFeatures/DeduplicateEvents/KeepFirst",
     "ComputeFeatures/ComputeRewards/Score",
     "ComputeFeatures/UpdateUserState",
     "ComputeFeatures/UpdateItemState",

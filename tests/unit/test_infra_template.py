@@ -54,7 +54,7 @@ def test_check_reports_an_option_added_without_its_template_parameter() -> None:
 def test_check_reports_a_parameter_without_an_option_and_drifting_details() -> None:
     metadata = copy.deepcopy(checks.load_metadata())
     params = {p["name"]: p for p in metadata["parameters"]}
-    params["dedup_ttl_s"]["defaultValue"] = "3600"  # the code says 86400
+    params["allowed_lateness_s"]["defaultValue"] = "3600"  # the code says 600
     params["write_batch_size"]["paramType"] = "TEXT"  # an int option
     params["reward"]["helpText"] = " "
     metadata["parameters"].append({"name": "window_s", "label": "x", "helpText": "y"})
@@ -64,7 +64,7 @@ def test_check_reports_a_parameter_without_an_option_and_drifting_details() -> N
     assert problems == [
         "pipeline option --model_base has no parameter in infra/dataflow/metadata.json",
         "metadata.json parameter 'window_s' is not a pipeline option (beam_pipelines/options.py)",
-        "dedup_ttl_s: defaultValue '3600' != option default 86400.0",
+        "allowed_lateness_s: defaultValue '3600' != option default 600.0",
         "reward: helpText is empty",
         "write_batch_size: paramType TEXT does not fit the option's type",
     ]

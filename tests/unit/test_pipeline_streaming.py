@@ -1,6 +1,6 @@
 """The whole ComputeFeatures graph in streaming mode, driven by TestStream on the
-BundleBasedDirectRunner: watermark-driven dedup expiry, out-of-order and late
-events, duplicates, and an item-embedding version change in the middle of a stream.
+BundleBasedDirectRunner: watermarks, redeliveries, out-of-order and late events,
+duplicates, and an item-embedding version change in the middle of a stream.
 
 Each ``deliver`` is one bundle; the runner applies a key's elements in bundle
 order, so the order given is the processing order the stateful steps see.
@@ -58,23 +58,27 @@ def _counts(rows, key: str, entity: str) -> list[int]:
     return [r[count] for r in rows if r[key] == entity]
 
 
-def test_dedup_forgets_an_event_id_once_the_watermark_passes_event_time_plus_ttl():
-    """The bounded-memory trade-off: dedup state per event_id expires ttl after its
-    event time (by the watermark), so a redelivery later than that is applied again.
-    Pub/Sub redelivers within minutes; the default ttl is a day."""
+def test_redeliveries_are_duplicates_until_lateness_rejects_them_never_applied_twice():
+    """Deduplication remembers a user's applied event ids as far back as the allowed
+    lateness reaches: a redelivery within it is a ``duplicate``; once the user's
+    newest event is more than the bound ahead, the redelivery is ``late``. Either
+    way it is applied once, whatever the delay, and no watermark or timer is involved."""
     e1 = (event_json("e1", "u1", "i1", "like", T0_MS), T0_MS)
-    settings = FeatureSettings(rewards=SHORT_VIDEO, dedup_ttl_s=60, allowed_lateness_s=3600)
+    later = T0_MS + 120 * SECOND_MS
+    e2 = (event_json("e2", "u1", "i2", "like", later), later)
+    settings = FeatureSettings(rewards=SHORT_VIDEO, allowed_lateness_s=60)
     stream = (
         StreamBuilder(T0_MS)
         .deliver([e1])
-        .watermark(T0_MS + 59 * SECOND_MS)
-        .deliver([e1])  # before event time + ttl: still remembered
-        .watermark(T0_MS + 61 * SECOND_MS)  # the expiry timer fires
-        .deliver([e1])  # remembered no more: applied a second time
+        .watermark(T0_MS + 30 * 86_400 * SECOND_MS)  # a month of watermark: nothing expires
+        .deliver([e1])  # still remembered: duplicate
+        .deliver([e2])  # u1's newest moves 120 s ahead, past the 60 s bound
+        .deliver([e1])  # now late, and still not applied again
     )
-    users, items = _run(stream, settings, expected_letters=[("duplicate", "e1")])
+    letters = [("duplicate", "e1"), ("late", "e1")]
+    users, items = _run(stream, settings, expected_letters=letters)
     assert _counts(users, USER_KEY, "u1") == [1, 2]
-    assert _counts(items, ITEM_KEY, "i1") == [1, 2]
+    assert _counts(items, ITEM_KEY, "i1") == [1]
 
 
 # Two users, three items, eight events within 140 s of each other.

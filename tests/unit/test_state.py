@@ -350,8 +350,8 @@ def _split(events, mode, mask):
         return by_time[:k], by_time[k:]
     if mode == "a_newer":
         return by_time[len(events) - k :], by_time[: len(events) - k]
-    a = [e for e, m in zip(events, mask) if m]
-    b = [e for e, m in zip(events, mask) if not m]
+    a = [e for e, m in zip(events, mask, strict=True) if m]
+    b = [e for e, m in zip(events, mask, strict=True) if not m]
     return a, b
 
 
