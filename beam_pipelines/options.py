@@ -59,7 +59,7 @@ class StreamingOptions(PipelineOptions):
         add(
             "--write_max_buffering_s",
             type=float,
-            default=0.1,
+            default=0.0,
             help="Longest a feature row waits to join a write batch, seconds; 0 writes each "
             "bundle's rows at the end of the bundle (lowest latency).",
         )

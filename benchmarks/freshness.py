@@ -103,8 +103,9 @@ def pipeline_freshness(publisher, topic, sub, store, rate, seconds, probe_every)
     return list(seen.values())
 
 
-def _start_job(sub: str, out: pathlib.Path) -> subprocess.Popen:
+def _start_job(sub: str, out: pathlib.Path, job_args: list[str]) -> subprocess.Popen:
     argv = [sys.executable, "-m", "beam_pipelines.streaming", f"--input_subscription={sub}"]
+    argv += job_args
     argv += [f"--dead_letter_dir={out / 'dl'}", f"--store_path={out / 'online.db'}"]
     log_file = open(out / "job.log", "wb")  # noqa: SIM115 - the child owns it
     return subprocess.Popen(argv, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
@@ -131,6 +132,12 @@ def main() -> None:
     p.add_argument("--rate", type=float, default=200.0)
     p.add_argument("--seconds", type=float, default=30.0)
     p.add_argument("--probe-every", type=int, default=20)
+    p.add_argument(
+        "--job-arg",
+        action="append",
+        default=[],
+        help="Extra streaming-job flag, e.g. --job-arg=--write_max_buffering_s=0 (repeatable).",
+    )
     args = p.parse_args()
 
     from google.cloud import pubsub_v1
@@ -148,7 +155,7 @@ def main() -> None:
         hop = emulator_hop(publisher, subscriber, topic, args.rate, min(args.seconds, 10))
         sub = subscriber.subscription_path(PROJECT, "features")
         subscriber.create_subscription(name=sub, topic=topic)
-        job = _start_job(sub, out)
+        job = _start_job(sub, out, args.job_arg)
         try:
             with FeatureStoreClient(store_config(None, str(out / "online.db"))) as store:
                 try:
@@ -165,6 +172,7 @@ def main() -> None:
     emit(
         "freshness_publish_to_store",
         rate=args.rate,
+        job_args=args.job_arg,
         samples=len(fresh),
         **_percentiles(fresh),
         ratio_p50_to_hop=round(statistics.median(fresh) / statistics.median(hop), 2),

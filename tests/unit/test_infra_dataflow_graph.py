@@ -33,6 +33,8 @@ DATAFLOW_ARGS = [
     f"--input_subscription=projects/{PROJECT}/subscriptions/engagement-events-pipeline",
     f"--dead_letter_topic=projects/{PROJECT}/topics/engagement-dead-letters",
     "--store_config=" + str(REPO / "infra" / "local" / "store.redis.yaml"),
+    # Batched writes (GroupIntoBatches), so their stateful steps are pinned too.
+    "--write_max_buffering_s=0.5",
 ]
 
 # The steps that hold keyed state, with their state and timer names. A Dataflow
