@@ -14,6 +14,10 @@ def emit(measure: str, **fields) -> None:
     print(json.dumps({"measure": measure, **fields}), flush=True)
 
 
+# Timestamps a benchmark's pipeline records in-process (see pipeline_throughput).
+MARKS: dict[str, float] = {}
+
+
 def median_of(repeats: int, run: Callable[[], float]) -> tuple[float, list[float]]:
     values = [run() for _ in range(repeats)]
     return statistics.median(values), values

@@ -19,24 +19,18 @@ import json
 
 import apache_beam as beam
 from apache_beam import typehints
-from apache_beam.coders import Coder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
 
 from beam_pipelines.embedding_source import EmbeddingSource
 from beam_pipelines.events import Reason
 from beam_pipelines.state import StateConfig
-from beam_pipelines.state.keyed import (
-    UserKeyState,
-    decode_item,
-    decode_user,
-    encode_item,
-    encode_user,
-)
+from beam_pipelines.state.keyed import UserKeyState
 from beam_pipelines.state.records import ScoredEvent
 from beam_pipelines.state.seen import SeenEvents
 from beam_pipelines.state.updaters import is_late, update_item, update_user
 from beam_pipelines.transforms.dead_letters import DEAD_LETTER, DeadLetter
+from beam_pipelines.transforms.state_coders import item_state_coder, user_state_coder
 from feature_repo.features import EVENT_TIMESTAMP, ITEM_KEY, USER_KEY
 
 # A str key gets a deterministic coder, which keyed state needs (and which a
@@ -110,24 +104,8 @@ class _UserStepper:
         return UserKeyState(user, seen), None
 
 
-class _UserStateCoder(Coder):
-    def encode(self, value: UserKeyState) -> bytes:
-        return encode_user(value)
-
-    def decode(self, encoded: bytes) -> UserKeyState:
-        return decode_user(encoded)
-
-
-class _ItemStateCoder(Coder):
-    def encode(self, value) -> bytes:
-        return encode_item(value)
-
-    def decode(self, encoded: bytes):
-        return decode_item(encoded)
-
-
 class _UserStateFn(beam.DoFn):
-    STATE = ReadModifyWriteStateSpec("user_state", _UserStateCoder())
+    STATE = ReadModifyWriteStateSpec("user_state", user_state_coder())
 
     def __init__(self, stepper: _UserStepper):
         self._stepper = stepper
@@ -208,7 +186,7 @@ class UpdateUserState(beam.PTransform):
 
 
 class _ItemStateFn(beam.DoFn):
-    STATE = ReadModifyWriteStateSpec("item_state", _ItemStateCoder())
+    STATE = ReadModifyWriteStateSpec("item_state", item_state_coder())
 
     def __init__(self, config: StateConfig):
         self._config = config

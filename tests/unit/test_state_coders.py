@@ -1,0 +1,42 @@
+"""CachingStateCoder: bytes it just wrote read back as the same object, once."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from beam_pipelines.state import StateConfig
+from beam_pipelines.state.updaters import update_item
+from beam_pipelines.transforms.state_coders import CachingStateCoder, item_state_coder
+from tests.helpers.events import T0_MS, scored
+
+
+def _item(n: int):
+    state = None
+    for k in range(n):
+        state = update_item(state, scored(f"e{k}", "u1", "i1", "like", T0_MS + k), StateConfig())
+    return state
+
+
+def test_reading_back_what_was_just_written_skips_decoding_once():
+    coder = item_state_coder()
+    state = _item(3)
+    data = coder.encode(state)
+    assert coder.decode(data) is state  # from the cache
+    again = coder.decode(data)  # handed out once: now decoded
+    assert again is not state
+    assert again.features(StateConfig()) == state.features(StateConfig())
+
+
+def test_the_cache_is_bounded_and_not_pickled():
+    coder = CachingStateCoder(repr, eval, cache_size=2)
+    for k in range(5):
+        coder.encode(k)
+    assert len(coder._cache) == 2
+    clone = pickle.loads(pickle.dumps(coder))
+    assert clone == coder and hash(clone) == hash(coder)
+    assert clone._cache == {}
+    assert clone.decode(coder.encode(7)) == 7
+    with pytest.raises(ValueError, match="cache_size"):
+        CachingStateCoder(repr, eval, cache_size=-1)
