@@ -66,11 +66,14 @@ def newest_table(model_base: str | pathlib.Path) -> TableEmbeddings | None:
 
 
 class _Loaded:
-    """Tables loaded in this process for one model base, shared by every handle."""
+    """Versions known and tables loaded in this process for one model base, shared by
+    every handle. ``index``: (version, active_from_ms) of every usable version found,
+    oldest first; ``tables``: at most ``EmbeddingSource.KEEP`` of them in memory."""
 
     def __init__(self):
         self.lock = threading.Lock()
-        self.tables: list[TableEmbeddings] = []
+        self.index: list[tuple[str, int]] = []
+        self.tables: dict[str, TableEmbeddings] = {}
         self.checked_at = float("-inf")
 
 
@@ -87,7 +90,7 @@ class EmbeddingSource:
     per bundle, and must not reload the tables each time.
     """
 
-    KEEP = 3  # loaded versions kept in memory
+    KEEP = 3  # tables kept in memory; older ones are reloaded if an event time needs them
     _processes_tables: dict[tuple[str, int], _Loaded] = {}
     _registry_lock = threading.Lock()
 
@@ -105,12 +108,31 @@ class EmbeddingSource:
             self._loaded = self._processes_tables.setdefault(key, _Loaded())
 
     def current(self, event_time_ms: int | None = None):
-        """The table for an event at ``event_time_ms`` (None: the newest loaded)."""
+        """The table for an event at ``event_time_ms`` (None: the newest)."""
         self._refresh()
-        for table in reversed(self._loaded.tables):
-            if event_time_ms is None or table.active_from_ms <= event_time_ms:
-                return table
+        for version, active_from_ms in reversed(self._loaded.index):
+            if event_time_ms is None or active_from_ms <= event_time_ms:
+                table = self._loaded.tables.get(version) or self._reload(version)
+                if table is not None:
+                    return table
         return self._hashed
+
+    def _reload(self, version: str) -> TableEmbeddings | None:
+        """An evicted version an event time needs again (a replay over many versions)."""
+        loaded = self._loaded
+        with loaded.lock:
+            table = loaded.tables.get(version)
+            if table is not None:
+                return table
+            table = load_table(self.model_base, version)
+            if table is None:  # gone or broken since: no event time picks it any more
+                loaded.index = [entry for entry in loaded.index if entry[0] != version]
+                return None
+            LOG.info("item embeddings: reloaded version %s for an older event time", version)
+            tables = dict(loaded.tables)
+            tables[version] = table
+            loaded.tables = _evict(tables, keep=self.KEEP, pinned={version, loaded.index[-1][0]})
+            return table
 
     def _refresh(self) -> None:
         loaded = self._loaded
@@ -121,19 +143,30 @@ class EmbeddingSource:
             if now - loaded.checked_at < self.refresh_s:
                 return
             loaded.checked_at = now
-            tables = list(loaded.tables)
-            known = {t.version for t in tables}
-            newest = int(tables[-1].version) if tables else -1
+            index, tables = list(loaded.index), dict(loaded.tables)
+            newest = int(index[-1][0]) if index else -1
             for version in _versions(self.model_base):
-                if int(version) > newest and version not in known:
+                if int(version) > newest:
                     table = load_table(self.model_base, version)
                     if table is not None:
                         LOG.info("item embeddings: version %s (%d items)", version, len(table))
-                        tables.append(table)
-            loaded.tables = tables[-self.KEEP :]
+                        index.append((version, table.active_from_ms))
+                        tables[version] = table
+            if index:
+                tables = _evict(tables, keep=self.KEEP, pinned={index[-1][0]})
+            loaded.index, loaded.tables = index, tables
 
     def __getstate__(self):
         return {"model_base": self.model_base, "dim": self.dim, "refresh_s": self.refresh_s}
 
     def __setstate__(self, state) -> None:
         self.__init__(**state)
+
+
+def _evict(
+    tables: dict[str, TableEmbeddings], keep: int, pinned: set[str]
+) -> dict[str, TableEmbeddings]:
+    """At most ``keep`` tables (but every pinned one), dropping the oldest versions first."""
+    drop = sorted((v for v in tables if v not in pinned), key=int)
+    excess = max(len(tables) - keep, 0)
+    return {v: t for v, t in tables.items() if v not in set(drop[:excess])}

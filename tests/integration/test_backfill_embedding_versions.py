@@ -13,19 +13,10 @@ from feature_repo.features import USER_REALTIME
 from tests.helpers.embeddings import random_vectors, write_table
 from tests.helpers.events import MINUTE_MS, T0_MS, event_json
 
-KEEP_DROPS_OLD_VERSIONS = (
-    "EmbeddingSource keeps only the newest 3 loaded tables (KEEP); a backfill loads "
-    "every version at once, so events before the 3rd-newest table's active_from_ms get "
-    "hashed vectors instead of the version the live job used. Fix: drop only tables "
-    "that no event time can pick (a newer table active as early), and bound memory "
-    "another way (e.g. load versions lazily by event time)."
-)
 
-
-@pytest.mark.parametrize(
-    "versions",
-    [3, pytest.param(5, marks=pytest.mark.xfail(strict=True, reason=KEEP_DROPS_OLD_VERSIONS))],
-)
+# More versions than EmbeddingSource.KEEP: the oldest are evicted and reloaded when
+# an event time needs them.
+@pytest.mark.parametrize("versions", [3, 5])
 def test_history_rows_carry_the_version_active_at_their_event_time(versions, tmp_path):
     model_base = tmp_path / "models"
     items = ["i1", "i2"]

@@ -110,3 +110,22 @@ def test_missing_column_is_an_error(tmp_path):
     pq.write_table(pa.table({"item_id": ["a"], "embedding": [[1.0]]}), path)
     with pytest.raises(ValueError, match="version"):
         TableEmbeddings.from_parquet(path)
+
+
+def test_source_keeps_a_bounded_set_of_tables_and_reloads_old_ones_by_event_time(tmp_path):
+    from beam_pipelines.embedding_source import EmbeddingSource
+    from tests.helpers.embeddings import random_vectors, write_table
+
+    model_base = tmp_path / "models"
+    for v in range(1, 7):  # version v applies from event time 1000 * v
+        write_table(model_base, v, random_vectors(["i1"], 4, seed=v), active_from_ms=1000 * v)
+    source = EmbeddingSource(str(model_base), dim=4)
+    assert source.current().version == "6"
+    loaded = source._loaded
+    assert len(loaded.tables) == EmbeddingSource.KEEP
+    assert [v for v, _ in loaded.index] == ["1", "2", "3", "4", "5", "6"]
+    for v in (1, 6, 2, 5, 3):
+        assert source.current(1000 * v + 500).version == str(v)
+        assert len(loaded.tables) <= EmbeddingSource.KEEP
+        assert "6" in loaded.tables  # the newest stays
+    assert type(source.current(10)).__name__ == "HashedEmbeddings"
