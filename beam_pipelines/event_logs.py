@@ -8,12 +8,20 @@ with ``context.rating``; their timestamps are seconds.
 
 from __future__ import annotations
 
+import collections
 import csv
 import io
 import json
 from collections.abc import Iterator
 
 from apache_beam.io.filesystems import FileSystems
+
+from beam_pipelines.events import (
+    EngagementEvent,
+    EventValidationError,
+    ValidationConfig,
+    parse_event,
+)
 
 FORMATS = ("jsonl", "movielens", "parquet")
 _FILE_SHIFT = 40  # seq = file_index << 40 | record index: 1e12 records per file
@@ -40,6 +48,32 @@ def read_log(indexed_path: tuple[int, str], fmt: str) -> Iterator[tuple[int, byt
     reader = {"jsonl": _jsonl, "movielens": _movielens, "parquet": _parquet}[fmt]
     for index, record in enumerate(reader(path)):
         yield base + index, record
+
+
+def parse_log(
+    pattern: str, fmt: str, validation: ValidationConfig, now_ms: int | None = None
+) -> tuple[list[EngagementEvent], collections.Counter[str]]:
+    """Valid events of a bounded log in arrival order, the first delivery of each
+    event_id only, and the count of skipped records by reason (``duplicate`` for
+    redeliveries). For readers outside Beam (training, evaluation); ``now_ms``
+    as in ``parse_event`` (None: the wall clock bounds future timestamps)."""
+    kwargs = {} if now_ms is None else {"now_ms": now_ms}
+    events: list[EngagementEvent] = []
+    skipped: collections.Counter[str] = collections.Counter()
+    seen: set[str] = set()
+    for file_index, name in enumerate(expand_paths(pattern)):
+        for _, data in read_log((file_index, name), fmt):
+            try:
+                event = parse_event(data, validation, **kwargs)
+            except EventValidationError as err:
+                skipped[err.reason.value] += 1
+                continue
+            if event.event_id in seen:
+                skipped["duplicate"] += 1
+                continue
+            seen.add(event.event_id)
+            events.append(event)
+    return events, skipped
 
 
 def _jsonl(path: str) -> Iterator[bytes]:

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import pathlib
 from typing import Any
 
-import yaml
-from apache_beam.io.filesystems import FileSystems
-
 from beam_pipelines.embedding_source import EmbeddingSource
-from feature_repo.store import load_store_config
+from feature_repo.store import load_store_config, read_store_settings
 
 
 def store_config(store_config_path: str | None, sqlite_path: str) -> dict[str, Any]:
     """The online store config: a YAML file (any Beam filesystem, ``${VAR}`` expanded
     from the environment), or the embedded SQLite default."""
     if store_config_path:
-        with FileSystems.open(store_config_path) as handle:
-            text = os.path.expandvars(handle.read().decode("utf-8"))
-        config = yaml.safe_load(text)
+        config = read_store_settings(store_config_path)
         load_store_config(config)  # fail here, naming the bad key, not on a worker
         return config
     root = pathlib.Path(sqlite_path).resolve().parent

@@ -105,17 +105,30 @@ _STORE_CONFIG: TypeAdapter[StoreConfig] = TypeAdapter(StoreConfig)
 def load_store_config(
     source: str | os.PathLike[str] | Mapping[str, Any],
 ) -> StoreConfig:
-    """Validated store config from a mapping or a YAML file (keys as in the models).
-
-    In a file, ``${VAR}`` is replaced from the environment (as Feast does), so a
-    deployment can keep hosts and instance names out of the file.
-    """
+    """Validated store config from a mapping or a YAML file (keys as in the models);
+    a file as ``read_store_settings`` reads it."""
     if isinstance(source, Mapping):
         return _STORE_CONFIG.validate_python(dict(source))
-    data = yaml.safe_load(os.path.expandvars(Path(source).read_text()))
+    return _STORE_CONFIG.validate_python(read_store_settings(source))
+
+
+def read_store_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The settings of a store YAML file: a local path or any Beam filesystem URI
+    (``gs://…``, read on the job's workers too). ``${VAR}`` is replaced from the
+    environment (as Feast does), so a deployment can keep hosts and instance names
+    out of the file."""
+    path = str(path)
+    if _is_local(path):
+        text = Path(path).read_text()
+    else:
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(path) as handle:
+            text = handle.read().decode("utf-8")
+    data = yaml.safe_load(os.path.expandvars(text))
     if not isinstance(data, Mapping):
-        raise TypeError(f"{source}: expected a mapping of store settings, got {data!r}")
-    return _STORE_CONFIG.validate_python(dict(data))
+        raise TypeError(f"{path}: expected a mapping of store settings, got {data!r}")
+    return dict(data)
 
 
 def _import_extra(module: str, extra: str) -> Any:

@@ -13,12 +13,11 @@ from __future__ import annotations
 import dataclasses
 import logging
 import pathlib
-from collections import Counter
 
 import pandas as pd
 
-from beam_pipelines.event_logs import FORMATS, expand_paths, read_log
-from beam_pipelines.events import EventValidationError, ValidationConfig, parse_event
+from beam_pipelines.event_logs import FORMATS, parse_log
+from beam_pipelines.events import ValidationConfig
 from beam_pipelines.rewards import RewardConfig, load_reward_config
 
 LOG = logging.getLogger(__name__)
@@ -71,32 +70,23 @@ def load_events(path: str, fmt: str = "jsonl", reward: str | None = None) -> Eve
     if fmt == "movielens":
         limits["min_timestamp_ms"] = MOVIELENS_MIN_TIMESTAMP_MS
     validation = ValidationConfig(**limits)
-    rows, lines, seen, rejected = [], [], set(), Counter()
-    for file_index, name in enumerate(expand_paths(path)):
-        for _, data in read_log((file_index, name), fmt):
-            try:
-                event = parse_event(data, validation)
-            except EventValidationError as err:
-                rejected[err.reason.value] += 1
-                continue
-            if event.event_id in seen:
-                rejected["duplicate"] += 1
-                continue
-            seen.add(event.event_id)
-            value, engaged = rewards.reward(event)
-            rows.append(
-                (
-                    event.event_id,
-                    event.user_id,
-                    event.item_id,
-                    event.event_type,
-                    event.timestamp_ms,
-                    float(value),
-                    bool(engaged),
-                    rewards.is_exposure(event.event_type),
-                )
+    events, rejected = parse_log(path, fmt, validation)
+    rows, lines = [], []
+    for event in events:
+        value, engaged = rewards.reward(event)
+        rows.append(
+            (
+                event.event_id,
+                event.user_id,
+                event.item_id,
+                event.event_type,
+                event.timestamp_ms,
+                float(value),
+                bool(engaged),
+                rewards.is_exposure(event.event_type),
             )
-            lines.append(event.to_json())
+        )
+        lines.append(event.to_json())
     if not rows:
         raise ValueError(f"no valid events in {path!r} (rejected: {dict(rejected)})")
     if rejected:

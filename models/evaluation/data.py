@@ -16,12 +16,8 @@ import pathlib
 
 import numpy as np
 
-from beam_pipelines.events import (
-    EngagementEvent,
-    EventValidationError,
-    ValidationConfig,
-    parse_event,
-)
+from beam_pipelines.event_logs import parse_log
+from beam_pipelines.events import EngagementEvent, ValidationConfig
 from beam_pipelines.rewards import RewardConfig
 from beam_pipelines.state.records import ScoredEvent
 from beam_pipelines.transforms.rewards import score_event
@@ -74,23 +70,7 @@ def read_movielens(path: str | pathlib.Path) -> RawLog:
 def read_jsonl(path: str | pathlib.Path, reward: RewardConfig) -> RawLog:
     """Engagement events, one per line; invalid lines and duplicate ids are counted."""
     config = ValidationConfig(event_types=reward.event_types)
-    events: list[EngagementEvent] = []
-    skipped: collections.Counter[str] = collections.Counter()
-    seen_ids: set[str] = set()
-    with open(path, "rb") as handle:
-        for line in handle:
-            if not line.strip():
-                continue
-            try:
-                event = parse_event(line.rstrip(b"\r\n"), config, now_ms=_FAR_FUTURE_MS)
-            except EventValidationError as err:
-                skipped[err.reason.value] += 1
-                continue
-            if event.event_id in seen_ids:
-                skipped["duplicate"] += 1
-                continue
-            seen_ids.add(event.event_id)
-            events.append(event)
+    events, skipped = parse_log(str(path), "jsonl", config, now_ms=_FAR_FUTURE_MS)
     return RawLog(events, skipped)
 
 
