@@ -162,7 +162,9 @@ def parse_event(
 
 
 def _decode(data: bytes | bytearray | memoryview | str, max_bytes: int) -> dict[str, Any]:
-    if isinstance(data, str):
+    if type(data) is bytes:  # the common case, without a copy
+        raw = data
+    elif isinstance(data, str):
         raw = data.encode("utf-8", errors="surrogatepass")
     elif isinstance(data, (bytes, bytearray, memoryview)):
         raw = bytes(data)
@@ -175,7 +177,7 @@ def _decode(data: bytes | bytearray | memoryview | str, max_bytes: int) -> dict[
     except UnicodeDecodeError as err:
         raise EventValidationError(Reason.NOT_UTF8, str(err)) from None
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        obj = _JSON.decode(text)
     except (ValueError, RecursionError) as err:
         raise EventValidationError(Reason.MALFORMED_JSON, str(err)[:200]) from None
     if not isinstance(obj, dict):
@@ -185,6 +187,10 @@ def _decode(data: bytes | bytearray | memoryview | str, max_bytes: int) -> dict[
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
+
+
+# One decoder for every message (json.loads with options builds one per call).
+_JSON = json.JSONDecoder(parse_constant=_reject_constant)
 
 
 def _check_id(obj: dict[str, Any], name: str) -> str:
