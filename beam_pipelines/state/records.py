@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 
 class ScoredEvent(NamedTuple):
@@ -21,3 +21,7 @@ class ScoredEvent(NamedTuple):
     seq: int = 0
     # An exposure's success for the item's Beta posterior (RewardConfig.is_conversion).
     conversion: bool = False
+    # The parsed event it was scored from (beam_pipelines.events.EngagementEvent):
+    # a late or duplicate dead letter carries it in the contract's JSON, so it can
+    # be replayed as it came. None where no parsed event exists (tests, replays).
+    source: Any = None

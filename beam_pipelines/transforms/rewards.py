@@ -22,6 +22,7 @@ def score_event(event: EngagementEvent, config: RewardConfig, seq: int = 0) -> S
         config.is_exposure(event.event_type),
         seq,
         config.is_conversion(event.event_type, engaged),
+        event,
     )
 
 

@@ -59,10 +59,15 @@ def item_row(item_id: str, state, config: StateConfig) -> dict:
 
 
 def _letter(reason: Reason, detail: str, event: ScoredEvent) -> DeadLetter:
+    """The event as it came (contract JSON), else the scored record."""
+    if event.source is not None:
+        payload = event.source.to_json()
+    else:
+        payload = json.dumps(event._replace(source=None)._asdict(), separators=(",", ":")).encode()
     return DeadLetter.now(
         reason.value,
         detail,
-        json.dumps(event._asdict(), separators=(",", ":")).encode(),
+        payload,
         event_id=event.event_id,
         event_time_ms=event.timestamp_ms,
     )

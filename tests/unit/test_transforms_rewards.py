@@ -54,6 +54,7 @@ def _expected(seqs: dict[str, int]) -> list[ScoredEvent]:
                 exposure,
                 seq=seqs.get(e.event_id, 0),
                 conversion=conversion,
+                source=e,  # dead letters carry the event as it came
             )
         )
     return expected

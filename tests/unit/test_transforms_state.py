@@ -177,3 +177,25 @@ def test_bounded_user_and_item_state_fold_in_replay_order():
 def test_negative_lateness_is_rejected():
     with pytest.raises(ValueError, match="allowed_lateness_s"):
         UpdateUserState(CONFIG, EmbeddingSource(), allowed_lateness_s=-1)
+
+
+def test_late_and_duplicate_letters_carry_the_event_as_it_came():
+    """Replayable dead letters: the payload is the contract JSON of the parsed event."""
+    from beam_pipelines.events import parse_event
+    from beam_pipelines.rewards import SHORT_VIDEO
+    from beam_pipelines.transforms.rewards import score_event
+    from beam_pipelines.transforms.state import _UserStepper
+    from tests.helpers.events import event_json
+
+    stepper = _UserStepper(CONFIG, int(LATENESS_S * 1000), EmbeddingSource())
+    raw = {
+        "new": event_json("new", "u1", "i1", "like", T0_MS + 3600 * SECOND_MS),
+        "old": event_json("old", "u1", "i2", "view", T0_MS, watch_ms=900, item_duration_ms=1000),
+    }
+    events = {k: score_event(parse_event(v), SHORT_VIDEO) for k, v in raw.items()}
+    state, _ = stepper.step(None, events["new"])
+    _, late = stepper.step(state, events["old"])
+    _, duplicate = stepper.step(state, events["new"])
+    assert (late.reason, duplicate.reason) == ("late", "duplicate")
+    assert parse_event(late.payload) == parse_event(raw["old"])
+    assert parse_event(duplicate.payload) == parse_event(raw["new"])
