@@ -1,7 +1,7 @@
 """``rtp train``: backfill → point-in-time dataset → retrieval + ranker → export.
 
     rtp train --events PATH [--items PATH] --out MODEL_BASE [--format jsonl|movielens]
-              [--seed S] [--epochs N] [--reward PRESET] [--history OFFLINE_DIR]
+              [--seed S] [--epochs N] [--serving-k K] [--reward PRESET] [--history OFFLINE_DIR]
 
 Events are split in time: the first 80 % by ``(timestamp, user, item)`` train both
 models, the last 20 % validate them (recall@10/50/100 over the full catalogue,
@@ -211,7 +211,12 @@ class Trained:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(seed=args.seed, epochs=args.epochs, train_fraction=args.train_fraction)
+    return TrainConfig(
+        seed=args.seed,
+        epochs=args.epochs,
+        train_fraction=args.train_fraction,
+        serving_k=args.serving_k,
+    )
 
 
 def fit(args: argparse.Namespace, config: TrainConfig, started: float) -> Trained:
@@ -230,11 +235,11 @@ def fit(args: argparse.Namespace, config: TrainConfig, started: float) -> Traine
     table = retrieval.catalog_embeddings()
     timings["retrieval_s"] = time.perf_counter() - started - sum(timings.values())
     retrieval_metrics = evaluate_retrieval(data, retrieval, table)
-    _stage(f"retrieval {json.dumps(_json_safe(retrieval_metrics))}", started)
+    _stage(_metrics_line("retrieval", retrieval_metrics, len(data.valid)), started)
     ranker = fit_ranker(data, table, config)
     timings["ranker_s"] = time.perf_counter() - started - sum(timings.values())
     ranker_metrics = evaluate_ranker(data, ranker, table)
-    _stage(f"ranker {json.dumps(_json_safe(ranker_metrics))}", started)
+    _stage(_metrics_line("ranker", ranker_metrics, len(data.valid)), started)
     metrics = {
         "events": len(data.log.frame),
         "split_boundary": list(data.boundary) if data.boundary else None,
@@ -286,6 +291,12 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     return metrics
 
 
+def _metrics_line(model: str, metrics: dict[str, Any], validation_examples: int) -> str:
+    if not validation_examples:
+        return f"{model} trained (no validation events: --train-fraction 1)"
+    return f"{model} {json.dumps(_json_safe(metrics))}"
+
+
 def _json_safe(value: Any) -> Any:
     """NaN → None (strict JSON), recursively."""
     if isinstance(value, dict):
@@ -294,6 +305,17 @@ def _json_safe(value: Any) -> Any:
         return [_json_safe(v) for v in value]
     if isinstance(value, float) and value != value:
         return None
+    return value
+
+
+def _positive_int(text: str) -> int:
+    """An integer >= 1 (argparse names the flag in the error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
@@ -310,6 +332,12 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=TrainConfig().train_fraction,
         help="Share of events (in time order) to train on; 1 trains on all, without validation.",
+    )
+    p.add_argument(
+        "--serving-k",
+        type=_positive_int,
+        default=TrainConfig().serving_k,
+        help="Top-K of the exported retrieval signature (capped at the catalogue size).",
     )
     p.add_argument("--reward", help="Reward preset or YAML (default: by format, as the backfill).")
     p.add_argument("--history", help="Existing offline history dir (skips the backfill).")

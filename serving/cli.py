@@ -14,7 +14,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("models.train", "Train and export the retrieval and ranking models."),
     "evaluate": ("models.evaluation.cli", "Replay evaluation of every variant on real data."),
     "serve": ("serving.app", "Run the recommendation HTTP service."),
-    "demo": ("serving.demo", "Simulate → features → store on the embedded default, end to end."),
+    "demo": ("serving.demo", "Simulate, train, stream; recommendations before and after a shift."),
 }
 
 
