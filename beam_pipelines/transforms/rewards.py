@@ -9,7 +9,10 @@ from beam_pipelines.rewards import RewardConfig
 from beam_pipelines.state.records import ScoredEvent
 
 
-def score_event(event: EngagementEvent, config: RewardConfig, seq: int = 0) -> ScoredEvent:
+def score_event(
+    event: EngagementEvent, config: RewardConfig, seq: int = 0, keep_source: bool = True
+) -> ScoredEvent:
+    """``keep_source``: reference the parsed event, for replayable dead letters."""
     reward, engaged = config.reward(event)
     return ScoredEvent(
         event.event_id,
@@ -22,7 +25,7 @@ def score_event(event: EngagementEvent, config: RewardConfig, seq: int = 0) -> S
         config.is_exposure(event.event_type),
         seq,
         config.is_conversion(event.event_type, engaged),
-        event,
+        event if keep_source else None,
     )
 
 
@@ -38,5 +41,8 @@ class ComputeRewards(beam.PTransform):
     def expand(self, events):
         config = self._config
         if self._sequenced:
-            return events | "Score" >> beam.MapTuple(lambda seq, e: score_event(e, config, seq))
+            # A bounded log stays on disk, and its letters name the record by seq:
+            # no need to carry (and shuffle) the parsed event as well.
+            score = lambda seq, e: score_event(e, config, seq, keep_source=False)  # noqa: E731
+            return events | "Score" >> beam.MapTuple(score)
         return events | "Score" >> beam.Map(score_event, config)
