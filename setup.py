@@ -19,6 +19,7 @@ RUNTIME = [
     "pyarrow>=14",
     "fastapi>=0.110,<1",
     "uvicorn[standard]>=0.29,<1",
+    "orjson>=3.9,<4",  # the recommendation response
     "httpx>=0.27,<1",  # the REST TF Serving backend
     "prometheus-client>=0.20,<1",
     "matplotlib>=3.8,<4",

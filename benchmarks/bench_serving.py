@@ -3,12 +3,15 @@
 Setup (in a temporary directory): a real export (``models.export``, the layer sizes
 of ``rtp train``, untrained weights) over ``--items`` items whose retrieval returns
 500 candidates; ``user_realtime`` and ``item_realtime`` rows for ``--users`` users
-and every item in the embedded SQLite store. Then, for each model path, ``rtp serve``
-runs as a subprocess on a loopback port:
+and every item in the embedded SQLite store. Then, for each model path and each
+``--workers`` count, ``rtp serve --workers N`` runs as a subprocess on a loopback port:
 
 * ``inprocess``: the embedded default (SavedModels in the service process);
 * ``grpc``: TF Serving over gRPC, served by the test stand-in
   (``tests/tfserving_standin``) in another process on the same machine.
+
+The default is 2 workers: what a 2-core deployment runs (one process per core, each
+with its models and its GIL; ``serving/README.md``).
 
 A closed-loop load generator (asyncio, raw HTTP/1.1 keep-alive connections, so the
 client costs little CPU next to the server) sends ``GET /v1/recommendations`` for
@@ -16,13 +19,17 @@ random users at concurrency 1 and 16, a bounded number of requests each, after a
 warm-up. An error is any non-200 answer, and a 200 served by a fallback is counted
 apart (``fallbacks``). The reference is a bare ranker call (the SavedModel's
 ``serving_default`` on 500 prebuilt rows, no features, no HTTP) timed in this
-process in the same run; ``ratio_p50``/``ratio_p99`` are service latency over that.
+process, again right before each measure (``bare_*``): ``ratio_p50``/``ratio_p99``
+are service latency over it, ``ratio_cpu`` CPU per request over CPU per call.
 Medians over ``--repeats`` runs. ``server_cpu_ms_per_request`` is the CPU time the
-service (and the model server) spent per request, read from ``/proc``: on a shared
-machine it says what latency and throughput cannot, and ``2000 / it`` bounds the
-requests per second two dedicated cores could serve. Prints one JSON object per measure.
+service and the model server (the stand-in, for ``grpc``) spent per request, read
+from ``/proc``, ``service_cpu_ms_per_request`` the service's alone, and
+``client_cpu_ms_per_request`` the load generator's: on a shared machine these say
+what latency and throughput cannot, and ``cpu_bound_rps_2_cores`` = 2000 / (server +
+client CPU ms) bounds the requests per second two dedicated cores could serve.
+Prints one JSON object per measure.
 
-Run: ``python -m benchmarks.bench_serving [--repeats 3]``.
+Run: ``python -m benchmarks.bench_serving [--repeats 3] [--workers 1,2]``.
 """
 
 from __future__ import annotations
@@ -122,33 +129,39 @@ def prepare(work: Path, n_items: int, n_users: int) -> tuple[Path, Path]:
     return models, store_yaml
 
 
-def bare_ranker(model_base: Path, calls: int) -> dict[str, float]:
-    """p50/p99 (ms) and CPU ms per call of the ranker's serving_default on 500
-    prebuilt rows, in this process."""
-    prepare_tensorflow()
-    import tensorflow as tf
+class BareRanker:
+    """The ranker's serving_default on 500 prebuilt rows, in this process (TensorFlow's
+    default threads, as a plain ``tf.saved_model.load`` gets them)."""
 
-    function = tf.saved_model.load(str(model_base / "ranker" / str(VERSION))).signatures[
-        "serving_default"
-    ]
-    _, specs = function.structured_input_signature
-    rng = np.random.default_rng(1)
-    inputs = {
-        name: tf.constant(
-            rng.random((CANDIDATES, *spec.shape.as_list()[1:])).astype(spec.dtype.as_numpy_dtype)
-        )
-        for name, spec in specs.items()
-    }
-    for _ in range(20):
-        function(**inputs)
-    times = []
-    cpu_started = time.process_time()
-    for _ in range(calls):
-        started = time.perf_counter()
-        function(**inputs)["engagement_probability"].numpy()
-        times.append((time.perf_counter() - started) * 1000)
-    cpu_ms = (time.process_time() - cpu_started) * 1000 / calls
-    return {"p50_ms": _pct(times, 50), "p99_ms": _pct(times, 99), "cpu_ms_per_call": cpu_ms}
+    def __init__(self, model_base: Path) -> None:
+        prepare_tensorflow()
+        import tensorflow as tf
+
+        self.loaded = tf.saved_model.load(str(model_base / "ranker" / str(VERSION)))
+        self.function = self.loaded.signatures["serving_default"]
+        _, specs = self.function.structured_input_signature
+        rng = np.random.default_rng(1)
+        self.inputs = {
+            name: tf.constant(
+                rng.random((CANDIDATES, *spec.shape.as_list()[1:])).astype(
+                    spec.dtype.as_numpy_dtype
+                )
+            )
+            for name, spec in specs.items()
+        }
+        for _ in range(20):
+            self.function(**self.inputs)
+
+    def measure(self, calls: int) -> dict[str, float]:
+        """p50/p99 (ms) and CPU ms per call."""
+        times = []
+        cpu_started = time.process_time()
+        for _ in range(calls):
+            started = time.perf_counter()
+            self.function(**self.inputs)["engagement_probability"].numpy()
+            times.append((time.perf_counter() - started) * 1000)
+        cpu_ms = (time.process_time() - cpu_started) * 1000 / calls
+        return {"p50_ms": _pct(times, 50), "p99_ms": _pct(times, 99), "cpu_ms_per_call": cpu_ms}
 
 
 def cpu_s(pids: Sequence[int]) -> float:
@@ -190,20 +203,27 @@ def service(
     args += ["--config", str(config)]
     if address:
         args += ["--tfserving", address]
-    server = servers.start_server(
-        args,
-        port,
-        ready=lambda: servers.http_answers(f"http://{servers.HOST}:{port}/readyz"),
-        timeout_s=300,
-    )
+
+    def ready() -> bool:
+        # Every worker listens on a socket of its own once it has loaded the models.
+        answers = servers.http_answers(f"http://{servers.HOST}:{port}/readyz")
+        return answers and (workers == 1 or listening_sockets(port) >= workers)
+
+    server = servers.start_server(args, port, ready=ready, timeout_s=300)
     try:
         yield port, process_tree(server.process.pid)
     finally:
         servers.stop_server(server)
 
 
+def listening_sockets(port: int) -> int:
+    """IPv4 TCP sockets listening on local ``port`` (Linux ``/proc/net/tcp``)."""
+    rows = [line.split() for line in Path("/proc/net/tcp").read_text().splitlines()[1:]]
+    return sum(int(r[1].split(":")[1], 16) == port and r[3] == "0A" for r in rows)
+
+
 def process_tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (uvicorn's worker processes)."""
+    """``pid`` and its descendants (the worker processes of ``--workers``)."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -285,22 +305,37 @@ async def load(port: int, concurrency: int, requests: int, users: int) -> dict[s
 
 
 def measure(
-    port: int, pids: Sequence[int], concurrency: int, requests: int, users: int, repeats: int
+    port: int,
+    service_pids: Sequence[int],
+    model_pids: Sequence[int],
+    concurrency: int,
+    requests: int,
+    users: int,
+    repeats: int,
 ) -> dict:
-    """Median latency and throughput over ``repeats`` runs, and the server side's CPU
-    milliseconds per request (``pids``: the service and, if any, the model server):
-    a cost that does not depend on what else the machine runs."""
+    """Median latency and throughput over ``repeats`` runs, and CPU milliseconds per
+    request of the service, of the service and the model server, and of this client:
+    costs that depend less on what else the machine runs."""
     asyncio.run(load(port, concurrency, max(50, requests // 5), users))  # warm-up
     runs = []
     for _ in range(repeats):
-        before = cpu_s(pids)
+        service_before, model_before = cpu_s(service_pids), cpu_s(model_pids)
+        client_before = time.process_time()
         run = asyncio.run(load(port, concurrency, requests, users))
-        run["server_cpu_ms_per_request"] = (cpu_s(pids) - before) * 1000 / requests
+        service = cpu_s(service_pids) - service_before
+        model = cpu_s(model_pids) - model_before
+        run["server_cpu_ms_per_request"] = (service + model) * 1000 / requests
+        run["service_cpu_ms_per_request"] = service * 1000 / requests
+        run["client_cpu_ms_per_request"] = (time.process_time() - client_before) * 1000 / requests
         runs.append(run)
+    keys = ("p50_ms", "p99_ms", "rps", "server_cpu_ms_per_request", "service_cpu_ms_per_request")
     result: dict[str, Any] = {
         key: round(statistics.median(r[key] for r in runs), 2)
-        for key in ("p50_ms", "p99_ms", "rps", "server_cpu_ms_per_request")
+        for key in (*keys, "client_cpu_ms_per_request")
     }
+    result["cpu_bound_rps_2_cores"] = round(
+        2000 / (result["server_cpu_ms_per_request"] + result["client_cpu_ms_per_request"]), 1
+    )
     result["errors"] = sum(r["errors"] for r in runs)
     result["fallbacks"] = sum(r["fallbacks"] for r in runs)
     result["runs"] = [{k: round(v, 2) for k, v in r.items()} for r in runs]
@@ -314,7 +349,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=1000, help="Per run at concurrency 16.")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", default="inprocess,grpc")
-    parser.add_argument("--workers", type=int, default=1, help="rtp serve --workers.")
+    parser.add_argument(
+        "--workers", default="2", help="rtp serve --workers, comma-separated (default 2)."
+    )
     parser.add_argument(
         "--settings", default="", help="Extra serving YAML lines, e.g. 'limits: {workers: 4}'."
     )
@@ -323,45 +360,63 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         models, store_yaml = prepare(Path(tmp), args.items, args.users)
-        bare = bare_ranker(models, 300)
-        emit("bare_ranker_call", candidates=CANDIDATES, **{k: round(v, 3) for k, v in bare.items()})
+        bare = BareRanker(models)
+        reference = bare.measure(300)
+        emit(
+            "bare_ranker_call",
+            candidates=CANDIDATES,
+            **{k: round(v, 3) for k, v in reference.items()},
+        )
         for backend in args.backends.split(","):
-            with contextlib.ExitStack() as stack:
-                address, pids = None, []
-                if backend != "inprocess":
-                    log("starting the TF Serving stand-in ...")
-                    server, rest_port = stack.enter_context(standin(models, rest=True))
-                    address = server.address if backend == "grpc" else f"127.0.0.1:{rest_port}"
-                    pids.append(server.process.pid)
-                log(f"starting rtp serve ({backend}) ...")
-                port, service_pids = stack.enter_context(
-                    service(models, store_yaml, backend, address, args.settings, args.workers)
-                )
-                pids += service_pids
-                for concurrency, requests in (
-                    (1, max(100, args.requests // 4)),
-                    (16, args.requests),
-                ):
-                    log(
-                        f"{backend}: concurrency {concurrency}, {requests} requests x "
-                        f"{args.repeats}"
+            for workers in (int(n) for n in args.workers.split(",")):
+                with contextlib.ExitStack() as stack:
+                    address, model_pids = None, []
+                    if backend != "inprocess":
+                        log("starting the TF Serving stand-in ...")
+                        server, rest_port = stack.enter_context(standin(models, rest=True))
+                        address = server.address if backend == "grpc" else f"127.0.0.1:{rest_port}"
+                        model_pids.append(server.process.pid)
+                    log(f"starting rtp serve ({backend}, {workers} workers) ...")
+                    port, service_pids = stack.enter_context(
+                        service(models, store_yaml, backend, address, args.settings, workers)
                     )
-                    result = measure(port, pids, concurrency, requests, args.users, args.repeats)
-                    emit(
-                        "serving_latency",
-                        backend=backend,
-                        workers=args.workers,
-                        concurrency=concurrency,
-                        candidates=CANDIDATES,
-                        k=K,
-                        requests_per_run=requests,
-                        **result,
-                        ratio_p50=round(result["p50_ms"] / bare["p50_ms"], 2),
-                        ratio_p99=round(result["p99_ms"] / bare["p99_ms"], 2),
-                        ratio_cpu=round(
-                            result["server_cpu_ms_per_request"] / bare["cpu_ms_per_call"], 2
-                        ),
-                    )
+                    for concurrency, requests in (
+                        (1, max(100, args.requests // 4)),
+                        (16, args.requests),
+                    ):
+                        log(
+                            f"{backend}, {workers} workers: concurrency {concurrency}, "
+                            f"{requests} requests x {args.repeats}"
+                        )
+                        reference = bare.measure(200)
+                        result = measure(
+                            port,
+                            service_pids,
+                            model_pids,
+                            concurrency,
+                            requests,
+                            args.users,
+                            args.repeats,
+                        )
+                        emit(
+                            "serving_latency",
+                            backend=backend,
+                            workers=workers,
+                            concurrency=concurrency,
+                            candidates=CANDIDATES,
+                            k=K,
+                            requests_per_run=requests,
+                            **result,
+                            bare_p50_ms=round(reference["p50_ms"], 3),
+                            bare_p99_ms=round(reference["p99_ms"], 3),
+                            bare_cpu_ms_per_call=round(reference["cpu_ms_per_call"], 3),
+                            ratio_p50=round(result["p50_ms"] / reference["p50_ms"], 2),
+                            ratio_p99=round(result["p99_ms"] / reference["p99_ms"], 2),
+                            ratio_cpu=round(
+                                result["server_cpu_ms_per_request"] / reference["cpu_ms_per_call"],
+                                2,
+                            ),
+                        )
     return 0
 
 

@@ -15,7 +15,10 @@ but ``/healthz`` needs ``Authorization: Bearer <token>``.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import hmac
 import json
 import logging
@@ -26,8 +29,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import anyio
-import anyio.to_thread
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -48,6 +50,15 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 _ROUTES = ("/v1/recommendations", "/v1/events", "/healthz", "/readyz", "/metrics")
 OPEN_ROUTES = frozenset({"/healthz"})
 CONFIG_ENV = "RTP_SERVE_CONFIG_JSON"  # the config handed to worker processes
+
+
+class FastJSONResponse(JSONResponse):
+    """``JSONResponse`` rendered by orjson: ~10x cheaper than ``json.dumps`` for a
+    top-k list; the same compact JSON (floats in shortest round-trip form; a NaN
+    becomes ``null`` where ``json.dumps`` would fail the request)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
 
 
 class BadRequest(Exception):
@@ -181,16 +192,22 @@ def create_app(config: ServingConfig, service: Service | None = None) -> FastAPI
     service = service or Service(config, metrics)
     limits = config.limits
 
-    workers: dict[str, anyio.CapacityLimiter] = {}
+    # Recommendations run on a pool of their own (``limits.workers`` threads): a
+    # plain executor hop costs a fraction of anyio's ``to_thread`` (limiter, cancel
+    # scope), and the store and model calls may block, so not on the event loop.
+    pool: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        workers["recommend"] = anyio.CapacityLimiter(limits.workers)
+        pool["recommend"] = concurrent.futures.ThreadPoolExecutor(
+            limits.workers, thread_name_prefix="recommend"
+        )
         await run_in_threadpool(service.start)
         try:
             yield
         finally:
             await run_in_threadpool(service.stop)
+            pool.pop("recommend").shutdown(wait=False, cancel_futures=True)
 
     app = FastAPI(
         title="rtp recommendations",
@@ -214,20 +231,22 @@ def create_app(config: ServingConfig, service: Service | None = None) -> FastAPI
     async def not_allowed(request: Request, _: Exception) -> JSONResponse:
         return error_response(405, "method_not_allowed", f"{request.method} {request.url.path}")
 
-    @app.get("/v1/recommendations")
     async def recommendations(request: Request) -> JSONResponse:
         user_id, k, surface = recommendation_params(request, limits.default_k, limits.max_k)
         assert service.recommender is not None
+        recommend = functools.partial(service.recommender.recommend, user_id, k)
         try:
-            result = await anyio.to_thread.run_sync(
-                service.recommender.recommend, user_id, k, limiter=workers["recommend"]
-            )
+            result = await asyncio.get_running_loop().run_in_executor(pool["recommend"], recommend)
         except NothingToServe as e:
             metrics.errors.labels("nothing_to_serve").inc()
             return error_response(503, "unavailable", str(e))
         if result.fallback is not None:
             metrics.fallbacks.labels(result.fallback, result.reason or "").inc()
-        return JSONResponse(recommendation_body(result, surface, k))
+        return FastJSONResponse(recommendation_body(result, surface, k))
+
+    # A plain Starlette route: the hot path skips FastAPI's per-request dependency
+    # resolution (it has no parameters to inject; they are validated above).
+    app.add_route("/v1/recommendations", recommendations, methods=["GET"])
 
     @app.post("/v1/events")
     async def events(request: Request) -> JSONResponse:
@@ -345,22 +364,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import uvicorn
 
-    options = {"host": args.host, "port": args.port, "log_level": args.log_level.lower()}
+    from serving import workers
+
+    options = {"log_level": args.log_level.lower(), "access_log": False}
     if args.workers <= 1:
-        uvicorn.run(create_app(config), access_log=False, **options)
+        uvicorn.run(create_app(config), host=args.host, port=args.port, **options)
         return 0
     # Worker processes import the app by name and read the validated config from the
     # environment: one GIL per process, so the Python part of requests runs in parallel.
     data = config.model_dump(mode="json")
     data["token"] = config.token.get_secret_value() if config.token else None
     os.environ[CONFIG_ENV] = json.dumps(data)
-    uvicorn.run(
-        "serving.app:app_from_env",
-        factory=True,
-        workers=args.workers,
-        access_log=False,
-        **options,
-    )
+    app = "serving.app:app_from_env"
+    if workers.reuse_port_available(args.port):
+        return workers.run(app, args.host, args.port, args.workers, options)
+    uvicorn.run(app, factory=True, workers=args.workers, host=args.host, port=args.port, **options)
     return 0
 
 

@@ -152,9 +152,9 @@ class ModelSet:
                 inputs[name] = self.catalog.embeddings[rows].astype(spec.dtype, copy=False)
             elif name in f.ITEM_FEATURES:
                 inputs[name] = items.column(name)[rows].astype(spec.dtype)
-            else:
+            else:  # the user's value on every row (a read-only view, not n copies)
                 one = _user_value(user, name, spec)
-                inputs[name] = np.ascontiguousarray(np.broadcast_to(one, (n, *one.shape)))
+                inputs[name] = np.broadcast_to(one, (n, *one.shape))
         return inputs
 
     def rank(self, user: Mapping[str, Any], rows: np.ndarray, items: ItemSnapshot) -> np.ndarray:

@@ -8,8 +8,6 @@ array is candidate ``i``); randomness only through an injected ``Generator``.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
-from typing import Any
 
 import numpy as np
 
@@ -17,12 +15,20 @@ EXPLOIT = "ranked"
 EXPLORE = "explore"
 
 
-def keep_mask(candidates: Sequence[Any] | np.ndarray, recent: Iterable[Any]) -> np.ndarray:
-    """True for each candidate that is not among ``recent`` (ids or catalogue rows)."""
-    recent = list(recent)
-    if not recent:
-        return np.ones(len(candidates), dtype=bool)
-    return ~np.isin(np.asarray(candidates), np.asarray(recent))
+def unseen_rows(rows: np.ndarray, recent: np.ndarray) -> np.ndarray:
+    """Candidate catalogue ``rows`` (-1: not in the catalogue) that are in the
+    catalogue and not among ``recent`` rows, in their order.
+
+    A binary search in the few sorted recent rows: for 500 candidates ~5x cheaper
+    than ``np.isin``, which sorts both.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    known = rows[rows >= 0]
+    recent = np.sort(np.asarray(recent, dtype=np.int64))
+    if len(recent) == 0:
+        return known
+    at = np.minimum(np.searchsorted(recent, known), len(recent) - 1)
+    return known[recent[at] != known]
 
 
 def explore_slots(k: int, share: float) -> int:
@@ -58,7 +64,7 @@ def normalized(scores: np.ndarray) -> np.ndarray:
     """Scores min-max scaled to [0, 1] (all ones when they are all equal)."""
     if len(scores) == 0:
         return scores.astype(np.float64)
-    low, high = float(np.min(scores)), float(np.max(scores))
+    low, high = float(scores.min()), float(scores.max())
     if high - low <= 0:
         return np.ones(len(scores))
     return (scores - low) / (high - low)
@@ -85,15 +91,23 @@ def mmr(relevance: np.ndarray, embeddings: np.ndarray, k: int, weight: float) ->
     if weight <= 0:
         return np.argsort(-rel, kind="stable")[:k]
     unit = unit_rows(np.asarray(embeddings, dtype=np.float64))
-    gain = (1.0 - weight) * rel  # minus weight · (max similarity to the picks so far)
+    # gain = base − λ · penalty, with penalty the max similarity to the picks so far
+    # and base (1 − λ)·rel, −inf once picked; updated in place (a pick is ~6 NumPy
+    # calls on n values, so call overhead is most of the cost).
+    base = (1.0 - weight) * rel
+    gain = base.copy()
     penalty = np.full(n, -np.inf)
+    scaled = np.empty(n)
     picked = np.empty(k, dtype=np.int64)
     for step in range(k):
-        best = int(np.argmax(gain))
+        best = int(gain.argmax())
         picked[step] = best
+        if step == k - 1:
+            break
+        base[best] = -np.inf
         np.maximum(penalty, unit @ unit[best], out=penalty)
-        gain = (1.0 - weight) * rel - weight * penalty
-        gain[picked[: step + 1]] = -np.inf
+        np.multiply(penalty, weight, out=scaled)
+        np.subtract(base, scaled, out=gain)
     return picked
 
 
@@ -122,7 +136,9 @@ def arrange(
     k = min(k, len(relevance))
     n_explore = explore_slots(k, explore_share)
     exploit = mmr(relevance, embeddings, k - n_explore, diversity_weight)
-    rest = np.setdiff1d(np.arange(len(relevance)), exploit, assume_unique=True)
+    taken = np.zeros(len(relevance), dtype=bool)
+    taken[exploit] = True
+    rest = np.flatnonzero(~taken)  # ascending, as setdiff1d gives
     explore = rest[thompson_pick(alpha[rest], beta[rest], n_explore, rng)]
     slots = set(explore_positions(len(exploit) + len(explore), len(explore)))
     order: list[int] = []

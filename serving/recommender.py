@@ -146,9 +146,9 @@ class Recommender:
         models = parts.models
         ids, _ = models.retrieve(user)
         catalog = models.catalog
-        rows = catalog.rows(ids)
-        keep = (rows >= 0) & postrank.keep_mask(rows, catalog.rows(self._recent(user)))
-        rows = rows[keep][: self.ranking.candidates]
+        recent = catalog.rows(self._recent(user))
+        rows = postrank.unseen_rows(catalog.rows(ids), recent)
+        rows = rows[: self.ranking.candidates]
         snapshot = parts.items.snapshot
         scores = models.rank(user, rows, snapshot) if len(rows) else np.zeros(0)
         items = self._arrange(parts, user_id, rows, scores, k, at_ms)

@@ -8,10 +8,12 @@ import pytest
 from serving import postrank
 
 
-def test_keep_mask_drops_recent_items() -> None:
-    mask = postrank.keep_mask(["a", "b", "c", "b"], ["b", "z"])
+def test_unseen_rows_drops_recent_and_unknown_items() -> None:
+    rows = postrank.unseen_rows(np.array([0, 1, 2, 1, -1, 4, 9]), np.array([9, 1, -1, 3]))
 
-    assert mask.tolist() == [True, False, True, False]
+    assert rows.tolist() == [0, 2, 4]
+    no_recent = postrank.unseen_rows(np.array([3, -1, 0]), np.zeros(0, dtype=np.int64))
+    assert no_recent.tolist() == [3, 0]
 
 
 @pytest.mark.parametrize(
@@ -72,6 +74,30 @@ def test_mmr_hand_worked() -> None:
     assert postrank.mmr(relevance, embeddings, 3, 0.0).tolist() == [0, 1, 2]
     # λ = 0.1: 0.9·0.8 − 0.1·1 = 0.62 beats 0.9·0 − 0 = 0, relevance wins.
     assert postrank.mmr(relevance, embeddings, 3, 0.1).tolist() == [0, 1, 2]
+
+
+def reference_mmr(relevance: np.ndarray, embeddings: np.ndarray, k: int, weight: float) -> list:
+    """MMR as the docstring states it, recomputed from scratch at every step."""
+    rel = postrank.normalized(relevance.astype(np.float64))
+    unit = postrank.unit_rows(embeddings.astype(np.float64))
+    picked: list[int] = []
+    for _ in range(min(k, len(rel))):
+        penalty = np.max(unit @ unit[picked].T, axis=1) if picked else np.full(len(rel), -np.inf)
+        gain = (1.0 - weight) * rel - weight * penalty if picked else (1.0 - weight) * rel
+        gain[picked] = -np.inf
+        picked.append(int(np.argmax(gain)))
+    return picked
+
+
+@pytest.mark.parametrize("weight", [0.05, 0.2, 0.5, 0.9])
+def test_mmr_matches_the_reference_on_random_candidates(weight: float) -> None:
+    rng = np.random.default_rng(int(weight * 100))
+    for n, k in ((500, 18), (40, 40), (7, 3)):
+        relevance = rng.random(n).astype(np.float32)
+        embeddings = rng.standard_normal((n, 16)).astype(np.float32)
+        embeddings[0] = 0.0  # a zero vector stays zero
+        expected = reference_mmr(relevance, embeddings, k, weight)
+        assert postrank.mmr(relevance, embeddings, k, weight).tolist() == expected
 
 
 def test_mmr_k_larger_than_candidates() -> None:
