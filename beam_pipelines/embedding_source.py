@@ -112,7 +112,9 @@ class EmbeddingSource:
         self._refresh()
         for version, active_from_ms in reversed(self._loaded.index):
             if event_time_ms is None or active_from_ms <= event_time_ms:
-                table = self._loaded.tables.get(version) or self._reload(version)
+                table = self._loaded.tables.get(version)
+                if table is None:
+                    table = self._reload(version)
                 if table is not None:
                     return table
         return self._hashed

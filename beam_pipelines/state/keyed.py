@@ -48,7 +48,7 @@ def encode_user(state: UserKeyState) -> bytes:
         user.count,
         user.embedding_version,
         *columns,
-        seen.__getstate__()[0],
+        seen.ids(),
     )
     return marshal.dumps(fields, _MARSHAL_VERSION)
 
@@ -63,9 +63,7 @@ def decode_user(data: bytes) -> UserKeyState:
     user.count = count
     user.embedding_version = version
     user.recent = list(zip(ts, ids, items, rewards, strict=True))
-    seen = SeenEvents.__new__(SeenEvents)
-    seen.__setstate__((seen_ids,))
-    return UserKeyState(user, seen)
+    return UserKeyState(user, SeenEvents.from_ids(seen_ids))
 
 
 def encode_item(state: ItemState) -> bytes:

@@ -42,11 +42,17 @@ class SeenEvents:
             self._ids = {k: t for k, t in self._ids.items() if t >= cutoff}
             self._oldest_ms = min(self._ids.values())
 
-    def __getstate__(self):
-        return (self._ids,)  # a tuple: never falsy, so __setstate__ always runs
+    def ids(self) -> dict[str, int]:
+        """``event_id → event time (ms)``, what an encoding of the state keeps."""
+        return self._ids
 
-    def __setstate__(self, state: tuple[dict[str, int]]) -> None:
-        (ids,) = state
-        self._ids = ids
-        self._newest_ms = max(ids.values()) if ids else None
-        self._oldest_ms = min(ids.values()) if ids else None
+    @classmethod
+    def from_ids(cls, ids: dict[str, int]) -> SeenEvents:
+        seen = cls()
+        seen._ids = ids
+        seen._newest_ms = max(ids.values()) if ids else None
+        seen._oldest_ms = min(ids.values()) if ids else None
+        return seen
+
+    def __reduce__(self):
+        return (SeenEvents.from_ids, (self._ids,))

@@ -63,7 +63,7 @@ def _letter(reason: Reason, detail: str, event: ScoredEvent) -> DeadLetter:
     if event.source is not None:
         payload = event.source.to_json()
     else:
-        payload = json.dumps(event._replace(source=None)._asdict(), separators=(",", ":")).encode()
+        payload = json.dumps(event._asdict(), separators=(",", ":")).encode()
     return DeadLetter.now(
         reason.value,
         detail,
