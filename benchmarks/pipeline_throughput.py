@@ -101,7 +101,7 @@ def streaming(lines: list[bytes]) -> tuple[float, float]:
     from apache_beam.testing.test_stream import TestStream
     from apache_beam.transforms.window import TimestampedValue
 
-    from beam_pipelines.direct_runner import tune_direct_runner
+    from beam_pipelines.direct_runner import freeze_startup_heap, tune_direct_runner
     from beam_pipelines.events import parse_event
     from beam_pipelines.rewards import SHORT_VIDEO
     from beam_pipelines.streaming import WriteAllFeatures
@@ -114,6 +114,7 @@ def streaming(lines: list[bytes]) -> tuple[float, float]:
         stream = stream.add_elements(stamped).advance_watermark_to(stamped[-1].timestamp)
     stream = stream.advance_watermark_to_infinity()
     tune_direct_runner(pull_size=500)  # as the streaming job does on this runner
+    freeze_startup_heap()  # likewise
     options = PipelineOptions(runner="BundleBasedDirectRunner")
     options.view_as(StandardOptions).streaming = True
     from benchmarks.common import MARKS

@@ -3,9 +3,12 @@ the same state/timer specs, the same timer firings."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import apache_beam as beam
+import pytest
 from apache_beam.runners.direct.watermark_manager import _TransformWatermarks
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
@@ -73,3 +76,24 @@ def test_timer_scan_fires_the_same_timers_as_beams():
         _TransformWatermarks.extract_transform_timers = original
     assert got == want
     assert want == ([(b"due", "t", TimeDomain.WATERMARK, Timestamp(10))], True)
+
+
+_FREEZE_PROBE = """
+import gc
+from beam_pipelines.direct_runner import freeze_startup_heap
+before = gc.get_threshold()
+freeze_startup_heap(young_threshold=5000)
+print(gc.get_freeze_count() > 0, gc.get_threshold()[0], gc.get_threshold()[1:] == before[1:])
+freeze_startup_heap(young_threshold=100)  # never collects more often than before
+print(gc.get_threshold()[0])
+"""
+
+
+def test_freeze_startup_heap_freezes_and_only_raises_the_young_threshold():
+    # In a child: the collector's settings are per process, and pytest's must stay.
+    out = subprocess.run(
+        [sys.executable, "-c", _FREEZE_PROBE], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["True", "5000", "True", "5000"]
+    with pytest.raises(ValueError, match="young_threshold"):
+        direct_runner.freeze_startup_heap(young_threshold=0)
