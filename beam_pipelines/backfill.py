@@ -25,6 +25,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.transforms.window import GlobalWindows
 
+from beam_pipelines.direct_runner import freeze_startup_heap
 from beam_pipelines.event_logs import FORMATS, expand_paths, read_log
 from beam_pipelines.history import arrow_schema
 from beam_pipelines.jobs_common import embedding_source, store_config
@@ -177,6 +178,7 @@ def run_backfill(argv: list[str]) -> dict[str, Any]:
     started = time.perf_counter()
     pipeline = beam.Pipeline(runner=FnApiRunner())
     build(pipeline, args, settings, out)
+    freeze_startup_heap()  # the runner works in this process, as the local streaming job
     result = pipeline.run()
     result.wait_until_finish()
     summary = summarize(result, time.perf_counter() - started, args)
