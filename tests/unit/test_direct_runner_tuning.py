@@ -3,13 +3,17 @@ the same state/timer specs, the same timer firings."""
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import threading
 
 import apache_beam as beam
 import pytest
+from apache_beam import typehints
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.direct.watermark_manager import _TransformWatermarks
+from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms import userstate
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.trigger import InMemoryUnmergedState
@@ -97,3 +101,61 @@ def test_freeze_startup_heap_freezes_and_only_raises_the_young_threshold():
     assert out == ["True", "5000", "True", "5000"]
     with pytest.raises(ValueError, match="young_threshold"):
         direct_runner.freeze_startup_heap(young_threshold=0)
+
+
+class _CountingCoder(beam.coders.Coder):
+    """Pickle of an int, counting encodes in the class (one process: the DirectRunner)."""
+
+    encodes = 0
+
+    def encode(self, value):
+        type(self).encodes += 1
+        return pickle.dumps(value)
+
+    def decode(self, encoded):
+        return pickle.loads(encoded)
+
+    def is_deterministic(self):
+        return True
+
+
+class _RunningSum(beam.DoFn):
+    TOTAL = userstate.ReadModifyWriteStateSpec("total", _CountingCoder())
+
+    def process(self, kv, total=beam.DoFn.StateParam(TOTAL)):
+        key, value = kv
+        new = (total.read() or 0) + value
+        total.write(new)
+        yield key, new
+
+
+def test_deferred_state_encoding_gives_beams_results_with_one_encode_per_key_and_bundle():
+    assert direct_runner.defer_state_encoding()
+    assert direct_runner.defer_state_encoding()  # idempotent
+    elements = [(f"k{i % 3}", i) for i in range(60)]
+    expected, totals = [], {}
+    for key, value in elements:
+        totals[key] = totals.get(key, 0) + value
+        expected.append((key, totals[key]))
+    _CountingCoder.encodes = 0
+    options = PipelineOptions(runner="BundleBasedDirectRunner")
+    with beam.Pipeline(options=options) as p:
+        keyed = p | beam.Create(elements, reshuffle=False).with_output_types(typehints.KV[str, int])
+        assert_that(keyed | beam.ParDo(_RunningSum()), equal_to(expected))
+    # One bundle of three keys: three encodes at the commit, not sixty.
+    assert _CountingCoder.encodes == 3
+
+
+def test_deferred_state_read_write_clear():
+    from apache_beam.runners.direct.direct_userstate import ReadModifyWriteRuntimeState
+
+    direct_runner.defer_state_encoding()
+    spec = userstate.ReadModifyWriteStateSpec("s", _CountingCoder())
+    state = ReadModifyWriteRuntimeState(spec, None, lambda: [pickle.dumps(7)])
+    assert state.read() == 7  # the committed value, decoded
+    state.write(8)
+    assert state.read() == 8 and state.is_modified()
+    state.clear()
+    assert state.read() is None and state.is_cleared()
+    state.write(9)
+    assert state.read() == 9 and not state.is_cleared()
