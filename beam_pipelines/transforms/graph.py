@@ -80,7 +80,8 @@ class _CountDeadLetters(beam.DoFn):
 class ComputeFeatures(beam.PTransform):
     """Raw messages → features and dead letters.
 
-    Streaming: ``{user_rows, item_rows, dead_letters}``, one row dict per update.
+    Streaming: ``{user_rows, item_rows, dead_letters}``, each key's newest row dict
+    per bundle (the store keeps only the newest).
     ``sequenced=True`` for bounded logs: input ``(seq, bytes)``, state folded in
     ``settings.replay_order`` (arrival order decides lateness and duplicates as
     streaming did); output ``{user_history, item_history}`` (a list of rows per entity),

@@ -1,10 +1,12 @@
 """UpdateUserState and UpdateItemState: thin Beam wrappers over beam_pipelines.state.
 
 Streaming: a stateful DoFn per key reads the state, applies one event with the
-pure-Python updaters, writes it back and emits a feature row. Bounded logs: group
-by key, sort (arrival or event-time order) and fold with the same updaters,
-emitting the history (the list of an entity's rows, one per applied event) and the
-final row of each entity. Every row is stamped with the entity's newest event time.
+pure-Python updaters and writes it back; at the end of the bundle it emits the
+feature row of each key it updated (its newest state: the online store keeps
+nothing else). Bounded logs: group by key, sort (arrival or event-time order) and
+fold with the same updaters, emitting the history (the list of an entity's rows,
+one per applied event) and the final row of each entity. Every row is stamped
+with the entity's newest event time.
 
 UpdateUserState also deduplicates: per user it remembers the ids of applied events
 within the allowed lateness of the newest one (``beam_pipelines.state.seen``), so a
@@ -21,6 +23,7 @@ import apache_beam as beam
 from apache_beam import typehints
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.userstate import ReadModifyWriteStateSpec
+from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_pipelines.embedding_source import EmbeddingSource
 from beam_pipelines.events import Reason
@@ -44,7 +47,7 @@ _ITEM_UPDATES = Metrics.counter("rtp", "item_updates")
 _USERS = Metrics.counter("rtp", "users")
 _ITEMS = Metrics.counter("rtp", "items")
 
-ROWS = "rows"  # streaming: one dict per applied event
+ROWS = "rows"  # streaming: a key's newest row per bundle
 ACCEPTED = "accepted"
 HISTORY = "history"  # bounded: the list of one entity's rows
 FINAL = "final"  # bounded: the entity's last row
@@ -109,21 +112,55 @@ class _UserStepper:
         return UserKeyState(user, seen), None
 
 
+class _NewestRows:
+    """The newest state of each key updated in a bundle, as feature rows at its end.
+
+    The store keeps only an entity's newest row, so building (and shuffling) a
+    row for every event of a key in a bundle would be thrown away downstream.
+    Each row keeps the timestamp and window of the key's last applied event.
+    """
+
+    def __init__(self, to_row):
+        self._to_row = to_row
+        self._newest: dict[str, tuple] = {}
+
+    def update(self, key: str, state, timestamp, window) -> None:
+        self._newest[key] = (state, timestamp, window)
+
+    def flush(self):
+        newest, self._newest = self._newest, {}
+        for key, (state, timestamp, window) in newest.items():
+            yield WindowedValue(self._to_row(key, state), timestamp, (window,))
+
+
 class _UserStateFn(beam.DoFn):
     STATE = ReadModifyWriteStateSpec("user_state", user_state_coder())
 
     def __init__(self, stepper: _UserStepper):
         self._stepper = stepper
 
-    def process(self, element, state=beam.DoFn.StateParam(STATE)):
+    def start_bundle(self):
+        self._rows = _NewestRows(user_row)
+
+    def process(
+        self,
+        element,
+        state=beam.DoFn.StateParam(STATE),
+        timestamp=beam.DoFn.TimestampParam,
+        window=beam.DoFn.WindowParam,
+    ):
         user_id, event = element
         new_state, late = self._stepper.step(state.read(), event)
         if late is not None:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, late)
             return
         state.write(new_state)
+        self._rows.update(user_id, new_state.user, timestamp, window)
         yield event
-        yield beam.pvalue.TaggedOutput(ROWS, user_row(user_id, new_state.user))
+
+    def finish_bundle(self):
+        for row in self._rows.flush():
+            yield beam.pvalue.TaggedOutput(ROWS, row)
 
 
 def replay_key(order: str):
@@ -196,12 +233,25 @@ class _ItemStateFn(beam.DoFn):
     def __init__(self, config: StateConfig):
         self._config = config
 
-    def process(self, element, state=beam.DoFn.StateParam(STATE)):
+    def start_bundle(self):
+        config = self._config
+        self._rows = _NewestRows(lambda item_id, state: item_row(item_id, state, config))
+
+    def process(
+        self,
+        element,
+        state=beam.DoFn.StateParam(STATE),
+        timestamp=beam.DoFn.TimestampParam,
+        window=beam.DoFn.WindowParam,
+    ):
         item_id, event = element
         new_state = update_item(state.read(), event, self._config)
         state.write(new_state)
         _ITEM_UPDATES.inc()
-        yield item_row(item_id, new_state, self._config)
+        self._rows.update(item_id, new_state, timestamp, window)
+
+    def finish_bundle(self):
+        yield from self._rows.flush()
 
 
 def _fold_item(kv, config: StateConfig, order: str):

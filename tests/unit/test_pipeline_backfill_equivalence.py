@@ -118,9 +118,9 @@ def test_streaming_and_backfill_agree_on_final_state_and_dead_letters(
     assert sorted(letters, key=repr) == sorted(backfill_letters, key=repr)
     reasons = collections.Counter(key[0] for key in letters)
     assert summary["dead_lettered_by_reason"] == dict(reasons)
-    assert (
-        summary["applied"] == len(users) == sum(r["user_event_count"] for r in user_final.values())
-    )
+    # Streaming emits a user's newest row per bundle, so at most one row per update.
+    assert summary["applied"] == sum(r["user_event_count"] for r in user_final.values())
+    assert len(user_final) <= len(users) <= summary["applied"]
 
     # The offline history ends on the same values (stored as float32).
     for view, key, final in (

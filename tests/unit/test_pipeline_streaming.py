@@ -107,7 +107,11 @@ def test_out_of_order_within_the_lateness_bound_gives_the_in_order_state():
     random.Random(4).shuffle(shuffled)
     assert shuffled != IN_ORDER
     settings = FeatureSettings(rewards=SHORT_VIDEO)  # 600 s lateness > the 140 s spread
-    users, items = _run(StreamBuilder(T0_MS).deliver(shuffled), settings, expected_letters=[])
+    # One message per bundle, so there is a row per update to look at.
+    stream = StreamBuilder(T0_MS)
+    for message in shuffled:
+        stream.deliver([message])
+    users, items = _run(stream, settings, expected_letters=[])
 
     # The same events applied in event-time order by the pure state code.
     in_order = [score_event(parse_event(data), SHORT_VIDEO) for data, _ in IN_ORDER]
@@ -143,12 +147,13 @@ def test_events_past_the_lateness_bound_are_dead_lettered_and_not_applied():
     )
     settings = FeatureSettings(rewards=SHORT_VIDEO, allowed_lateness_s=600)
     users, items = _run(stream, settings, expected_letters=[("late", "e2"), ("late", "e4")])
-    assert _counts(users, USER_KEY, "u1") == [1, 2]
+    # A key's newest row per bundle.
+    assert _counts(users, USER_KEY, "u1") == [2]
     final = last_row_per_entity(users, USER_KEY)
     assert final["u1"]["user_recent_items"] == ["i1", "i1"]
     assert final["u1"]["user_last_event_ms"] == newest
     assert _counts(users, USER_KEY, "u2") == [1]
-    assert _counts(items, ITEM_KEY, "i1") == [1, 2]
+    assert _counts(items, ITEM_KEY, "i1") == [2]
     assert _counts(items, ITEM_KEY, "i-late") == []
 
 
@@ -162,7 +167,8 @@ def test_duplicates_are_dead_lettered_and_the_event_counted_once():
     )
     expected = [("duplicate", "e1")] * 2
     users, items = _run(stream, FeatureSettings(rewards=SHORT_VIDEO), expected_letters=expected)
-    assert _counts(users, USER_KEY, "u1") == [1, 2]
+    # The first bundle's newest row; the second bundle applies nothing.
+    assert _counts(users, USER_KEY, "u1") == [2]
     assert _counts(items, ITEM_KEY, "i1") == [1] and _counts(items, ITEM_KEY, "i2") == [1]
 
 
@@ -201,7 +207,10 @@ def test_embedding_version_switch_rebuilds_from_the_last_n_events(model_base):
     settings = FeatureSettings(
         rewards=SHORT_VIDEO, state=config, embeddings=EmbeddingSource(str(model_base))
     )
-    users, _ = _run(StreamBuilder(T0_MS).deliver(messages), settings, expected_letters=[])
+    stream = StreamBuilder(T0_MS)
+    for message in messages:  # one per bundle: a row per update
+        stream.deliver([message])
+    users, _ = _run(stream, settings, expected_letters=[])
 
     u1 = [r for r in users if r[USER_KEY] == "u1"]
     assert [r["user_embedding_version"] for r in u1] == ["1"] * 5 + ["2"] * 2

@@ -94,15 +94,20 @@ def test_streaming_user_and_item_state():
     )
     letters = users[DEAD_LETTER] | beam.Map(_late_letter)
     items = p | "ItemEvents" >> beam.Create(ITEM_EVENTS) | "Items" >> UpdateItemState(CONFIG)
+    # One bundle: each key's newest row, emitted when the bundle ends.
     assert_outputs(
         {
-            "user_rows": (users[ROWS], rows),
+            "user_rows": (users[ROWS], _newest(rows, USER_KEY)),
             "accepted": (users[ACCEPTED], accepted),
             "late": (letters, [("late", "d", T0_MS + MINUTE_MS - 601 * SECOND_MS)]),
-            "item_rows": (items, _item_fold(ITEM_EVENTS)),
+            "item_rows": (items, _newest(_item_fold(ITEM_EVENTS), ITEM_KEY)),
         }
     )
     p.run().wait_until_finish()
+
+
+def _newest(rows, key) -> list[dict]:
+    return [entity_rows[-1] for entity_rows in _per_entity(rows, key).values()]
 
 
 def test_item_state_values_by_hand():
