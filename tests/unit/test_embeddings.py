@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -129,3 +131,16 @@ def test_source_keeps_a_bounded_set_of_tables_and_reloads_old_ones_by_event_time
         assert len(loaded.tables) <= EmbeddingSource.KEEP
         assert "6" in loaded.tables  # the newest stays
     assert type(source.current(10)).__name__ == "HashedEmbeddings"
+
+
+def test_hashed_vectors_are_cached_per_process_and_survive_pickling():
+    # Runners unpickle a DoFn per bundle or worker: the copy must not start cold.
+    first = HashedEmbeddings(dim=8, salt="cache-test")
+    vec = first.get("item-1")
+    copy = pickle.loads(pickle.dumps(first))
+    assert copy.get("item-1") is vec
+    assert HashedEmbeddings(dim=8, salt="cache-test").get("item-1") is vec
+    assert HashedEmbeddings(dim=8, salt="other").get("item-1") is not vec
+    assert len(pickle.dumps(first)) < 200  # the cache is not pickled
+    with pytest.raises(ValueError):
+        vec[0] = 1.0  # shared: read-only
