@@ -19,13 +19,11 @@ import time
 from typing import Any
 
 import apache_beam as beam
-import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
-from apache_beam.transforms.window import GlobalWindows
 
-from beam_pipelines.event_logs import FORMATS, expand_paths, read_log
+from beam_pipelines.event_logs import FORMATS, expand_paths, read_chunks
 from beam_pipelines.history import arrow_schema
 from beam_pipelines.jobs_common import embedding_source, store_config
 from beam_pipelines.rewards import load_reward_config
@@ -36,9 +34,9 @@ from beam_pipelines.transforms.graph import (
     ITEM_HISTORY,
     USER_FINAL,
     USER_HISTORY,
-    ComputeFeatures,
     FeatureSettings,
 )
+from beam_pipelines.transforms.history_graph import ComputeFeatureHistory
 from beam_pipelines.transforms.write import WriteFeatures
 from feature_repo.features import ITEM_REALTIME, USER_REALTIME
 
@@ -49,13 +47,13 @@ MOVIELENS_MIN_TIMESTAMP_MS = 788_918_400_000  # 1995-01-01: MovieLens starts in 
 _READ = Metrics.counter("rtp", "events_read")
 
 
-def _count_read(record):
-    _READ.inc()
-    return record
+def _count_read(chunk):
+    _READ.inc(len(chunk[1]))
+    return chunk
 
 
 class ReadEventLog(beam.PTransform):
-    """Files matching ``pattern`` → ``(seq, bytes)`` in arrival order."""
+    """Files matching ``pattern`` → ``(seqs, records)`` chunks (``seq``: arrival order)."""
 
     def __init__(self, pattern: str, fmt: str):
         super().__init__()
@@ -68,47 +66,20 @@ class ReadEventLog(beam.PTransform):
         return (
             pipeline
             | "ListFiles" >> beam.Create(list(enumerate(self._paths)))
-            | "ReadRecords" >> beam.FlatMap(read_log, self._fmt)
+            | "ReadChunks" >> beam.FlatMap(read_chunks, self._fmt)
             | "CountRead" >> beam.Map(_count_read)
         )
 
 
-class _ToArrow(beam.DoFn):
-    """Per-entity row lists → Arrow tables of at least ``min_rows`` rows, so one
-    conversion serves many small entities and Parquet row groups are not tiny."""
-
-    def __init__(self, schema: pa.Schema, min_rows: int = 65_536):
-        self._schema = schema
-        self._min_rows = min_rows
-
-    def start_bundle(self):
-        self._rows: list[dict] = []
-
-    def process(self, rows: list[dict]):
-        self._rows.extend(rows)
-        if len(self._rows) >= self._min_rows:
-            yield self._take()
-
-    def finish_bundle(self):
-        if self._rows:
-            yield GlobalWindows.windowed_value(self._take())
-
-    def _take(self) -> pa.Table:
-        table = pa.Table.from_pylist(self._rows, self._schema)
-        self._rows = []
-        return table
-
-
 class WriteHistory(beam.PTransform):
-    """Row lists of one view → Parquet under ``<offline_dir>/<view>/``."""
+    """Arrow tables of one view → Parquet under ``<offline_dir>/<view>/``."""
 
     def __init__(self, offline_dir: pathlib.Path, view: str):
         super().__init__()
         self._prefix = str(offline_dir / view / "part")
         self._schema = arrow_schema(view)
 
-    def expand(self, rows):
-        tables = rows | "ToArrow" >> beam.ParDo(_ToArrow(self._schema))
+    def expand(self, tables):
         suffix = ".parquet"
         write = beam.io.WriteToParquetBatched(self._prefix, self._schema, file_name_suffix=suffix)
         return tables | "ToParquet" >> write
@@ -118,7 +89,7 @@ def build(pipeline, args: argparse.Namespace, settings: FeatureSettings, out: pa
     features = (
         pipeline
         | "ReadEventLog" >> ReadEventLog(args.events, args.format)
-        | "ComputeFeatures" >> ComputeFeatures(settings, sequenced=True)
+        | "ComputeFeatureHistory" >> ComputeFeatureHistory(settings)
     )
     for tag, view in ((USER_HISTORY, USER_REALTIME), (ITEM_HISTORY, ITEM_REALTIME)):
         features[tag] | f"History_{view}" >> WriteHistory(out / "offline", view)
