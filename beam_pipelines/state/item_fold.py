@@ -3,7 +3,7 @@
 The state after each event of each item, as folding them one by one through
 ``ItemState`` gives it (up to float rounding), as the columns of
 ``ItemState.features``: decayed exposures, engagements, rewards and conversions
-are prefix sums (``state.prefix``), the Beta posterior and trending follow.
+are a segmented prefix scan (``state.prefix``), the Beta posterior and trending follow.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import numpy as np
 from beam_pipelines.state.columns import ScoredColumns
 from beam_pipelines.state.config import StateConfig
 from beam_pipelines.state.item_state import CONVERSIONS, ENGAGED, EXPOSURES
-from beam_pipelines.state.prefix import decayed_prefix
-from beam_pipelines.state.user_fold import groups, replay_order
+from beam_pipelines.state.prefix import segmented_decayed_prefix
+from beam_pipelines.state.user_fold import replay_groups
 
 
 class ItemHistory(NamedTuple):
@@ -54,28 +54,16 @@ class ItemHistory(NamedTuple):
 def fold_items(columns: ScoredColumns, config: StateConfig, order: str) -> ItemHistory:
     """Replay every item in ``columns`` (accepted events) in ``order``."""
     half_lives = np.array([config.item_short_half_life_s, config.item_long_half_life_s])
-    indices = replay_order(columns, order, columns.item_id)
-    n = len(indices)
-    ts = np.fromiter((columns.timestamp_ms[i] for i in indices), np.int64, n)
-    x = np.empty((n, 4))
-    x[:, EXPOSURES] = np.fromiter((columns.exposure[i] for i in indices), np.float64, n)
-    x[:, ENGAGED] = np.fromiter((columns.engaged[i] for i in indices), np.float64, n)
-    x[:, 2] = np.fromiter((columns.reward[i] for i in indices), np.float64, n)
-    x[:, CONVERSIONS] = np.fromiter((columns.conversion[i] for i in indices), np.float64, n)
-    items, sizes = [], []
-    for item, run in groups(indices, columns.item_id):
-        items.append(item)
-        sizes.append(len(run))
-    sums = np.empty((n, 2, 4))
-    newest = np.empty(n, dtype=np.int64)
-    count = np.empty(n, dtype=np.int64)
-    start = 0
-    for size in sizes:
-        stop = start + size
-        sums[start:stop], newest[start:stop] = decayed_prefix(
-            ts[start:stop], x[start:stop], half_lives
-        )
-        count[start:stop] = np.arange(1, size + 1)
-        start = stop
-    item_of_row = np.repeat(np.arange(len(items)), sizes)
-    return ItemHistory(items, item_of_row, newest, count, sums)
+    groups = replay_groups(columns, order, columns.item_id)
+    by = groups.order
+    x = np.empty((len(by), 4))
+    x[:, EXPOSURES] = np.asarray(columns.exposure, dtype=np.float64)[by]
+    x[:, ENGAGED] = np.asarray(columns.engaged, dtype=np.float64)[by]
+    x[:, 2] = np.asarray(columns.reward, dtype=np.float64)[by]
+    x[:, CONVERSIONS] = np.asarray(columns.conversion, dtype=np.float64)[by]
+    ts = np.asarray(columns.timestamp_ms, dtype=np.int64)[by]
+    sums, newest = segmented_decayed_prefix(ts, x, half_lives, groups.starts)
+    sizes = np.diff(np.append(groups.starts, len(by)))
+    count = np.arange(len(by)) - np.repeat(groups.starts, sizes) + 1
+    item_of_row = np.repeat(np.arange(len(groups.names)), sizes)
+    return ItemHistory(groups.names, item_of_row, newest, count, sums)

@@ -50,3 +50,64 @@ def decayed_prefix(
         state, state_t = out[stop - 1], int(big_t[stop - 1])
         start = stop
     return out, big_t
+
+
+def segmented_max(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Running maximum of int64 ``values`` restarting at each index in ``starts``."""
+    n = len(values)
+    if n == 0:
+        return values.copy()
+    segment = np.cumsum(_first(n, starts)) - 1
+    low = int(values.min())
+    span = int(values.max()) - low + 1
+    if span * (int(segment[-1]) + 1) < 2**62:  # shift each segment above the previous
+        shift = segment * span
+        return np.maximum.accumulate(values - low + shift) - shift + low
+    out = np.empty_like(values)
+    for start, stop in zip(starts, [*starts[1:], n], strict=True):
+        out[start:stop] = np.maximum.accumulate(values[start:stop])
+    return out
+
+
+def segmented_decayed_prefix(
+    t_ms: np.ndarray,
+    x: np.ndarray,
+    half_lives_s: np.ndarray,
+    starts: np.ndarray,
+    initial: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``decayed_prefix`` of many independent runs at once: rows ``starts[i]`` up to
+    the next start are one entity's events. ``initial`` (rows × half-lives ×
+    channels, optional) is a state each row adds already at its newest time (a
+    run's carried-in state, zero elsewhere).
+
+    ``S_k = a_k · S_{k−1} + b_k`` with ``a_k = 2^(−(T_k − T_{k−1})/h)`` (0 at a run's
+    start) is a linear recurrence: a parallel prefix scan (log2 of the longest run
+    steps over all rows) solves it with every factor ≤ 1, so no anchor is needed.
+    """
+    n = len(t_ms)
+    t = np.asarray(t_ms, dtype=np.int64)
+    newest = segmented_max(t, starts)
+    log2_per_ms = -1.0 / (np.asarray(half_lives_s, dtype=np.float64) * 1000.0)
+    sums = np.exp2(np.multiply.outer(newest - t, log2_per_ms))[:, :, None] * x[:, None, :]
+    if initial is not None:
+        sums += initial
+    if n == 0:
+        return sums, newest
+    previous = np.concatenate([newest[:1], newest[:-1]])
+    # ≥ 0 within a run; across a run's start (another entity) it is reset to 0 below.
+    factor = np.exp2(np.multiply.outer(np.maximum(newest - previous, 0), log2_per_ms))
+    factor[starts] = 0.0
+    longest = int(np.diff(np.append(starts, n)).max())
+    step = 1
+    while step < longest:
+        sums[step:] += factor[step:, :, None] * sums[:-step]
+        factor[step:] *= factor[:-step]
+        step *= 2
+    return sums, newest
+
+
+def _first(n: int, starts: np.ndarray) -> np.ndarray:
+    first = np.zeros(n, dtype=bool)
+    first[starts] = True
+    return first

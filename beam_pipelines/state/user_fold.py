@@ -4,15 +4,15 @@ Gives what folding each user's events one by one through ``UserState`` (with
 lateness and deduplication as ``transforms.state._UserStepper``) gives: the same
 accept/late/duplicate decision per event and the state after every applied event
 (up to float rounding), as columns for the history table. The decisions are a
-plain loop with the same ``SeenEvents``; the decayed sums are prefix sums
-(``state.prefix``), split where the embedding table version changes (there the
-embeddings are rebuilt from the last N events, as ``UserState.rebuild_embeddings``
-does).
+plain loop with the same ``SeenEvents``; the decayed sums are prefix scans
+(``state.prefix``), the embeddings split where the table version changes (there
+they are rebuilt from the last N events, as ``UserState.rebuild_embeddings`` does).
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -21,7 +21,7 @@ import numpy as np
 from beam_pipelines.state.columns import ScoredColumns
 from beam_pipelines.state.config import StateConfig
 from beam_pipelines.state.decay import DecayedSums
-from beam_pipelines.state.prefix import decayed_prefix
+from beam_pipelines.state.prefix import decayed_prefix, segmented_decayed_prefix
 from beam_pipelines.state.seen import SeenEvents
 from beam_pipelines.state.user_state import EMB_WEIGHT, UserState
 
@@ -33,8 +33,8 @@ class UserHistory(NamedTuple):
     """One row per applied event, users one after another in replay order.
 
     ``applied``: index into the input columns of each row's event. ``recent_*``:
-    each row's last-N list, newest first, as lengths and indices into ``applied``.
-    Embeddings are float32, flat, ``emb_dims`` values per row.
+    each row's last-N list, newest first, as lengths and row indices. Embeddings
+    are float32, flat, ``emb_dims`` values per row.
     """
 
     users: list[str]
@@ -60,30 +60,34 @@ class Letter(NamedTuple):
     newest_ms: int | None
 
 
-def replay_order(columns: ScoredColumns, order: str, key: Sequence[str]) -> list[int]:
-    """Event indices grouped by ``key`` (user or item ids), each group in replay order:
-    arrival (seq) or event time (ties by seq)."""
-    seq = columns.seq
+class Groups(NamedTuple):
+    """Event indices grouped by entity, each group in replay order."""
+
+    names: list[str]
+    order: np.ndarray  # event indices
+    starts: np.ndarray  # where each entity's run in ``order`` begins
+
+
+def replay_groups(columns: ScoredColumns, order: str, key: Sequence[str]) -> Groups:
+    """Group events by ``key`` (user or item ids, entities in order of first
+    appearance), each group in replay order: arrival (seq) or event time (ties by seq)."""
+    index: dict[str, int] = {}
+    codes = np.fromiter((index.setdefault(k, len(index)) for k in key), np.int64, len(key))
+    seq = np.asarray(columns.seq, dtype=np.int64)
     if order == "time":
-        ts = columns.timestamp_ms
-        return sorted(range(len(seq)), key=lambda i: (key[i], ts[i], seq[i]))
-    return sorted(range(len(seq)), key=lambda i: (key[i], seq[i]))
-
-
-def groups(indices: list[int], key: Sequence[str]):
-    """``(key, indices)`` runs of equal keys in ``indices``."""
-    start = 0
-    for stop in range(1, len(indices) + 1):
-        if stop == len(indices) or key[indices[stop]] != key[indices[start]]:
-            yield key[indices[start]], indices[start:stop]
-            start = stop
+        ts = np.asarray(columns.timestamp_ms, dtype=np.int64)
+        by = np.lexsort((seq, ts, codes))
+    else:
+        by = np.lexsort((seq, codes))
+    sorted_codes = codes[by]
+    starts = np.flatnonzero(np.diff(sorted_codes, prepend=-1))
+    return Groups(list(index), by, starts)
 
 
 def decide(
-    columns: ScoredColumns, indices: list[int], lateness_ms: int
+    ts: list[int], ids: list[str], indices: list[int], lateness_ms: int
 ) -> tuple[list[int], list[Letter]]:
     """Applied event indices and letters of one user's events in replay order."""
-    ts, ids = columns.timestamp_ms, columns.event_id
     seen, newest = SeenEvents(), None
     applied, letters = [], []
     for i in indices:
@@ -100,24 +104,6 @@ def decide(
     return applied, letters
 
 
-class _Rows:
-    """Column chunks of the history, one per user, joined at the end."""
-
-    def __init__(self):
-        self.chunks: dict[str, list[np.ndarray]] = {}
-        self.users: list[str] = []
-        self.versions: dict[str, int] = {}
-        self.rows = 0
-
-    def add(self, **columns: np.ndarray) -> None:
-        for name, values in columns.items():
-            self.chunks.setdefault(name, []).append(values)
-
-    def join(self, name: str, dtype) -> np.ndarray:
-        parts = self.chunks.get(name)
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=dtype)
-
-
 def fold_users(
     columns: ScoredColumns,
     config: StateConfig,
@@ -126,65 +112,64 @@ def fold_users(
     order: str,
 ) -> tuple[UserHistory, list[Letter]]:
     """Replay every user in ``columns``; ``embeddings`` an ``EmbeddingSource``."""
-    rows, letters = _Rows(), []
-    half_lives = np.array([config.user_short_half_life_s, config.user_long_half_life_s])
-    for user, indices in groups(replay_order(columns, order, columns.user_id), columns.user_id):
-        applied, user_letters = decide(columns, indices, lateness_ms)
+    groups = replay_groups(columns, order, columns.user_id)
+    applied, sizes, letters = [], [], []
+    bounds = [*groups.starts.tolist(), len(groups.order)]
+    order_list = groups.order.tolist()
+    for start, stop in itertools.pairwise(bounds):
+        rows, user_letters = decide(
+            columns.timestamp_ms, columns.event_id, order_list[start:stop], lateness_ms
+        )
+        applied.extend(rows)
+        sizes.append(len(rows))
         letters.extend(user_letters)
-        _fold_one(rows, user, applied, columns, config, half_lives, embeddings)
-    n_sums = rows.join("sums", np.float64)
+    rows = _Rows(columns, np.asarray(applied, dtype=np.int64), np.asarray(sizes, dtype=np.int64))
+    half_lives = np.array([config.user_short_half_life_s, config.user_long_half_life_s])
+    scalars = np.stack([np.ones(len(applied)), rows.reward, rows.engaged], axis=1)
+    sums, newest = segmented_decayed_prefix(rows.ts, scalars, half_lives, rows.starts)
+    recent_lengths, recent_rows = _recent(rows, config.recent_events)
+    emb = _Embeddings(rows, newest, half_lives, recent_lengths, recent_rows)
+    for start, stop in zip(rows.starts.tolist(), rows.stops.tolist(), strict=True):
+        for first, last, table in _segments(newest, start, stop, embeddings):
+            emb.segment(first, last, start, table)
     history = UserHistory(
-        users=rows.users,
-        user_of_row=rows.join("user", np.int64),
-        applied=rows.join("applied", np.int64),
-        newest_ms=rows.join("newest", np.int64),
-        count=rows.join("count", np.int64),
-        sums=n_sums.reshape(-1, 2, 3),
-        emb_short=rows.join("emb_short", np.float32),
-        emb_long=rows.join("emb_long", np.float32),
-        emb_dims=rows.join("dims", np.int64),
-        versions=list(rows.versions),
-        version_of_row=rows.join("version", np.int64),
-        recent_lengths=rows.join("recent_lengths", np.int64),
-        recent_rows=rows.join("recent_rows", np.int64),
+        users=groups.names,
+        user_of_row=np.repeat(np.arange(len(sizes)), sizes),
+        applied=rows.applied,
+        newest_ms=newest,
+        count=np.arange(len(applied)) - np.repeat(rows.starts, sizes) + 1,
+        sums=sums,
+        versions=list(emb.versions),
+        recent_lengths=recent_lengths,
+        recent_rows=recent_rows,
+        **emb.join(),
     )
     return history, letters
 
 
-def _fold_one(rows, user, applied, columns, config, half_lives, embeddings):
-    m, base = len(applied), rows.rows
-    ts = np.fromiter((columns.timestamp_ms[i] for i in applied), np.int64, m)
-    reward = np.fromiter((columns.reward[i] for i in applied), np.float64, m)
-    engaged = np.fromiter((columns.engaged[i] for i in applied), np.float64, m)
-    scalars = np.stack([np.ones(m), reward, engaged], axis=1)
-    sums, newest = decayed_prefix(ts, scalars, half_lives)
-    recent_lengths, recent_local = _recent(ts, [columns.event_id[i] for i in applied], config)
-    items = [columns.item_id[i] for i in applied]
-    emb = _Embeddings(rows, newest, items, reward, ts, applied, columns, half_lives, recent_local)
-    for start, stop, table in _segments(newest, embeddings):
-        emb.segment(start, stop, table, recent_lengths)
-    rows.users.append(user)
-    rows.add(
-        user=np.full(m, len(rows.users) - 1),
-        applied=np.asarray(applied, dtype=np.int64),
-        newest=newest,
-        count=np.arange(1, m + 1),
-        sums=sums.reshape(-1),
-        recent_lengths=recent_lengths,
-        recent_rows=recent_local + base,
-    )
-    rows.rows += m
+class _Rows:
+    """The applied events' columns, users one after another (``starts``/``stops``)."""
+
+    def __init__(self, columns: ScoredColumns, applied: np.ndarray, sizes: np.ndarray):
+        self.applied = applied
+        self.stops = np.cumsum(sizes)
+        self.starts = self.stops - sizes
+        take = applied.tolist()
+        self.ts = np.asarray(columns.timestamp_ms, dtype=np.int64)[applied]
+        self.reward = np.asarray(columns.reward, dtype=np.float64)[applied]
+        self.engaged = np.asarray(columns.engaged, dtype=np.float64)[applied]
+        self.event_ids = [columns.event_id[i] for i in take]
+        self.items = [columns.item_id[i] for i in take]
 
 
-def _segments(newest: np.ndarray, embeddings):
-    """``(start, stop, table)``: runs of rows under one table version. The version
-    only moves forward with the user's newest time, so boundaries are bisected."""
-    start, m = 0, len(newest)
-    while start < m:
+def _segments(newest: np.ndarray, start: int, stop: int, embeddings):
+    """``(first, last, table)``: runs of one user's rows under one table version. The
+    version only moves forward with the user's newest time, so boundaries are bisected."""
+    while start < stop:
         table = embeddings.current(int(newest[start]))
-        lo, hi = start + 1, m
-        if embeddings.current(int(newest[-1])).version == table.version:
-            lo = m
+        lo, hi = start + 1, stop
+        if embeddings.current(int(newest[stop - 1])).version == table.version:
+            lo = stop
         while lo < hi:
             mid = (lo + hi) // 2
             if embeddings.current(int(newest[mid])).version == table.version:
@@ -195,73 +180,95 @@ def _segments(newest: np.ndarray, embeddings):
         start = lo
 
 
-def _recent(ts: np.ndarray, ids: list[str], config: StateConfig) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's last-N events (by time, then event_id), newest first: lengths and
-    flat row indices within the user."""
-    n, m = config.recent_events, len(ts)
-    lengths = np.minimum(np.arange(1, m + 1), n)
-    if m < 2 or bool(np.all(ts[1:] > ts[:-1])):
-        # In time order the last N rows are the last N events.
-        starts = np.cumsum(lengths) - lengths
-        flat = np.repeat(np.arange(m), lengths) - (
-            np.arange(lengths.sum()) - np.repeat(starts, lengths)
-        )
-        return lengths, flat
-    keys = sorted(range(m), key=lambda j: (int(ts[j]), ids[j]))
-    rank = np.empty(m, dtype=np.int64)
-    rank[keys] = np.arange(m)
+def _recent(rows: _Rows, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's last-N rows (by time, then event_id), newest first: lengths and
+    flat row indices. In time order they are the user's last N rows; users with
+    events out of order (or at equal times) take a sorted-insert loop."""
+    m = len(rows.ts)
+    position = np.arange(m) - np.repeat(rows.starts, rows.stops - rows.starts)
+    lengths = np.minimum(position + 1, n)
+    offsets = np.cumsum(lengths) - lengths
+    flat = np.repeat(np.arange(m), lengths) - (
+        np.arange(lengths.sum()) - np.repeat(offsets, lengths)
+    )
+    unordered = np.flatnonzero((np.diff(rows.ts, prepend=0) <= 0) & (position > 0))
+    users = np.unique(np.searchsorted(rows.stops, unordered, side="right"))
+    for user in users.tolist():
+        start, stop = int(rows.starts[user]), int(rows.stops[user])
+        kept = _sorted_last_n(rows, start, stop, n)
+        first = int(offsets[start])
+        flat[first : first + len(kept)] = kept
+    return lengths, flat
+
+
+def _sorted_last_n(rows: _Rows, start: int, stop: int, n: int) -> list[int]:
+    ts, ids = rows.ts, rows.event_ids
+    keys = sorted(range(start, stop), key=lambda j: (int(ts[j]), ids[j]))
+    row_of_rank = keys
+    rank = {row: r for r, row in enumerate(keys)}
     kept: list[int] = []
     flat: list[int] = []
-    for j in range(m):
-        bisect.insort(kept, int(rank[j]))
+    for j in range(start, stop):
+        bisect.insort(kept, rank[j])
         if len(kept) > n:
             del kept[0]
-        flat.extend(reversed(kept))
-    return lengths, np.asarray(keys, dtype=np.int64)[np.asarray(flat, dtype=np.int64)]
+        flat.extend(row_of_rank[r] for r in reversed(kept))
+    return flat
 
 
 class _Embeddings:
-    """Pooled embedding columns of one user, one table version segment at a time."""
+    """Pooled embedding columns, one user's table version segment at a time."""
 
-    def __init__(self, rows, newest, items, reward, ts, applied, columns, half_lives, recent):
-        self.rows, self.newest, self.items = rows, newest, items
-        self.reward, self.ts, self.half_lives = reward, ts, half_lives
-        self.ids = [columns.event_id[i] for i in applied]
-        self.recent = recent
+    def __init__(self, rows, newest, half_lives, recent_lengths, recent_rows):
+        self.rows, self.newest, self.half_lives = rows, newest, half_lives
+        self.recent_ends = np.cumsum(recent_lengths)
+        self.recent_lengths, self.recent_rows = recent_lengths, recent_rows
+        self.versions: dict[str, int] = {}
+        self.chunks: dict[str, list[np.ndarray]] = {"short": [], "long": [], "dims": [], "v": []}
 
-    def segment(self, start: int, stop: int, table, recent_lengths: np.ndarray) -> None:
-        dim = table.dim
+    def segment(self, first: int, last: int, user_start: int, table) -> None:
         carry, carry_t = None, None
-        if start > 0:  # a version change: rebuild from the last N events, as the fold does
-            carry, carry_t = (
-                self._rebuilt(start, table, recent_lengths),
-                int(self.newest[start - 1]),
-            )
-        x = _channels(self.items[start:stop], self.reward[start:stop], table)
-        sums, _ = decayed_prefix(self.ts[start:stop], x, self.half_lives, carry, carry_t)
-        rows = self.rows
-        version = rows.versions.setdefault(table.version, len(rows.versions))
-        rows.add(
-            emb_short=_pooled(sums[:, 0]).reshape(-1),
-            emb_long=_pooled(sums[:, 1]).reshape(-1),
-            dims=np.full(stop - start, dim),
-            version=np.full(stop - start, version),
-        )
+        if first > user_start:  # a version change: rebuild from the last N, as the fold does
+            carry, carry_t = self._rebuilt(first - 1, table), int(self.newest[first - 1])
+        x = _channels(self.rows.items[first:last], self.rows.reward[first:last], table)
+        sums, _ = decayed_prefix(self.rows.ts[first:last], x, self.half_lives, carry, carry_t)
+        version = self.versions.setdefault(table.version, len(self.versions))
+        self.chunks["short"].append(_pooled(sums[:, 0]).reshape(-1))
+        self.chunks["long"].append(_pooled(sums[:, 1]).reshape(-1))
+        self.chunks["dims"].append(np.full(last - first, table.dim))
+        self.chunks["v"].append(np.full(last - first, version))
 
-    def _rebuilt(self, start: int, table, recent_lengths: np.ndarray) -> np.ndarray:
-        """The embedding channels ``UserState.rebuild_embeddings`` gives before row ``start``."""
-        before = start - 1
-        offset = int(recent_lengths[:before].sum())
-        kept = self.recent[offset : offset + int(recent_lengths[before])][::-1]  # oldest first
+    def _rebuilt(self, row: int, table) -> np.ndarray:
+        """The embedding channels ``UserState.rebuild_embeddings`` gives after ``row``."""
+        stop = int(self.recent_ends[row])
+        kept = self.recent_rows[stop - int(self.recent_lengths[row]) : stop][::-1]  # oldest first
         width = EMB_WEIGHT + 1 + table.dim  # the scalars, then the embedding
         fresh = DecayedSums(tuple(self.half_lives.tolist()), width)
-        for j in kept:
+        rows = self.rows
+        for j in kept.tolist():
             x = UserState._channels_for(
-                table.dim, float(self.reward[j]), False, table.get(self.items[j])
+                table.dim, float(rows.reward[j]), False, table.get(rows.items[j])
             )
-            fresh.push(int(self.ts[j]), x)
-        fresh.push(int(self.newest[before]), np.zeros(width))
+            fresh.push(int(rows.ts[j]), x)
+        fresh.push(int(self.newest[row]), np.zeros(width))
         return fresh.values[:, EMB_WEIGHT:]
+
+    def join(self) -> dict[str, np.ndarray]:
+        chunks = self.chunks
+        if not chunks["dims"]:
+            empty = np.zeros(0, dtype=np.int64)
+            return dict(
+                emb_short=empty.astype(np.float32),
+                emb_long=empty.astype(np.float32),
+                emb_dims=empty,
+                version_of_row=empty,
+            )
+        return dict(
+            emb_short=np.concatenate(chunks["short"]),
+            emb_long=np.concatenate(chunks["long"]),
+            emb_dims=np.concatenate(chunks["dims"]),
+            version_of_row=np.concatenate(chunks["v"]),
+        )
 
 
 def _channels(items: list[str], reward: np.ndarray, table) -> np.ndarray:
