@@ -25,6 +25,7 @@ from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from beam_pipelines.event_logs import FORMATS, expand_paths, read_chunks
 from beam_pipelines.history import arrow_schema
+from beam_pipelines.history_sink import WriteHistoryTables
 from beam_pipelines.jobs_common import embedding_source, store_config
 from beam_pipelines.rewards import load_reward_config
 from beam_pipelines.sinks import FeastSinkFactory, WriteDeadLetters
@@ -80,9 +81,7 @@ class WriteHistory(beam.PTransform):
         self._schema = arrow_schema(view)
 
     def expand(self, tables):
-        suffix = ".parquet"
-        write = beam.io.WriteToParquetBatched(self._prefix, self._schema, file_name_suffix=suffix)
-        return tables | "ToParquet" >> write
+        return tables | "ToParquet" >> WriteHistoryTables(self._prefix, self._schema)
 
 
 def build(pipeline, args: argparse.Namespace, settings: FeatureSettings, out: pathlib.Path):
