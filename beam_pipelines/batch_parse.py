@@ -45,6 +45,7 @@ _KNOWN = frozenset(
     )
 )
 _MAX_MS = 10**13
+_new_fields = tuple.__new__  # EventFields without its Python-level __new__
 _BIG_FLOAT = 2.0**63
 
 
@@ -73,9 +74,10 @@ def parse_lines(
     would give (``now_ms``: epoch ms bounding future timestamps, default the clock)."""
     now = int(time.time() * 1000) if now_ms is None else now_ms
     latest = now + config.max_future_ms
+    types = frozenset(t for t in config.event_types if _plain_id(t))
     out: list[EventFields | EventValidationError] = []
     for line in lines:
-        fields = _fast(line, config, latest) if type(line) is bytes else None
+        fields = _fast(line, config, latest, types) if type(line) is bytes else None
         if fields is None:
             try:
                 event = parse_event(line, config, now)
@@ -97,8 +99,9 @@ def parse_lines(
     return out
 
 
-def _fast(raw: bytes, config: ValidationConfig, latest_ms: int) -> EventFields | None:
-    """The event if ``raw`` is plainly valid, else None (let ``parse_event`` decide)."""
+def _fast(raw: bytes, config: ValidationConfig, latest_ms: int, types) -> EventFields | None:
+    """The event if ``raw`` is plainly valid, else None (let ``parse_event`` decide).
+    ``types``: the configured event types that are themselves valid ids."""
     if len(raw) > config.max_message_bytes:
         return None
     try:
@@ -108,11 +111,23 @@ def _fast(raw: bytes, config: ValidationConfig, latest_ms: int) -> EventFields |
     if type(obj) is not dict or not _KNOWN.issuperset(obj):
         return None
     get = obj.get
-    ids = (get("event_id"), get("user_id"), get("item_id"), get("event_type"))
-    for value in ids:
-        if not _plain_id(value):
-            return None
-    if ids[3] not in config.event_types:
+    event_id, user_id, item_id = get("event_id"), get("user_id"), get("item_id")
+    event_type = get("event_type")
+    if not (
+        type(event_id) is str
+        and type(user_id) is str
+        and type(item_id) is str
+        and type(event_type) is str
+        and event_type in types
+        and 0 < len(event_id) <= MAX_ID_CHARS
+        and 0 < len(user_id) <= MAX_ID_CHARS
+        and 0 < len(item_id) <= MAX_ID_CHARS
+        # Not printable: control characters (the contract rejects them), and also
+        # some valid ones (NBSP, ...), which the full parser then accepts.
+        and event_id.isprintable()
+        and user_id.isprintable()
+        and item_id.isprintable()
+    ):
         return None
     ts = get("timestamp")
     if type(ts) is not int:
@@ -128,36 +143,34 @@ def _fast(raw: bytes, config: ValidationConfig, latest_ms: int) -> EventFields |
     if ts < config.min_timestamp_ms or ts > latest_ms:
         return None
     watch, duration = get("watch_ms"), get("item_duration_ms")
-    if not (_plain_ms(watch) and _plain_ms(duration)):
+    if watch is not None and (type(watch) is not int or not 0 <= watch <= _MAX_MS):
         return None
-    if watch is not None and watch < 0:
-        return None
-    if duration is not None and (duration <= 0 or (watch or 0) > MAX_WATCH_TO_DURATION * duration):
+    if duration is not None and (
+        type(duration) is not int
+        or not 0 < duration <= _MAX_MS
+        or (watch or 0) > MAX_WATCH_TO_DURATION * duration
+    ):
         return None
     surface = get("surface")
     if surface is not None and not _plain_id(surface):
         return None
     context = get("context")
-    if context is not None:
-        if not _plain_context(context):
-            return None
-        context = dict(context)
-    return EventFields(ids[0], ids[1], ids[2], ids[3], ts, watch, duration, surface, context)
+    if context is not None and not _plain_context(context):
+        return None
+    # orjson's dict is already a fresh one: no copy as parse_event makes.
+    return _new_fields(
+        EventFields,
+        (event_id, user_id, item_id, event_type, ts, watch, duration, surface, context),
+    )
 
 
 def _plain_id(value) -> bool:
-    # Not printable: control characters (the contract rejects them), and also some
-    # valid characters (NBSP, ...), which the full parser then accepts.
     return type(value) is str and 0 < len(value) <= MAX_ID_CHARS and value.isprintable()
 
 
 def _plain_float(value: float) -> bool:
     # orjson reads an integer literal beyond 64 bits as a float, json as an int.
     return math.isfinite(value) and abs(value) < _BIG_FLOAT
-
-
-def _plain_ms(value) -> bool:
-    return value is None or (type(value) is int and -_MAX_MS <= value <= _MAX_MS)
 
 
 def _plain_context(context) -> bool:

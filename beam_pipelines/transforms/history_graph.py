@@ -13,6 +13,7 @@ two to the same results.
 from __future__ import annotations
 
 import zlib
+from operator import itemgetter
 
 import apache_beam as beam
 import pyarrow as pa
@@ -22,7 +23,7 @@ from apache_beam.metrics import Metrics
 from beam_pipelines.batch_parse import EventFields, parse_lines
 from beam_pipelines.events import ValidationConfig
 from beam_pipelines.history_tables import item_finals, item_table, user_finals, user_table
-from beam_pipelines.rewards import RewardConfig, compute_reward
+from beam_pipelines.rewards import ConstantRule, RewardConfig, compute_reward
 from beam_pipelines.state.columns import ScoredColumns
 from beam_pipelines.state.item_fold import fold_items
 from beam_pipelines.state.user_fold import LATE, fold_users
@@ -54,32 +55,53 @@ def score_lines(
 ) -> tuple[ScoredColumns, list[DeadLetter]]:
     """Valid lines as scored columns, the others as dead letters (as ParseEvents and
     ComputeRewards make them)."""
-    columns, letters = ScoredColumns.empty(), []
-    (event_id, user_id, item_id, event_type, timestamp_ms, reward, engaged, exposure, seq, conv) = (
-        columns
-    )
-    rules, exposures = rewards.rules, rewards.exposure_event_types
-    conversions = rewards.conversion_event_types
+    valid, kept, letters = [], [], []
     for s, line, event in zip(seqs, lines, parse_lines(lines, validation), strict=True):
-        if type(event) is not EventFields:
-            payload = (
-                line.encode("utf-8", "surrogatepass") if isinstance(line, str) else bytes(line)
-            )
-            letters.append(DeadLetter.now(event.reason.value, event.detail, payload))
+        if type(event) is EventFields:
+            valid.append(event)
+            kept.append(s)
             continue
-        kind = event.event_type
-        r, e = compute_reward(rules[kind], event)
-        event_id.append(event.event_id)
-        user_id.append(event.user_id)
-        item_id.append(event.item_id)
-        event_type.append(kind)
-        timestamp_ms.append(event.timestamp_ms)
-        reward.append(r)
-        engaged.append(e)
-        exposure.append(not exposures or kind in exposures)
-        seq.append(s)
-        conv.append(e and (not conversions or kind in conversions))
-    return columns, letters
+        payload = line.encode("utf-8", "surrogatepass") if isinstance(line, str) else bytes(line)
+        letters.append(DeadLetter.now(event.reason.value, event.detail, payload))
+    if not valid:
+        return ScoredColumns.empty(), letters
+    ids, users, items, kinds, times = (list(map(itemgetter(k), valid)) for k in range(5))
+    scores = _Scores(rewards)
+    reward, engaged = scores.rewards(valid)
+    return ScoredColumns(
+        ids,
+        users,
+        items,
+        kinds,
+        times,
+        reward,
+        engaged,
+        [scores.exposure[k] for k in kinds],
+        kept,
+        [e and scores.converts[k] for e, k in zip(engaged, kinds, strict=True)],
+    ), letters
+
+
+class _Scores:
+    """``RewardConfig``'s answers per event type, looked up once per batch."""
+
+    def __init__(self, config: RewardConfig):
+        self._rules = config.rules
+        self._constant = {
+            kind: (rule.reward, rule.engaged)
+            for kind, rule in config.rules.items()
+            if isinstance(rule, ConstantRule)
+        }
+        self.exposure = {kind: config.is_exposure(kind) for kind in config.rules}
+        self.converts = {kind: config.is_conversion(kind, True) for kind in config.rules}
+
+    def rewards(self, events: list[EventFields]) -> tuple[list[float], list[bool]]:
+        constant, rules = self._constant, self._rules
+        pairs = [
+            constant.get(e.event_type) or compute_reward(rules[e.event_type], e) for e in events
+        ]
+        reward, engaged = zip(*pairs, strict=True)
+        return list(reward), list(engaged)
 
 
 class _ParseChunks(beam.DoFn):
