@@ -11,6 +11,8 @@ Runs on Beam's FnApiRunner (named explicitly, see ARCHITECTURE.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import json
 import logging
 import pathlib
@@ -132,6 +134,27 @@ def summarize(result, wall_s: float, args: argparse.Namespace) -> dict[str, Any]
     }
 
 
+@contextlib.contextmanager
+def fewer_collections(young_threshold: int = 200_000):
+    """Run a bulk job with rare garbage collections.
+
+    A backfill allocates millions of small objects (parsed events, column lists)
+    that never form cycles, and the default thresholds (a collection every 700
+    allocations, a full one every 100 of those) kept traversing them: a third of
+    the parsing time. Objects alive before the job are frozen out of the
+    collections, young ones are collected every ``young_threshold`` allocations;
+    both are restored afterwards.
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(young_threshold, *thresholds[1:])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
+
+
 def run_backfill(argv: list[str]) -> dict[str, Any]:
     args = parser().parse_args(argv)
     out = pathlib.Path(args.out).resolve()
@@ -147,8 +170,9 @@ def run_backfill(argv: list[str]) -> dict[str, Any]:
     started = time.perf_counter()
     pipeline = beam.Pipeline(runner=FnApiRunner())
     build(pipeline, args, settings, out)
-    result = pipeline.run()
-    result.wait_until_finish()
+    with fewer_collections():
+        result = pipeline.run()
+        result.wait_until_finish()
     summary = summarize(result, time.perf_counter() - started, args)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
