@@ -131,7 +131,7 @@ def fold_users(
     emb = _Embeddings(rows, newest, half_lives, recent_lengths, recent_rows)
     for start, stop in zip(rows.starts.tolist(), rows.stops.tolist(), strict=True):
         for first, last, table in _segments(newest, start, stop, embeddings):
-            emb.segment(first, last, start, table)
+            emb.add(first, last, start, table)
     history = UserHistory(
         users=groups.names,
         user_of_row=np.repeat(np.arange(len(sizes)), sizes),
@@ -139,7 +139,7 @@ def fold_users(
         newest_ms=newest,
         count=np.arange(len(applied)) - np.repeat(rows.starts, sizes) + 1,
         sums=sums,
-        versions=list(emb.versions),
+        versions=emb.versions,
         recent_lengths=recent_lengths,
         recent_rows=recent_rows,
         **emb.join(),
@@ -217,26 +217,54 @@ def _sorted_last_n(rows: _Rows, start: int, stop: int, n: int) -> list[int]:
 
 
 class _Embeddings:
-    """Pooled embedding columns, one user's table version segment at a time."""
+    """Pooled embedding columns. Rows are gathered per table version (usually one),
+    so item lookups and pooling run once per version; the decayed sums run per
+    user segment (a segment after a version change starts from the rebuilt state)."""
 
     def __init__(self, rows, newest, half_lives, recent_lengths, recent_rows):
         self.rows, self.newest, self.half_lives = rows, newest, half_lives
         self.recent_ends = np.cumsum(recent_lengths)
         self.recent_lengths, self.recent_rows = recent_lengths, recent_rows
-        self.versions: dict[str, int] = {}
-        self.chunks: dict[str, list[np.ndarray]] = {"short": [], "long": [], "dims": [], "v": []}
+        self.tables: dict[str, tuple] = {}  # version → (table, [(first, last, user_start)])
 
-    def segment(self, first: int, last: int, user_start: int, table) -> None:
-        carry, carry_t = None, None
-        if first > user_start:  # a version change: rebuild from the last N, as the fold does
-            carry, carry_t = self._rebuilt(first - 1, table), int(self.newest[first - 1])
-        x = _channels(self.rows.items[first:last], self.rows.reward[first:last], table)
-        sums, _ = decayed_prefix(self.rows.ts[first:last], x, self.half_lives, carry, carry_t)
-        version = self.versions.setdefault(table.version, len(self.versions))
-        self.chunks["short"].append(_pooled(sums[:, 0]).reshape(-1))
-        self.chunks["long"].append(_pooled(sums[:, 1]).reshape(-1))
-        self.chunks["dims"].append(np.full(last - first, table.dim))
-        self.chunks["v"].append(np.full(last - first, version))
+    @property
+    def versions(self) -> list[str]:
+        return list(self.tables)
+
+    def add(self, first: int, last: int, user_start: int, table) -> None:
+        self.tables.setdefault(table.version, (table, []))[1].append((first, last, user_start))
+
+    def join(self) -> dict[str, np.ndarray]:
+        n = len(self.rows.ts)
+        dims = np.zeros(n, dtype=np.int64)
+        version_of_row = np.zeros(n, dtype=np.int64)
+        pooled = []
+        for version, (table, segments) in enumerate(self.tables.values()):
+            rows = np.concatenate([np.arange(first, last) for first, last, _ in segments])
+            dims[rows], version_of_row[rows] = table.dim, version
+            pooled.append((rows, self._pooled(table, segments, rows)))
+        starts = np.cumsum(dims) - dims
+        short = np.zeros(int(dims.sum()), dtype=np.float32)
+        long = np.zeros_like(short)
+        for rows, (pooled_short, pooled_long) in pooled:
+            at = (starts[rows][:, None] + np.arange(pooled_short.shape[1])).reshape(-1)
+            short[at], long[at] = pooled_short.reshape(-1), pooled_long.reshape(-1)
+        return dict(emb_short=short, emb_long=long, emb_dims=dims, version_of_row=version_of_row)
+
+    def _pooled(self, table, segments, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        x = _channels([self.rows.items[i] for i in rows.tolist()], self.rows.reward[rows], table)
+        sums = np.empty((len(rows), 2, x.shape[1]))
+        at = 0
+        for first, last, user_start in segments:
+            carry, carry_t = None, None
+            if first > user_start:  # a version change: rebuild from the last N, as the fold does
+                carry, carry_t = self._rebuilt(first - 1, table), int(self.newest[first - 1])
+            size = last - first
+            sums[at : at + size], _ = decayed_prefix(
+                self.rows.ts[first:last], x[at : at + size], self.half_lives, carry, carry_t
+            )
+            at += size
+        return _pooled(sums[:, 0]), _pooled(sums[:, 1])
 
     def _rebuilt(self, row: int, table) -> np.ndarray:
         """The embedding channels ``UserState.rebuild_embeddings`` gives after ``row``."""
@@ -252,23 +280,6 @@ class _Embeddings:
             fresh.push(int(rows.ts[j]), x)
         fresh.push(int(self.newest[row]), np.zeros(width))
         return fresh.values[:, EMB_WEIGHT:]
-
-    def join(self) -> dict[str, np.ndarray]:
-        chunks = self.chunks
-        if not chunks["dims"]:
-            empty = np.zeros(0, dtype=np.int64)
-            return dict(
-                emb_short=empty.astype(np.float32),
-                emb_long=empty.astype(np.float32),
-                emb_dims=empty,
-                version_of_row=empty,
-            )
-        return dict(
-            emb_short=np.concatenate(chunks["short"]),
-            emb_long=np.concatenate(chunks["long"]),
-            emb_dims=np.concatenate(chunks["dims"]),
-            version_of_row=np.concatenate(chunks["v"]),
-        )
 
 
 def _channels(items: list[str], reward: np.ndarray, table) -> np.ndarray:
