@@ -90,7 +90,7 @@ def build(pipeline, args: argparse.Namespace, settings: FeatureSettings, out: pa
     features = (
         pipeline
         | "ReadEventLog" >> ReadEventLog(args.events, args.format)
-        | "ComputeFeatureHistory" >> ComputeFeatureHistory(settings)
+        | "ComputeFeatureHistory" >> ComputeFeatureHistory(settings, finals=args.online)
     )
     for tag, view in ((USER_HISTORY, USER_REALTIME), (ITEM_HISTORY, ITEM_REALTIME)):
         features[tag] | f"History_{view}" >> WriteHistory(out / "offline", view)

@@ -8,6 +8,7 @@ pickle rather than one element per event.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from operator import itemgetter
 from typing import NamedTuple
 
 from beam_pipelines.state.records import ScoredEvent
@@ -56,7 +57,10 @@ class ScoredColumns(NamedTuple):
         return len(self.event_id)
 
     def take(self, indices: Sequence[int]) -> ScoredColumns:
-        return ScoredColumns(*([column[i] for i in indices] for column in self))
+        if len(indices) < 2:  # itemgetter of one index gives the item, not a tuple
+            return ScoredColumns(*([column[i] for i in indices] for column in self))
+        pick = itemgetter(*indices)
+        return ScoredColumns(*(list(pick(column)) for column in self))
 
     def event(self, i: int) -> ScoredEvent:
         """Event ``i`` as a record (no source: a bounded log's letters name it by seq)."""

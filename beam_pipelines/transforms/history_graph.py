@@ -136,8 +136,9 @@ def _by_shard(columns: ScoredColumns, field: str):
 
 
 class _FoldUsers(beam.DoFn):
-    def __init__(self, settings: FeatureSettings):
+    def __init__(self, settings: FeatureSettings, finals: bool):
         self._settings = settings
+        self._finals = finals
 
     def process(self, element):
         _, parts = element
@@ -151,15 +152,17 @@ class _FoldUsers(beam.DoFn):
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead)
         _USERS.inc(len(history.users))
         _USER_UPDATES.inc(len(history.applied))
-        yield columns.take(history.applied.tolist())
+        # The item stage sorts again: with nothing dropped, no need to reorder.
+        yield columns if not letters else columns.take(history.applied.tolist())
         yield beam.pvalue.TaggedOutput(HISTORY, user_table(history, columns))
-        for row in user_finals(history, columns):
+        for row in user_finals(history, columns) if self._finals else ():
             yield beam.pvalue.TaggedOutput(FINAL, row)
 
 
 class _FoldItems(beam.DoFn):
-    def __init__(self, settings: FeatureSettings):
+    def __init__(self, settings: FeatureSettings, finals: bool):
         self._settings = settings
+        self._finals = finals
 
     def process(self, element):
         _, parts = element
@@ -167,7 +170,7 @@ class _FoldItems(beam.DoFn):
         history = fold_items(ScoredColumns.concat(parts), s.state, s.replay_order)
         _ITEMS.inc(len(history.items))
         yield beam.pvalue.TaggedOutput(HISTORY, item_table(history, s.state))
-        for row in item_finals(history, s.state):
+        for row in item_finals(history, s.state) if self._finals else ():
             yield beam.pvalue.TaggedOutput(FINAL, row)
 
 
@@ -175,11 +178,13 @@ class ComputeFeatureHistory(beam.PTransform):
     """``(seqs, lines)`` chunks of a bounded log → ``{user_history, item_history}``
     (Arrow tables in ``history.arrow_schema``), ``{user_final, item_final}`` (the last
     row of each entity) and ``dead_letters``: ``ComputeFeatures(sequenced=True)``'s
-    results, with history as tables rather than row lists."""
+    results, with history as tables rather than row lists. ``finals=False`` leaves
+    the final outputs empty, for a job that does not write them."""
 
-    def __init__(self, settings: FeatureSettings):
+    def __init__(self, settings: FeatureSettings, finals: bool = True):
         super().__init__()
         self._settings = settings
+        self._finals = finals
 
     def expand(self, chunks):
         s = self._settings
@@ -191,13 +196,21 @@ class ComputeFeatureHistory(beam.PTransform):
             | "ShardByUser" >> beam.FlatMap(_by_shard, "user_id").with_output_types(_SHARDED)
             | "GroupByUserShard" >> beam.GroupByKey()
             | "FoldUsers"
-            >> _par_do(_FoldUsers(s), ScoredColumns, HISTORY, FINAL, DEAD_LETTER, main=ACCEPTED)
+            >> _par_do(
+                _FoldUsers(s, self._finals),
+                ScoredColumns,
+                HISTORY,
+                FINAL,
+                DEAD_LETTER,
+                main=ACCEPTED,
+            )
         )
         items = (
             users[ACCEPTED]
             | "ShardByItem" >> beam.FlatMap(_by_shard, "item_id").with_output_types(_SHARDED)
             | "GroupByItemShard" >> beam.GroupByKey()
-            | "FoldItems" >> _par_do(_FoldItems(s), typehints.Any, HISTORY, FINAL, main="none")
+            | "FoldItems"
+            >> _par_do(_FoldItems(s, self._finals), typehints.Any, HISTORY, FINAL, main="none")
         )
         dead = (
             (parsed[DEAD_LETTER], users[DEAD_LETTER])
