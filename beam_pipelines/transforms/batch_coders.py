@@ -8,6 +8,7 @@ measured. These coders estimate the size without encoding.
 
 from __future__ import annotations
 
+import array
 import pickle
 
 import apache_beam as beam
@@ -16,14 +17,48 @@ import pyarrow as pa
 from beam_pipelines.state.columns import ScoredColumns
 
 _BYTES_PER_EVENT = 80  # a pickled event of the simulator's logs is 60-80 bytes
+# Per ScoredColumns field: "s" strings, an array typecode, or "?" booleans.
+_KINDS = ("s", "s", "s", "s", "q", "d", "?", "?", "q", "?")
+_SEP = "\x00"
+
+
+def _pack(column: list, kind: str):
+    if kind == "s":
+        joined = _SEP.join(column)
+        return joined if joined.count(_SEP) == len(column) - 1 else column
+    if kind == "?":
+        return bytes(column)
+    return array.array(kind, column).tobytes()
+
+
+def _unpack(packed, kind: str, size: int) -> list:
+    if kind == "s":
+        if not isinstance(packed, str):
+            return packed
+        return packed.split(_SEP) if size else []
+    if kind == "?":
+        return [b == 1 for b in packed]
+    return array.array(kind, packed).tolist()
 
 
 class ScoredColumnsCoder(beam.coders.Coder):
+    """Each column as one value: strings joined by NUL (a character no valid id
+    has; a column where one does stays a list), numbers as raw arrays."""
+
     def encode(self, value: ScoredColumns) -> bytes:
-        return pickle.dumps(tuple(value), pickle.HIGHEST_PROTOCOL)
+        return pickle.dumps(
+            (
+                value.size,
+                *(_pack(column, kind) for column, kind in zip(value, _KINDS, strict=True)),
+            ),
+            pickle.HIGHEST_PROTOCOL,
+        )
 
     def decode(self, encoded: bytes) -> ScoredColumns:
-        return ScoredColumns(*pickle.loads(encoded))
+        size, *columns = pickle.loads(encoded)
+        return ScoredColumns(
+            *(_unpack(c, kind, size) for c, kind in zip(columns, _KINDS, strict=True))
+        )
 
     def estimate_size(self, value: ScoredColumns) -> int:
         return _BYTES_PER_EVENT * value.size
