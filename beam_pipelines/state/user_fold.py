@@ -12,7 +12,7 @@ they are rebuilt from the last N events, as ``UserState.rebuild_embeddings`` doe
 from __future__ import annotations
 
 import bisect
-import itertools
+import collections
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -21,7 +21,7 @@ import numpy as np
 from beam_pipelines.state.columns import ScoredColumns
 from beam_pipelines.state.config import StateConfig
 from beam_pipelines.state.decay import DecayedSums
-from beam_pipelines.state.prefix import decayed_prefix, segmented_decayed_prefix
+from beam_pipelines.state.prefix import decayed_prefix, segmented_decayed_prefix, segmented_max
 from beam_pipelines.state.seen import SeenEvents
 from beam_pipelines.state.user_state import EMB_WEIGHT, UserState
 
@@ -104,6 +104,55 @@ def decide(
     return applied, letters
 
 
+def decide_all(
+    columns: ScoredColumns, groups: Groups, lateness_ms: int
+) -> tuple[np.ndarray, np.ndarray, list[Letter]]:
+    """``decide`` for every user: applied event indices (users one after another),
+    applied events per user, and the letters.
+
+    A user none of whose event ids repeats has no duplicate, and then an event is
+    late exactly when it is too far behind the newest of all its user's earlier
+    events (a late event is older than that newest, so never moved it): one
+    vectorized comparison. Users with a repeated id take the ``decide`` loop.
+    """
+    by, starts = groups.order, groups.starts
+    n, users = len(by), len(starts)
+    sizes = np.diff(np.append(starts, n))
+    ts = np.asarray(columns.timestamp_ms, dtype=np.int64)[by]
+    before = np.empty_like(ts)
+    before[1:] = segmented_max(ts, starts)[:-1]
+    before[starts] = ts[starts]
+    late = before - ts > lateness_ms
+    order_list = by.tolist()
+    late_at = np.flatnonzero(late)
+    keep = ~late
+    repeated = _users_with_repeated_ids(columns.event_id, order_list, sizes)
+    letters = []
+    if repeated:
+        late_at = late_at[~np.isin(np.searchsorted(starts, late_at, side="right") - 1, repeated)]
+        for user in repeated:
+            start, stop = int(starts[user]), int(starts[user]) + int(sizes[user])
+            rows, user_letters = decide(
+                columns.timestamp_ms, columns.event_id, order_list[start:stop], lateness_ms
+            )
+            keep[start:stop] = np.isin(by[start:stop], rows)
+            letters.extend(user_letters)
+    letters.extend(Letter(LATE, order_list[k], int(before[k])) for k in late_at.tolist())
+    applied_sizes = np.add.reduceat(keep.astype(np.int64), starts) if users else sizes
+    return by[keep], applied_sizes, letters
+
+
+def _users_with_repeated_ids(ids: list[str], order_list: list[int], sizes: np.ndarray) -> list[int]:
+    """Users (by group index) with an event id more than once."""
+    if len(set(ids)) == len(ids):  # the common case, and cheaper than pairs
+        return []
+    user_of = np.repeat(np.arange(len(sizes)), sizes).tolist()
+    pairs = list(zip(user_of, (ids[i] for i in order_list), strict=True))
+    if len(set(pairs)) == len(pairs):
+        return []
+    return sorted({pair[0] for pair, count in collections.Counter(pairs).items() if count > 1})
+
+
 def fold_users(
     columns: ScoredColumns,
     config: StateConfig,
@@ -113,17 +162,8 @@ def fold_users(
 ) -> tuple[UserHistory, list[Letter]]:
     """Replay every user in ``columns``; ``embeddings`` an ``EmbeddingSource``."""
     groups = replay_groups(columns, order, columns.user_id)
-    applied, sizes, letters = [], [], []
-    bounds = [*groups.starts.tolist(), len(groups.order)]
-    order_list = groups.order.tolist()
-    for start, stop in itertools.pairwise(bounds):
-        rows, user_letters = decide(
-            columns.timestamp_ms, columns.event_id, order_list[start:stop], lateness_ms
-        )
-        applied.extend(rows)
-        sizes.append(len(rows))
-        letters.extend(user_letters)
-    rows = _Rows(columns, np.asarray(applied, dtype=np.int64), np.asarray(sizes, dtype=np.int64))
+    applied, sizes, letters = decide_all(columns, groups, lateness_ms)
+    rows = _Rows(columns, applied, sizes)
     half_lives = np.array([config.user_short_half_life_s, config.user_long_half_life_s])
     scalars = np.stack([np.ones(len(applied)), rows.reward, rows.engaged], axis=1)
     sums, newest = segmented_decayed_prefix(rows.ts, scalars, half_lives, rows.starts)
@@ -284,13 +324,17 @@ class _Embeddings:
 
 def _channels(items: list[str], reward: np.ndarray, table) -> np.ndarray:
     """Rows of (|r|, r·e) as ``UserState`` pushes them: zero without an embedding or reward."""
-    vectors = [table.get(item) for item in items]
+    index: dict[str, int] = {}  # items repeat: look each up once
+    codes = np.fromiter((index.setdefault(i, len(index)) for i in items), np.int64, len(items))
+    vectors = [table.get(item) for item in index]
+    known = np.fromiter((v is not None for v in vectors), bool, len(vectors))
+    matrix = np.zeros((len(vectors), table.dim))
+    if known.any():
+        matrix[known] = np.array([v for v in vectors if v is not None], dtype=np.float64)
     x = np.zeros((len(items), 1 + table.dim))
-    has = np.fromiter((v is not None for v in vectors), bool, len(items)) & (reward != 0.0)
-    if has.any():
-        found = np.array([v for v, h in zip(vectors, has, strict=True) if h], dtype=np.float64)
-        x[has, 0] = np.abs(reward[has])
-        x[has, 1:] = reward[has, None] * found
+    has = known[codes] & (reward != 0.0)
+    x[has, 0] = np.abs(reward[has])
+    x[has, 1:] = reward[has, None] * matrix[codes[has]]
     return x
 
 
