@@ -15,6 +15,7 @@ from __future__ import annotations
 import zlib
 
 import apache_beam as beam
+import numpy as np
 import pyarrow as pa
 from apache_beam import typehints
 from apache_beam.metrics import Metrics
@@ -66,18 +67,18 @@ class _ParseChunks(beam.DoFn):
 
 
 def _by_shard(columns: ScoredColumns, field: str):
-    """``(shard, columns)`` per shard present; the shard is stable across processes."""
+    """``(shard, columns)`` per shard present, events in their order; the shard of a
+    key is stable across processes (crc32, not ``hash``)."""
     keys = getattr(columns, field)
-    cache: dict[str, int] = {}
-    picks: list[list[int]] = [[] for _ in range(SHARDS)]
-    for i, key in enumerate(keys):
-        shard = cache.get(key)
-        if shard is None:
-            shard = cache[key] = zlib.crc32(key.encode()) % SHARDS
-        picks[shard].append(i)
-    for shard, indices in enumerate(picks):
-        if indices:
-            yield shard, columns.take(indices)
+    index: dict[str, int] = {}
+    codes = np.fromiter((index.setdefault(k, len(index)) for k in keys), np.int64, len(keys))
+    shard_of_key = np.fromiter((zlib.crc32(k.encode()) % SHARDS for k in index), np.int64)
+    shards = shard_of_key[codes]
+    by = np.argsort(shards, kind="stable")
+    bounds = np.searchsorted(shards[by], np.arange(SHARDS + 1)).tolist()
+    for shard in range(SHARDS):
+        if bounds[shard + 1] > bounds[shard]:
+            yield shard, columns.take(by[bounds[shard] : bounds[shard + 1]].tolist())
 
 
 class _FoldUsers(beam.DoFn):
