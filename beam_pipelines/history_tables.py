@@ -12,7 +12,6 @@ import numpy as np
 import pyarrow as pa
 
 from beam_pipelines.history import arrow_schema
-from beam_pipelines.state.columns import ScoredColumns
 from beam_pipelines.state.config import StateConfig
 from beam_pipelines.state.item_fold import ItemHistory
 from beam_pipelines.state.user_fold import UserHistory
@@ -46,18 +45,10 @@ def _lists(lengths: np.ndarray, values: pa.Array) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
-def _recent(history: UserHistory, columns: ScoredColumns):
-    """The applied events' (item, time, reward) and each row's last-N indices."""
-    applied = history.applied.tolist()
-    items = pa.array([columns.item_id[i] for i in applied], pa.string())
-    ts = np.fromiter((columns.timestamp_ms[i] for i in applied), np.int64, len(applied))
-    rewards = np.fromiter((columns.reward[i] for i in applied), np.float64, len(applied))
-    return items, ts, rewards
-
-
-def user_table(history: UserHistory, columns: ScoredColumns) -> pa.Table:
+def user_table(history: UserHistory) -> pa.Table:
     schema = arrow_schema(USER_REALTIME)
-    items, ts, rewards = _recent(history, columns)
+    items = pa.array(history.event_items, pa.string())
+    ts, rewards = history.event_ts, history.event_reward
     take, lengths = history.recent_rows, history.recent_lengths
     arrays = {
         USER_KEY: pa.array(history.users, pa.string()).take(pa.array(history.user_of_row)),
@@ -76,28 +67,25 @@ def user_table(history: UserHistory, columns: ScoredColumns) -> pa.Table:
     return pa.Table.from_arrays([arrays[name] for name in schema.names], schema=schema)
 
 
-def user_finals(history: UserHistory, columns: ScoredColumns) -> list[dict]:
+def user_finals(history: UserHistory) -> list[dict]:
     """The last row of each user, as ``transforms.state.user_row`` makes it."""
     last = np.flatnonzero(np.diff(history.user_of_row, append=-1))
     scalars = {name: values[last].tolist() for name, values in user_columns(history).items()}
     emb_ends = np.cumsum(history.emb_dims)
     recent_ends = np.cumsum(history.recent_lengths)
-    applied = history.applied.tolist()
     rows = []
     for n, row in enumerate(last.tolist()):
         dim, end = int(history.emb_dims[row]), int(emb_ends[row])
         stop = int(recent_ends[row])
-        recent = [
-            applied[j] for j in history.recent_rows[stop - int(history.recent_lengths[row]) : stop]
-        ]
+        recent = history.recent_rows[stop - int(history.recent_lengths[row]) : stop]
         features = {
             "user_emb_short": history.emb_short[end - dim : end].tolist(),
             "user_emb_long": history.emb_long[end - dim : end].tolist(),
             "user_embedding_version": history.versions[int(history.version_of_row[row])],
             **{name: values[n] for name, values in scalars.items()},
-            "user_recent_items": [columns.item_id[i] for i in recent],
-            "user_recent_ts_ms": [columns.timestamp_ms[i] for i in recent],
-            "user_recent_rewards": [float(columns.reward[i]) for i in recent],
+            "user_recent_items": [history.event_items[j] for j in recent.tolist()],
+            "user_recent_ts_ms": history.event_ts[recent].tolist(),
+            "user_recent_rewards": history.event_reward[recent].tolist(),
         }
         user = history.users[int(history.user_of_row[row])]
         rows.append({USER_KEY: user, EVENT_TIMESTAMP: features["user_last_event_ms"], **features})

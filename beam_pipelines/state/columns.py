@@ -11,7 +11,23 @@ from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from typing import NamedTuple
 
+import numpy as np
+
 from beam_pipelines.state.records import ScoredEvent
+
+
+def key_codes(keys: Sequence[str]) -> tuple[np.ndarray, list[str]]:
+    """Integer codes of ``keys`` (in order of first appearance) and the distinct keys."""
+    distinct = list(dict.fromkeys(keys))
+    code_of = {key: code for code, key in enumerate(distinct)}
+    return np.fromiter(map(code_of.__getitem__, keys), np.int64, len(keys)), distinct
+
+
+def pick(values: Sequence, indices: Sequence[int]) -> list:
+    """``[values[i] for i in indices]``, with the loop in C."""
+    if len(indices) < 2:  # itemgetter of one index gives the item, not a tuple
+        return [values[i] for i in indices]
+    return list(itemgetter(*indices)(values))
 
 
 class ScoredColumns(NamedTuple):
@@ -57,10 +73,7 @@ class ScoredColumns(NamedTuple):
         return len(self.event_id)
 
     def take(self, indices: Sequence[int]) -> ScoredColumns:
-        if len(indices) < 2:  # itemgetter of one index gives the item, not a tuple
-            return ScoredColumns(*([column[i] for i in indices] for column in self))
-        pick = itemgetter(*indices)
-        return ScoredColumns(*(list(pick(column)) for column in self))
+        return ScoredColumns(*(pick(column, indices) for column in self))
 
     def event(self, i: int) -> ScoredEvent:
         """Event ``i`` as a record (no source: a bounded log's letters name it by seq)."""

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from beam_pipelines.state.columns import ScoredColumns
+from beam_pipelines.state.columns import ScoredColumns, key_codes, pick
 from beam_pipelines.state.config import StateConfig
 from beam_pipelines.state.decay import DecayedSums
 from beam_pipelines.state.prefix import decayed_prefix, segmented_decayed_prefix, segmented_max
@@ -50,6 +50,9 @@ class UserHistory(NamedTuple):
     version_of_row: np.ndarray
     recent_lengths: np.ndarray
     recent_rows: np.ndarray
+    event_ts: np.ndarray  # each row's own event: time (ms), reward, item
+    event_reward: np.ndarray
+    event_items: list[str]
 
 
 class Letter(NamedTuple):
@@ -71,8 +74,7 @@ class Groups(NamedTuple):
 def replay_groups(columns: ScoredColumns, order: str, key: Sequence[str]) -> Groups:
     """Group events by ``key`` (user or item ids, entities in order of first
     appearance), each group in replay order: arrival (seq) or event time (ties by seq)."""
-    index: dict[str, int] = {}
-    codes = np.fromiter((index.setdefault(k, len(index)) for k in key), np.int64, len(key))
+    codes, names = key_codes(key)
     seq = np.asarray(columns.seq, dtype=np.int64)
     if order == "time":
         ts = np.asarray(columns.timestamp_ms, dtype=np.int64)
@@ -81,7 +83,7 @@ def replay_groups(columns: ScoredColumns, order: str, key: Sequence[str]) -> Gro
         by = np.lexsort((seq, codes))
     sorted_codes = codes[by]
     starts = np.flatnonzero(np.diff(sorted_codes, prepend=-1))
-    return Groups(list(index), by, starts)
+    return Groups(names, by, starts)
 
 
 def decide(
@@ -182,6 +184,9 @@ def fold_users(
         versions=emb.versions,
         recent_lengths=recent_lengths,
         recent_rows=recent_rows,
+        event_ts=rows.ts,
+        event_reward=rows.reward,
+        event_items=rows.items,
         **emb.join(),
     )
     return history, letters
@@ -198,8 +203,8 @@ class _Rows:
         self.ts = np.asarray(columns.timestamp_ms, dtype=np.int64)[applied]
         self.reward = np.asarray(columns.reward, dtype=np.float64)[applied]
         self.engaged = np.asarray(columns.engaged, dtype=np.float64)[applied]
-        self.event_ids = [columns.event_id[i] for i in take]
-        self.items = [columns.item_id[i] for i in take]
+        self.event_ids = pick(columns.event_id, take)
+        self.items = pick(columns.item_id, take)
 
 
 def _segments(newest: np.ndarray, start: int, stop: int, embeddings):
@@ -324,9 +329,8 @@ class _Embeddings:
 
 def _channels(items: list[str], reward: np.ndarray, table) -> np.ndarray:
     """Rows of (|r|, r·e) as ``UserState`` pushes them: zero without an embedding or reward."""
-    index: dict[str, int] = {}  # items repeat: look each up once
-    codes = np.fromiter((index.setdefault(i, len(index)) for i in items), np.int64, len(items))
-    vectors = [table.get(item) for item in index]
+    codes, distinct = key_codes(items)  # items repeat: look each up once
+    vectors = [table.get(item) for item in distinct]
     known = np.fromiter((v is not None for v in vectors), bool, len(vectors))
     matrix = np.zeros((len(vectors), table.dim))
     if known.any():

@@ -24,7 +24,7 @@ from beam_pipelines.batch_score import score_lines
 from beam_pipelines.events import ValidationConfig
 from beam_pipelines.history_tables import item_finals, item_table, user_finals, user_table
 from beam_pipelines.rewards import RewardConfig
-from beam_pipelines.state.columns import ScoredColumns
+from beam_pipelines.state.columns import ScoredColumns, key_codes
 from beam_pipelines.state.item_fold import fold_items
 from beam_pipelines.state.user_fold import LATE, fold_users
 from beam_pipelines.transforms import batch_coders  # noqa: F401  (registers the coders)
@@ -70,9 +70,8 @@ def _by_shard(columns: ScoredColumns, field: str):
     """``(shard, columns)`` per shard present, events in their order; the shard of a
     key is stable across processes (crc32, not ``hash``)."""
     keys = getattr(columns, field)
-    index: dict[str, int] = {}
-    codes = np.fromiter((index.setdefault(k, len(index)) for k in keys), np.int64, len(keys))
-    shard_of_key = np.fromiter((zlib.crc32(k.encode()) % SHARDS for k in index), np.int64)
+    codes, distinct = key_codes(keys)
+    shard_of_key = np.fromiter((zlib.crc32(k.encode()) % SHARDS for k in distinct), np.int64)
     shards = shard_of_key[codes]
     by = np.argsort(shards, kind="stable")
     bounds = np.searchsorted(shards[by], np.arange(SHARDS + 1)).tolist()
@@ -100,8 +99,8 @@ class _FoldUsers(beam.DoFn):
         _USER_UPDATES.inc(len(history.applied))
         # The item stage sorts again: with nothing dropped, no need to reorder.
         yield columns if not letters else columns.take(history.applied.tolist())
-        yield beam.pvalue.TaggedOutput(HISTORY, user_table(history, columns))
-        for row in user_finals(history, columns) if self._finals else ():
+        yield beam.pvalue.TaggedOutput(HISTORY, user_table(history))
+        for row in user_finals(history) if self._finals else ():
             yield beam.pvalue.TaggedOutput(FINAL, row)
 
 

@@ -137,8 +137,8 @@ def test_user_and_item_replays_match_the_one_by_one_fold(events, config, source,
     accepted = columns.take(history.applied.tolist())
     assert sorted(accepted.seq) == sorted(e.seq for e in want_accepted)
 
-    _assert_rows(user_finals(history, columns), _last(want_users, USER_KEY), rel=1e-9)
-    stored = user_table(history, columns)
+    _assert_rows(user_finals(history), _last(want_users, USER_KEY), rel=1e-9)
+    stored = user_table(history)
     assert stored.schema == arrow_schema(USER_REALTIME)
     _assert_rows(stored.to_pylist(), _as_stored(want_users, USER_REALTIME), rel=1e-6, abs_=1e-7)
 
@@ -180,7 +180,7 @@ def test_prefix_sums_match_pushing_one_by_one(offsets, half_life_s, with_carry):
 def test_an_empty_batch_gives_empty_tables():
     config = StateConfig()
     history, letters = fold_users(ScoredColumns.empty(), config, 0, Versions([T0], [2]), "arrival")
-    assert letters == [] and user_table(history, ScoredColumns.empty()).num_rows == 0
+    assert letters == [] and user_table(history).num_rows == 0
     assert item_table(fold_items(ScoredColumns.empty(), config, "time"), config).num_rows == 0
 
 
@@ -194,7 +194,7 @@ def test_version_change_rebuilds_from_the_last_n(order):
     ]
     want_users, *_ = _reference(events, config, 600_000, source, order)
     history, _ = fold_users(ScoredColumns.from_events(events), config, 600_000, source, order)
-    got = user_table(history, ScoredColumns.from_events(events)).to_pylist()
+    got = user_table(history).to_pylist()
     assert [len(r["user_emb_short"]) for r in got] == [2, 2, 2, 3, 3, 3]
     _assert_rows(got, _as_stored(want_users, USER_REALTIME), rel=1e-6, abs_=1e-7)
 
