@@ -50,6 +50,22 @@ def read_log(indexed_path: tuple[int, str], fmt: str) -> Iterator[tuple[int, byt
         yield base + index, record
 
 
+def read_chunks(
+    indexed_path: tuple[int, str], fmt: str, size: int = 20_000
+) -> Iterator[tuple[list[int], list[bytes]]]:
+    """``(seqs, records)`` of one file, ``size`` records at a time."""
+    seqs: list[int] = []
+    records: list[bytes] = []
+    for seq, record in read_log(indexed_path, fmt):
+        seqs.append(seq)
+        records.append(record)
+        if len(records) == size:
+            yield seqs, records
+            seqs, records = [], []
+    if records:
+        yield seqs, records
+
+
 def parse_log(
     pattern: str, fmt: str, validation: ValidationConfig, now_ms: int | None = None
 ) -> tuple[list[EngagementEvent], collections.Counter[str]]:

@@ -1,6 +1,7 @@
 """Events/s of the backfill and the streaming job against a plain Python loop.
 
     python -m benchmarks.pipeline_throughput [--events 200000] [--stream-events 50000] [--repeats 3]
+        [--skip-backfill | --skip-streaming]
 
 The reference is a plain loop doing the same parsing, deduplication, lateness
 check and state updates (with the same feature rows) in this process, measured
@@ -130,6 +131,11 @@ def streaming(lines: list[bytes]) -> tuple[float, float]:
     return steady, len(lines) / (ended - started)
 
 
+def _cpu_per_run(started: float, repeats: int) -> float:
+    """CPU seconds of this process per run since ``started`` (the wall clock is shared)."""
+    return round((time.process_time() - started) / repeats, 2)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--events", type=int, default=200_000)
@@ -137,6 +143,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--cache", default="/tmp/rtp-bench")
     p.add_argument("--skip-backfill", action="store_true", help="Streaming only.")
+    p.add_argument("--skip-streaming", action="store_true", help="Backfill only.")
     args = p.parse_args()
     cache = pathlib.Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
@@ -145,10 +152,18 @@ def main() -> None:
     stream_lines = lines[: args.stream_events]
 
     log("plain loop (reference)…")
+    cpu = time.process_time()
     ref, ref_all = median_of(args.repeats, lambda: plain_loop(lines))
-    emit("plain_loop", events=len(lines), events_per_s=round(ref), runs=[round(v) for v in ref_all])
+    emit(
+        "plain_loop",
+        events=len(lines),
+        events_per_s=round(ref),
+        runs=[round(v) for v in ref_all],
+        cpu_s_per_run=_cpu_per_run(cpu, args.repeats),
+    )
     if not args.skip_backfill:
         log("backfill…")
+        cpu = time.process_time()
         bf, bf_all = median_of(args.repeats, lambda: backfill(log_path, len(lines)))
         emit(
             "backfill",
@@ -156,7 +171,10 @@ def main() -> None:
             events_per_s=round(bf),
             ratio_to_plain=round(bf / ref, 3),
             runs=[round(v) for v in bf_all],
+            cpu_s_per_run=_cpu_per_run(cpu, args.repeats),
         )
+    if args.skip_streaming:
+        return
     log("streaming (TestStream, BundleBasedDirectRunner)…")
     ref_s, _ = median_of(args.repeats, lambda: plain_loop(stream_lines))
     runs = [streaming(stream_lines) for _ in range(args.repeats)]

@@ -1,0 +1,117 @@
+"""Replayed state columns → the Parquet history table and the final online rows.
+
+Builds the Arrow columns of ``history.arrow_schema`` directly from NumPy (list
+columns from offsets), the table ``pa.Table.from_pylist`` makes from the rows of
+``transforms.state.user_row``/``item_row``, without a dict per row. The final
+rows are those dicts, for the last row of each entity only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from beam_pipelines.history import arrow_schema
+from beam_pipelines.state.config import StateConfig
+from beam_pipelines.state.item_fold import ItemHistory
+from beam_pipelines.state.user_fold import UserHistory
+from feature_repo.features import EVENT_TIMESTAMP, ITEM_KEY, ITEM_REALTIME, USER_KEY, USER_REALTIME
+
+_TIMESTAMP = pa.timestamp("ms", tz="UTC")
+
+
+def _rate(numerator: np.ndarray, events: np.ndarray) -> np.ndarray:
+    return np.divide(numerator, events, out=np.zeros_like(numerator), where=events > 0)
+
+
+def user_columns(history: UserHistory) -> dict[str, np.ndarray]:
+    """Scalar feature columns of ``UserState.features`` (float64, int64)."""
+    s = history.sums
+    return {
+        "user_event_count": history.count,
+        "user_events_short": s[:, 0, 0],
+        "user_events_long": s[:, 1, 0],
+        "user_reward_rate_short": _rate(s[:, 0, 1], s[:, 0, 0]),
+        "user_reward_rate_long": _rate(s[:, 1, 1], s[:, 1, 0]),
+        "user_engagement_rate_short": _rate(s[:, 0, 2], s[:, 0, 0]),
+        "user_engagement_rate_long": _rate(s[:, 1, 2], s[:, 1, 0]),
+        "user_last_event_ms": history.newest_ms,
+    }
+
+
+def _lists(lengths: np.ndarray, values: pa.Array) -> pa.ListArray:
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    return pa.ListArray.from_arrays(pa.array(offsets), values)
+
+
+def user_table(history: UserHistory) -> pa.Table:
+    schema = arrow_schema(USER_REALTIME)
+    items = pa.array(history.event_items, pa.string())
+    ts, rewards = history.event_ts, history.event_reward
+    take, lengths = history.recent_rows, history.recent_lengths
+    arrays = {
+        USER_KEY: pa.array(history.users, pa.string()).take(pa.array(history.user_of_row)),
+        EVENT_TIMESTAMP: pa.array(history.newest_ms, _TIMESTAMP),
+        "user_emb_short": _lists(history.emb_dims, pa.array(history.emb_short)),
+        "user_emb_long": _lists(history.emb_dims, pa.array(history.emb_long)),
+        "user_embedding_version": pa.array(history.versions, pa.string()).take(
+            pa.array(history.version_of_row)
+        ),
+        "user_recent_items": _lists(lengths, items.take(pa.array(take))),
+        "user_recent_ts_ms": _lists(lengths, pa.array(ts[take])),
+        "user_recent_rewards": _lists(lengths, pa.array(rewards[take].astype(np.float32))),
+    }
+    for name, values in user_columns(history).items():
+        arrays[name] = pa.array(values.astype(schema.field(name).type.to_pandas_dtype()))
+    return pa.Table.from_arrays([arrays[name] for name in schema.names], schema=schema)
+
+
+def user_finals(history: UserHistory) -> list[dict]:
+    """The last row of each user, as ``transforms.state.user_row`` makes it."""
+    last = np.flatnonzero(np.diff(history.user_of_row, append=-1))
+    scalars = {name: values[last].tolist() for name, values in user_columns(history).items()}
+    emb_ends = np.cumsum(history.emb_dims)
+    recent_ends = np.cumsum(history.recent_lengths)
+    rows = []
+    for n, row in enumerate(last.tolist()):
+        dim, end = int(history.emb_dims[row]), int(emb_ends[row])
+        stop = int(recent_ends[row])
+        recent = history.recent_rows[stop - int(history.recent_lengths[row]) : stop]
+        features = {
+            "user_emb_short": history.emb_short[end - dim : end].tolist(),
+            "user_emb_long": history.emb_long[end - dim : end].tolist(),
+            "user_embedding_version": history.versions[int(history.version_of_row[row])],
+            **{name: values[n] for name, values in scalars.items()},
+            "user_recent_items": [history.event_items[j] for j in recent.tolist()],
+            "user_recent_ts_ms": history.event_ts[recent].tolist(),
+            "user_recent_rewards": history.event_reward[recent].tolist(),
+        }
+        user = history.users[int(history.user_of_row[row])]
+        rows.append({USER_KEY: user, EVENT_TIMESTAMP: features["user_last_event_ms"], **features})
+    return rows
+
+
+def item_table(history: ItemHistory, config: StateConfig) -> pa.Table:
+    schema = arrow_schema(ITEM_REALTIME)
+    arrays = {
+        ITEM_KEY: pa.array(history.items, pa.string()).take(pa.array(history.item_of_row)),
+        EVENT_TIMESTAMP: pa.array(history.newest_ms, _TIMESTAMP),
+    }
+    for name, values in history.features(config).items():
+        arrays[name] = pa.array(values.astype(schema.field(name).type.to_pandas_dtype()))
+    return pa.Table.from_arrays([arrays[name] for name in schema.names], schema=schema)
+
+
+def item_finals(history: ItemHistory, config: StateConfig) -> list[dict]:
+    """The last row of each item, as ``transforms.state.item_row`` makes it."""
+    last = np.flatnonzero(np.diff(history.item_of_row, append=-1))
+    columns = {name: values[last].tolist() for name, values in history.features(config).items()}
+    return [
+        {
+            ITEM_KEY: item,
+            EVENT_TIMESTAMP: columns["item_last_event_ms"][n],
+            **{name: values[n] for name, values in columns.items()},
+        }
+        for n, item in enumerate(history.items)
+    ]

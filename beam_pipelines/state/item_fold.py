@@ -1,0 +1,69 @@
+"""The bounded replay of item state, every item's events at once (NumPy).
+
+The state after each event of each item, as folding them one by one through
+``ItemState`` gives it (up to float rounding), as the columns of
+``ItemState.features``: decayed exposures, engagements, rewards and conversions
+are a segmented prefix scan (``state.prefix``), the Beta posterior and trending follow.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from beam_pipelines.state.columns import ScoredColumns
+from beam_pipelines.state.config import StateConfig
+from beam_pipelines.state.item_state import CONVERSIONS, ENGAGED, EXPOSURES
+from beam_pipelines.state.prefix import segmented_decayed_prefix
+from beam_pipelines.state.user_fold import replay_groups
+
+
+class ItemHistory(NamedTuple):
+    """One row per event, items one after another in replay order; ``sums``: rows ×
+    half-lives × (exposures, engaged, reward, conversions)."""
+
+    items: list[str]
+    item_of_row: np.ndarray
+    newest_ms: np.ndarray
+    count: np.ndarray
+    sums: np.ndarray
+
+    def features(self, config: StateConfig) -> dict[str, np.ndarray]:
+        """The feature columns of ``ItemState.features`` (float64, int64)."""
+        v = self.sums
+        h_short, h_long = config.item_short_half_life_s, config.item_long_half_life_s
+        prior = 1.0 / h_long
+        trending = (v[:, 0, ENGAGED] / h_short + prior) / (v[:, 1, ENGAGED] / h_long + prior)
+        failures = np.maximum(v[:, 1, EXPOSURES] - v[:, 1, CONVERSIONS], 0.0)
+        return {
+            "item_event_count": self.count,
+            "item_impressions_short": v[:, 0, EXPOSURES],
+            "item_impressions_long": v[:, 1, EXPOSURES],
+            "item_engagements_short": v[:, 0, ENGAGED],
+            "item_engagements_long": v[:, 1, ENGAGED],
+            "item_reward_sum_short": v[:, 0, 2],
+            "item_reward_sum_long": v[:, 1, 2],
+            "item_beta_alpha": config.beta_prior_alpha + v[:, 1, CONVERSIONS],
+            "item_beta_beta": config.beta_prior_beta + failures,
+            "item_trending": trending,
+            "item_last_event_ms": self.newest_ms,
+        }
+
+
+def fold_items(columns: ScoredColumns, config: StateConfig, order: str) -> ItemHistory:
+    """Replay every item in ``columns`` (accepted events) in ``order``."""
+    half_lives = np.array([config.item_short_half_life_s, config.item_long_half_life_s])
+    groups = replay_groups(columns, order, columns.item_id)
+    by = groups.order
+    x = np.empty((len(by), 4))
+    x[:, EXPOSURES] = np.asarray(columns.exposure, dtype=np.float64)[by]
+    x[:, ENGAGED] = np.asarray(columns.engaged, dtype=np.float64)[by]
+    x[:, 2] = np.asarray(columns.reward, dtype=np.float64)[by]
+    x[:, CONVERSIONS] = np.asarray(columns.conversion, dtype=np.float64)[by]
+    ts = np.asarray(columns.timestamp_ms, dtype=np.int64)[by]
+    sums, newest = segmented_decayed_prefix(ts, x, half_lives, groups.starts)
+    sizes = np.diff(np.append(groups.starts, len(by)))
+    count = np.arange(len(by)) - np.repeat(groups.starts, sizes) + 1
+    item_of_row = np.repeat(np.arange(len(groups.names)), sizes)
+    return ItemHistory(groups.names, item_of_row, newest, count, sums)
