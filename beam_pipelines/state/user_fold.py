@@ -319,7 +319,7 @@ class _Embeddings:
         fresh = DecayedSums(tuple(self.half_lives.tolist()), width)
         rows = self.rows
         for j in kept.tolist():
-            x = UserState._channels_for(
+            x = UserState.channels_for(
                 table.dim, float(rows.reward[j]), False, table.get(rows.items[j])
             )
             fresh.push(int(rows.ts[j]), x)

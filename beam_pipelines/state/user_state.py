@@ -52,10 +52,10 @@ class UserState:
             del self.recent[: len(self.recent) - recent_n]
 
     def _channels(self, reward: float, engaged: bool, embedding: np.ndarray | None) -> np.ndarray:
-        return self._channels_for(self.sums.values.shape[1] - _SCALARS, reward, engaged, embedding)
+        return self.channels_for(self.sums.values.shape[1] - _SCALARS, reward, engaged, embedding)
 
     @staticmethod
-    def _channels_for(
+    def channels_for(
         dim: int, reward: float, engaged: bool, embedding: np.ndarray | None
     ) -> np.ndarray:
         x = np.zeros(_SCALARS + dim)
@@ -82,7 +82,7 @@ class UserState:
         t_ref = self.sums.t_ref_ms
         fresh = DecayedSums(tuple(self.sums.half_lives_s), _SCALARS + dim)
         for ts, _, item_id, reward in self.recent:
-            fresh.push(ts, self._channels_for(dim, reward, False, lookup(item_id)))
+            fresh.push(ts, self.channels_for(dim, reward, False, lookup(item_id)))
         if t_ref is not None:
             fresh.push(t_ref, np.zeros(_SCALARS + dim))  # align to the same t_ref
         fresh.values[:, :EMB_WEIGHT] = self.sums.values[:, :EMB_WEIGHT]

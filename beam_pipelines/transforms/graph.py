@@ -61,7 +61,7 @@ class FeatureSettings:
         return ValidationConfig(**limits)
 
 
-class _CountDeadLetters(beam.DoFn):
+class CountDeadLetters(beam.DoFn):
     """One counter per reason, created once per reason rather than per letter."""
 
     def setup(self):
@@ -105,7 +105,7 @@ class ComputeFeatures(beam.PTransform):
         dead = (
             (parsed[DEAD_LETTER], users[DEAD_LETTER])
             | "MergeDeadLetters" >> beam.Flatten()
-            | "CountDeadLetters" >> beam.ParDo(_CountDeadLetters())
+            | "CountDeadLetters" >> beam.ParDo(CountDeadLetters())
         )
         if not seq:
             return {USER_ROWS: users[ROWS], ITEM_ROWS: item_rows, DEAD_LETTERS: dead}

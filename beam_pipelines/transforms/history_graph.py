@@ -35,10 +35,10 @@ from beam_pipelines.transforms.graph import (
     ITEM_HISTORY,
     USER_FINAL,
     USER_HISTORY,
+    CountDeadLetters,
     FeatureSettings,
-    _CountDeadLetters,
 )
-from beam_pipelines.transforms.state import ACCEPTED, FINAL, HISTORY, _duplicate, _late
+from beam_pipelines.transforms.state import ACCEPTED, FINAL, HISTORY, duplicate_letter, late_letter
 
 SHARDS = 4  # groups per stage: few and large (the runner's cost is per element)
 _SHARDED = typehints.KV[int, ScoredColumns]
@@ -93,7 +93,10 @@ class _FoldUsers(beam.DoFn):
         history, letters = fold_users(columns, s.state, lateness_ms, s.embeddings, s.replay_order)
         for letter in letters:
             event = columns.event(letter.index)
-            dead = _late(event, letter.newest_ms) if letter.reason == LATE else _duplicate(event)
+            if letter.reason == LATE:
+                dead = late_letter(event, letter.newest_ms)
+            else:
+                dead = duplicate_letter(event)
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, dead)
         _USERS.inc(len(history.users))
         _USER_UPDATES.inc(len(history.applied))
@@ -160,7 +163,7 @@ class ComputeFeatureHistory(beam.PTransform):
         dead = (
             (parsed[DEAD_LETTER], users[DEAD_LETTER])
             | "MergeDeadLetters" >> beam.Flatten()
-            | "CountDeadLetters" >> beam.ParDo(_CountDeadLetters()).with_output_types(typehints.Any)
+            | "CountDeadLetters" >> beam.ParDo(CountDeadLetters()).with_output_types(typehints.Any)
         )
         return {
             USER_HISTORY: users[HISTORY],

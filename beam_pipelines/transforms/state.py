@@ -76,14 +76,14 @@ def _letter(reason: Reason, detail: str, event: ScoredEvent) -> DeadLetter:
     )
 
 
-def _late(event: ScoredEvent, newest_ms: int) -> DeadLetter:
+def late_letter(event: ScoredEvent, newest_ms: int) -> DeadLetter:
     _LATE.inc()
     behind = newest_ms - event.timestamp_ms
     detail = f"event time {event.timestamp_ms} ms is {behind} ms behind the user's newest"
     return _letter(Reason.LATE, detail, event)
 
 
-def _duplicate(event: ScoredEvent) -> DeadLetter:
+def duplicate_letter(event: ScoredEvent) -> DeadLetter:
     _DUPLICATES.inc()
     return _letter(Reason.DUPLICATE, f"event_id {event.event_id} already applied", event)
 
@@ -101,9 +101,9 @@ class _UserStepper:
         is late or a duplicate (checked in that order: a late one is never looked up)."""
         user, seen = state if state is not None else (None, SeenEvents())
         if is_late(user, event, self.allowed_lateness_ms):
-            return state, _late(event, user.last_event_ms)
+            return state, late_letter(event, user.last_event_ms)
         if event.event_id in seen:
-            return state, _duplicate(event)
+            return state, duplicate_letter(event)
         _USER_UPDATES.inc()
         # The user's newest event time never decreases, so neither does the version.
         newest = max(event.timestamp_ms, user.last_event_ms if user is not None else 0)

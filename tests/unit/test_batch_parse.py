@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from hypothesis import HealthCheck, given, settings
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 from beam_pipelines.batch_parse import EventFields, parse_lines
 from beam_pipelines.events import (
     DEFAULT_VALIDATION,
+    EngagementEvent,
     EventValidationError,
     ValidationConfig,
     parse_event,
@@ -85,3 +87,11 @@ def test_simulator_lines_with_every_dirty_kind():
     lines = [record.data for record in simulate(config)]
     limits = ValidationConfig(min_timestamp_ms=0, max_future_ms=10**15)
     _assert_same(lines, limits)
+
+
+def test_event_fields_mirror_the_contract_dataclass():
+    # EventFields copies EngagementEvent's fields to skip its construction: keep in step.
+    contract = dataclasses.fields(EngagementEvent)
+    assert EventFields._fields == tuple(f.name for f in contract)
+    defaults = {f.name: f.default for f in contract if f.default is not dataclasses.MISSING}
+    assert EventFields._field_defaults == defaults
