@@ -198,6 +198,7 @@ class Recommender:
             explore_share=self.ranking.explore_share,
             diversity_weight=self.ranking.diversity_weight,
             rng=self._rng(user_id),
+            unit=catalog.unit_embeddings[rows] if self.ranking.diversity_weight > 0 else None,
         )
         ids = catalog.item_ids
         return [
