@@ -9,6 +9,7 @@ similarity and the embedding fallback all use it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import pathlib
 from collections.abc import Sequence
 
@@ -29,6 +30,15 @@ class ItemCatalog:
 
     def __len__(self) -> int:
         return len(self.item_ids)
+
+    @functools.cached_property
+    def unit_embeddings(self) -> np.ndarray:
+        """``embeddings`` as float64 rows of unit length (zero rows stay zero), for
+        MMR's cosine similarities: normalised once per version, not per request.
+        Row-wise, so a row is the same as ``postrank.unit_rows`` of that row alone."""
+        from serving.postrank import unit_rows
+
+        return unit_rows(self.embeddings.astype(np.float64))
 
     def rows(self, item_ids: Sequence[str] | np.ndarray) -> np.ndarray:
         """Row of each id, -1 for an id not in the catalogue."""
@@ -77,4 +87,6 @@ def load_catalog(model_base: str | pathlib.Path, version: int) -> ItemCatalog:
     index = {item: row for row, item in enumerate(ids)}
     if len(index) != len(ids):
         raise ValueError(f"{path}: duplicate item ids")
-    return ItemCatalog(version, ids, embeddings, index)
+    catalog = ItemCatalog(version, ids, embeddings, index)
+    catalog.unit_embeddings  # noqa: B018  (computed now, not by the first request)
+    return catalog

@@ -8,6 +8,7 @@ signature input with no such source is a wiring error reported at start-up.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,8 +20,10 @@ from serving.backends import ModelBackend, ModelUnavailableError, Signature, Ten
 from serving.catalog import ItemCatalog
 from serving.features import ItemSnapshot
 
+LOG = logging.getLogger(__name__)
 ITEM_EMBEDDING_INPUT = "item_embedding"
 SCORE_OUTPUTS = ("engagement_probability", "engagement_logit", "score", "scores")
+ROWS_SIGNATURE, ROWS_OUTPUT = "candidate_rows", "item_rows"  # models.export's names
 
 
 def _user_value(user: Mapping[str, Any], name: str, spec: TensorSpec) -> np.ndarray:
@@ -85,6 +88,28 @@ def pick_score_output(signature: Signature, configured: str | None) -> str:
     raise ModelUnavailableError(f"cannot tell the ranker's score among {sorted(signature.outputs)}")
 
 
+def _usable_rows_signature(
+    backend: ModelBackend, model: str, retrieval: Signature, catalog: ItemCatalog
+) -> str | None:
+    """``ROWS_SIGNATURE`` if the retrieval ``model`` has it and its rows are this
+    catalogue's (checked on one query against the ids of the main signature); else
+    None, and candidates come from the ids (exports from before it existed)."""
+    try:
+        signature = backend.signature(model, ROWS_SIGNATURE)
+    except KeyError:
+        return None
+    output = signature.outputs.get(ROWS_OUTPUT)
+    if signature.inputs != retrieval.inputs or output is None or output.dtype.kind != "i":
+        return None
+    inputs = {n: _user_value({}, n, s)[None] for n, s in retrieval.inputs.items()}
+    ids = next(v for v in backend.predict(model, inputs).values() if v.dtype == object)
+    rows = backend.predict(model, inputs, ROWS_SIGNATURE)[ROWS_OUTPUT]
+    if np.asarray(rows).reshape(-1).tolist() != catalog.rows(ids.reshape(-1)).tolist():
+        LOG.warning("%s: %s rows are not the item table's; using ids", model, ROWS_SIGNATURE)
+        return None
+    return ROWS_SIGNATURE
+
+
 class ModelSet:
     """Retrieval → candidates, ranker → scores, through one ``ModelBackend``."""
 
@@ -104,6 +129,7 @@ class ModelSet:
         self.score_output = ""
         self._retrieval: Signature | None = None
         self._ranker: Signature | None = None
+        self.rows_signature: str | None = None  # set by open when usable
 
     @property
     def ready(self) -> bool:
@@ -123,6 +149,9 @@ class ModelSet:
                 f"{self.retrieval_model} must output item ids (string) and scores (float)"
             )
         self.score_output = pick_score_output(ranker, self._score_output_config)
+        self.rows_signature = _usable_rows_signature(
+            self.backend, self.retrieval_model, retrieval, self.catalog
+        )
         self._retrieval, self._ranker = retrieval, ranker
 
     def _signatures(self) -> tuple[Signature, Signature]:
@@ -139,6 +168,19 @@ class ModelSet:
         ids = next(v for v in outputs.values() if v.dtype == object)
         scores = next(v for v in outputs.values() if v.dtype.kind == "f")
         return np.asarray(ids).reshape(-1), np.asarray(scores, dtype=np.float64).reshape(-1)
+
+    def candidate_rows(self, user: Mapping[str, Any]) -> np.ndarray:
+        """Catalogue rows of the top candidates, best first (-1: not in the catalogue):
+        ``retrieve`` then ``catalog.rows``, or the same in one call of the retrieval
+        model's ``ROWS_SIGNATURE``, which skips the item id strings."""
+        retrieval, _ = self._signatures()
+        if self.rows_signature is None:
+            ids, _ = self.retrieve(user)
+            return self.catalog.rows(ids)
+        inputs = {n: _user_value(user, n, s)[None] for n, s in retrieval.inputs.items()}
+        outputs = self.backend.predict(self.retrieval_model, inputs, self.rows_signature)
+        rows = np.asarray(outputs[ROWS_OUTPUT], dtype=np.int64).reshape(-1)
+        return np.where((rows >= 0) & (rows < len(self.catalog)), rows, -1)
 
     def ranker_inputs(
         self, user: Mapping[str, Any], rows: np.ndarray, items: ItemSnapshot

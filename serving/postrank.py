@@ -76,12 +76,20 @@ def unit_rows(vectors: np.ndarray) -> np.ndarray:
     return np.divide(vectors, norms, out=np.zeros_like(vectors, dtype=np.float64), where=norms > 0)
 
 
-def mmr(relevance: np.ndarray, embeddings: np.ndarray, k: int, weight: float) -> np.ndarray:
+def mmr(
+    relevance: np.ndarray,
+    embeddings: np.ndarray,
+    k: int,
+    weight: float,
+    *,
+    unit: np.ndarray | None = None,
+) -> np.ndarray:
     """Maximal marginal relevance: indices of ``k`` candidates in pick order.
 
     Greedy: pick ``argmax (1 − λ)·rel_i − λ·max_{j picked} cos(e_i, e_j)`` with
     ``rel`` the min-max normalised relevance and λ = ``weight``. λ = 0 is the plain
-    relevance order; ties go to the earlier candidate.
+    relevance order; ties go to the earlier candidate. ``unit``, if given, is
+    ``unit_rows(embeddings)`` already computed (float64).
     """
     n = len(relevance)
     k = min(k, n)
@@ -90,7 +98,8 @@ def mmr(relevance: np.ndarray, embeddings: np.ndarray, k: int, weight: float) ->
     rel = normalized(np.asarray(relevance, dtype=np.float64))
     if weight <= 0:
         return np.argsort(-rel, kind="stable")[:k]
-    unit = unit_rows(np.asarray(embeddings, dtype=np.float64))
+    if unit is None:
+        unit = unit_rows(np.asarray(embeddings, dtype=np.float64))
     # gain = base − λ · penalty, with penalty the max similarity to the picks so far
     # and base (1 − λ)·rel, −inf once picked; updated in place (a pick is ~6 NumPy
     # calls on n values, so call overhead is most of the cost).
@@ -129,13 +138,15 @@ def arrange(
     explore_share: float,
     diversity_weight: float,
     rng: np.random.Generator,
+    unit: np.ndarray | None = None,
 ) -> Arranged:
     """Top-k of already filtered candidates: MMR for the exploit slots, Thompson
     sampling among the rest for the exploration slots (spread by ``explore_positions``).
+    ``unit``: the embeddings as unit rows, if already computed (see ``mmr``).
     """
     k = min(k, len(relevance))
     n_explore = explore_slots(k, explore_share)
-    exploit = mmr(relevance, embeddings, k - n_explore, diversity_weight)
+    exploit = mmr(relevance, embeddings, k - n_explore, diversity_weight, unit=unit)
     taken = np.zeros(len(relevance), dtype=bool)
     taken[exploit] = True
     rest = np.flatnonzero(~taken)  # ascending, as setdiff1d gives

@@ -144,10 +144,10 @@ class Recommender:
         self, parts: Parts, user_id: str, user: Mapping[str, Any], k: int, at_ms: int
     ) -> Recommendation:
         models = parts.models
-        ids, _ = models.retrieve(user)
+        candidates = models.candidate_rows(user)
         catalog = models.catalog
         recent = catalog.rows(self._recent(user))
-        rows = postrank.unseen_rows(catalog.rows(ids), recent)
+        rows = postrank.unseen_rows(candidates, recent)
         rows = rows[: self.ranking.candidates]
         snapshot = parts.items.snapshot
         scores = models.rank(user, rows, snapshot) if len(rows) else np.zeros(0)
@@ -198,6 +198,7 @@ class Recommender:
             explore_share=self.ranking.explore_share,
             diversity_weight=self.ranking.diversity_weight,
             rng=self._rng(user_id),
+            unit=catalog.unit_embeddings[rows] if self.ranking.diversity_weight > 0 else None,
         )
         ids = catalog.item_ids
         return [

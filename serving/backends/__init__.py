@@ -47,13 +47,17 @@ class ModelBackend(Protocol):
 
     def open(self) -> None: ...
 
-    def signature(self, model: str) -> Signature:
-        """The signature of ``model`` (read in ``open``)."""
+    def signature(self, model: str, name: str | None = None) -> Signature:
+        """Signature ``name`` of ``model`` (default: the configured one), read in
+        ``open``; ``KeyError`` if the model has no signature of that name."""
         ...
 
-    def predict(self, model: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        """Outputs by name (strings as ``str`` objects); ``ModelUnavailableError`` if
-        the model cannot answer within the configured timeout."""
+    def predict(
+        self, model: str, inputs: Mapping[str, np.ndarray], signature: str | None = None
+    ) -> dict[str, np.ndarray]:
+        """Outputs by name (strings as ``str`` objects) of signature ``signature``
+        (default: the configured one); ``ModelUnavailableError`` if the model cannot
+        answer within the configured timeout."""
         ...
 
     def check(self) -> None:

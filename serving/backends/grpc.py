@@ -9,7 +9,12 @@ from typing import Any
 import numpy as np
 
 from serving.backends import ModelUnavailableError, Signature, model_names, prepare_tensorflow
-from serving.backends.tensors import from_tensor_proto, signature_from_proto, to_tensor_proto
+from serving.backends.tensors import (
+    from_tensor_proto,
+    readable_signatures,
+    signature_from_proto,
+    to_tensor_proto,
+)
 from serving.config import GrpcModelsConfig
 
 AVAILABLE = 30  # ModelVersionStatus.State.AVAILABLE
@@ -29,7 +34,7 @@ class GrpcBackend:
         self._channel: Any = None
         self._predict: Any = None
         self._models: Any = None
-        self._signatures: dict[str, Signature] = {}
+        self._signatures: dict[str, dict[str, Signature]] = {}  # model → name → signature
 
     def open(self) -> None:
         prepare_tensorflow()
@@ -47,22 +52,22 @@ class GrpcBackend:
         self._predict = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
         self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
         for name in model_names(self.config):
-            self._signatures[name] = self._read_signature(name)
+            self._signatures[name] = self._read_signatures(name)
 
-    def _spec(self, name: str, signature: bool = True) -> Any:
+    def _spec(self, name: str, signature: str | None = None) -> Any:
         from tensorflow_serving.apis import model_pb2
 
         spec = model_pb2.ModelSpec(name=name)
         spec.version.value = self.version
         if signature:
-            spec.signature_name = self.config.signature
+            spec.signature_name = signature
         return spec
 
-    def _read_signature(self, name: str) -> Signature:
+    def _read_signatures(self, name: str) -> dict[str, Signature]:
         from tensorflow_serving.apis import get_model_metadata_pb2
 
         request = get_model_metadata_pb2.GetModelMetadataRequest(
-            model_spec=self._spec(name, signature=False), metadata_field=["signature_def"]
+            model_spec=self._spec(name), metadata_field=["signature_def"]
         )
         response = self._call(self._predict.GetModelMetadata, request, name, _OPEN_TIMEOUT_S)
         signatures = get_model_metadata_pb2.SignatureDefMap()
@@ -71,7 +76,9 @@ class GrpcBackend:
             raise ModelUnavailableError(
                 f"{name} v{self.version} has no signature {self.config.signature!r}"
             )
-        return signature_from_proto(signatures.signature_def[self.config.signature])
+        return readable_signatures(
+            signatures.signature_def, signature_from_proto, self.config.signature
+        )
 
     def _call(self, method: Any, request: Any, name: str, timeout_s: float | None) -> Any:
         import grpc
@@ -84,13 +91,16 @@ class GrpcBackend:
                 f"{name} v{self.version} at {self.config.address}: {code}"
             ) from e
 
-    def signature(self, model: str) -> Signature:
-        return self._signatures[model]
+    def signature(self, model: str, name: str | None = None) -> Signature:
+        return self._signatures[model][name or self.config.signature]
 
-    def predict(self, model: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def predict(
+        self, model: str, inputs: Mapping[str, np.ndarray], signature: str | None = None
+    ) -> dict[str, np.ndarray]:
         from tensorflow_serving.apis import predict_pb2
 
-        request = predict_pb2.PredictRequest(model_spec=self._spec(model))
+        spec = self._spec(model, signature or self.config.signature)
+        request = predict_pb2.PredictRequest(model_spec=spec)
         for name, value in inputs.items():
             request.inputs[name].CopyFrom(to_tensor_proto(value))
         response = self._call(self._predict.Predict, request, model, self.config.timeout_s)
@@ -100,9 +110,7 @@ class GrpcBackend:
         from tensorflow_serving.apis import get_model_status_pb2
 
         for name in model_names(self.config):
-            request = get_model_status_pb2.GetModelStatusRequest(
-                model_spec=self._spec(name, signature=False)
-            )
+            request = get_model_status_pb2.GetModelStatusRequest(model_spec=self._spec(name))
             response = self._call(self._models.GetModelStatus, request, name, _OPEN_TIMEOUT_S)
             states = {s.version: s.state for s in response.model_version_status}
             if states.get(self.version) != AVAILABLE:

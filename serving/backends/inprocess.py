@@ -166,8 +166,8 @@ class InProcessBackend:
         self.config = config
         self.model_base = pathlib.Path(model_base)
         self.version = version
-        self._functions: dict[str, Any] = {}
-        self._signatures: dict[str, Signature] = {}
+        self._functions: dict[tuple[str, str], Any] = {}  # by (model, signature)
+        self._signatures: dict[tuple[str, str], Signature] = {}
         self._loaded: list[Any] = []  # keeps the loaded objects (and their variables) alive
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
 
@@ -189,23 +189,28 @@ class InProcessBackend:
             path = self.model_base / name / str(self.version)
             try:
                 loaded = tf.saved_model.load(str(path))
-                function = loaded.signatures[self.config.signature]
-            except (OSError, KeyError, ValueError) as e:
+            except (OSError, ValueError) as e:
                 raise ModelUnavailableError(f"cannot load {name} from {path}: {e}") from e
+            if self.config.signature not in loaded.signatures:
+                raise ModelUnavailableError(
+                    f"{name} at {path} has no signature {self.config.signature!r}"
+                )
             self._loaded.append(loaded)
-            self._functions[name] = _caller(function)
-            _, input_specs = function.structured_input_signature
-            self._signatures[name] = Signature(
-                inputs={k: _spec(v) for k, v in input_specs.items()},
-                outputs={k: _spec(v) for k, v in function.structured_outputs.items()},
-            )
+            for signature, function in loaded.signatures.items():
+                self._functions[name, signature] = _caller(function)
+                _, input_specs = function.structured_input_signature
+                self._signatures[name, signature] = Signature(
+                    inputs={k: _spec(v) for k, v in input_specs.items()},
+                    outputs={k: _spec(v) for k, v in function.structured_outputs.items()},
+                )
             self._warm_up(name, path)
         if self.config.timeout_s is not None:
             self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="model")
 
     def _warm_up(self, name: str, path: pathlib.Path) -> None:
         """Replay the export's warm-up requests, as TF Serving does when it loads a
-        model: the first calls of a SavedModel are slow (graph optimisation)."""
+        model: the first calls of a SavedModel are slow (graph optimisation). Each
+        request also warms the model's other signatures with the same inputs."""
         import tensorflow as tf
         from tensorflow_serving.apis import prediction_log_pb2
 
@@ -215,15 +220,19 @@ class InProcessBackend:
         for record in tf.data.TFRecordDataset(str(warmup)).take(MAX_WARMUP_RECORDS):
             log = prediction_log_pb2.PredictionLog.FromString(record.numpy())
             inputs = {k: tf.make_ndarray(v) for k, v in log.predict_log.request.inputs.items()}
-            self._call(self._functions[name], inputs)
+            for (model, signature), spec in self._signatures.items():
+                if model == name and set(spec.inputs) == set(inputs):
+                    self._call(self._functions[model, signature], inputs)
 
-    def signature(self, model: str) -> Signature:
-        return self._signatures[model]
+    def signature(self, model: str, name: str | None = None) -> Signature:
+        return self._signatures[model, name or self.config.signature]
 
-    def predict(self, model: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        function = self._functions.get(model)
+    def predict(
+        self, model: str, inputs: Mapping[str, np.ndarray], signature: str | None = None
+    ) -> dict[str, np.ndarray]:
+        function = self._functions.get((model, signature or self.config.signature))
         if function is None:
-            raise ModelUnavailableError(f"model {model!r} is not loaded")
+            raise ModelUnavailableError(f"model {model!r} ({signature}) is not loaded")
         if self._pool is None:
             return self._call(function, inputs)
         future = self._pool.submit(self._call, function, inputs)
@@ -245,7 +254,8 @@ class InProcessBackend:
         return {k: _to_numpy(v) for k, v in outputs.items()}
 
     def check(self) -> None:
-        missing = [n for n in model_names(self.config) if n not in self._functions]
+        signature = self.config.signature
+        missing = [n for n in model_names(self.config) if (n, signature) not in self._functions]
         if missing:
             raise ModelUnavailableError(f"models not loaded: {missing}")
 

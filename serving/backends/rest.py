@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from serving.backends import ModelUnavailableError, Signature, model_names
-from serving.backends.tensors import signature_from_json
+from serving.backends.tensors import readable_signatures, signature_from_json
 from serving.config import RestModelsConfig
 
 _OPEN_TIMEOUT_S = 5.0
@@ -29,7 +29,7 @@ class RestBackend:
         self.config = config
         self.version = version
         self._client: Any = None
-        self._signatures: dict[str, Signature] = {}
+        self._signatures: dict[str, dict[str, Signature]] = {}  # model → name → signature
 
     def open(self) -> None:
         import httpx
@@ -42,7 +42,9 @@ class RestBackend:
                 raise ModelUnavailableError(
                     f"{name} v{self.version} has no signature {self.config.signature!r}"
                 )
-            self._signatures[name] = signature_from_json(defs[self.config.signature])
+            self._signatures[name] = readable_signatures(
+                defs, signature_from_json, self.config.signature
+            )
 
     def _path(self, name: str) -> str:
         return f"/v1/models/{name}/versions/{self.version}"
@@ -62,18 +64,21 @@ class RestBackend:
             )
         return response.json()
 
-    def signature(self, model: str) -> Signature:
-        return self._signatures[model]
+    def signature(self, model: str, name: str | None = None) -> Signature:
+        return self._signatures[model][name or self.config.signature]
 
-    def predict(self, model: str, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def predict(
+        self, model: str, inputs: Mapping[str, np.ndarray], signature: str | None = None
+    ) -> dict[str, np.ndarray]:
+        signature = signature or self.config.signature
         body = {
-            "signature_name": self.config.signature,
+            "signature_name": signature,
             "inputs": {k: _json_value(np.asarray(v)) for k, v in inputs.items()},
         }
         path = f"{self._path(model)}:predict"
         answer = self._request("POST", path, model, self.config.timeout_s, json=body)
         outputs = answer.get("outputs")
-        specs = self._signatures[model].outputs
+        specs = self._signatures[model][signature].outputs
         if not isinstance(outputs, dict):  # a single-output signature answers a bare value
             outputs = {next(iter(specs)): outputs}
         result = {}

@@ -3,6 +3,7 @@ calling TensorFlow ops (the protos only): what the TF Serving clients send and r
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -91,6 +92,22 @@ def signature_from_proto(signature_def: Any) -> Signature:
         inputs={name: _spec(info) for name, info in signature_def.inputs.items()},
         outputs={name: _spec(info) for name, info in signature_def.outputs.items()},
     )
+
+
+def readable_signatures(
+    defs: Mapping[str, Any], parse: Callable[[Any], Signature], required: str
+) -> dict[str, Signature]:
+    """Every signature of ``defs`` that ``parse`` can read, by name: TF Serving also
+    lists ``__saved_model_init_op``, whose output has no dtype. ``required`` must be
+    readable (its error propagates)."""
+    signatures = {}
+    for name, signature_def in defs.items():
+        try:
+            signatures[name] = parse(signature_def)
+        except (ValueError, KeyError):
+            if name == required:
+                raise
+    return signatures
 
 
 def signature_from_json(signature_def: dict[str, Any]) -> Signature:

@@ -32,6 +32,7 @@ DIM = 32
 DOCUMENTED_OUTPUTS = {
     "retrieval": {"scores": (tf.float32, [None, 100]), "item_ids": (tf.string, [None, 100])},
     "query_embedding": {"query_embedding": (tf.float32, [None, DIM])},
+    "candidate_rows": {"scores": (tf.float32, [None, 100]), "item_rows": (tf.int32, [None, 100])},
     "ranker": {
         "engagement_probability": (tf.float32, [None]),
         "expected_reward": (tf.float32, [None]),
@@ -100,9 +101,10 @@ def test_signatures_are_as_documented(trained) -> None:
     expected_ranker = {
         n: (tf.as_dtype(d), list(s)) for n, (d, s) in input_specs(RANKER_INPUTS, DIM).items()
     }
-    assert set(retrieval.signatures) == {"serving_default", "query_embedding"}
-    assert _specs(retrieval.signatures["serving_default"]) == expected_query
-    assert _specs(retrieval.signatures["query_embedding"]) == expected_query
+    assert set(retrieval.signatures) == {"serving_default", "query_embedding", "candidate_rows"}
+    for name in retrieval.signatures:
+        assert _specs(retrieval.signatures[name]) == expected_query, name
+    assert _outputs(retrieval.signatures["candidate_rows"]) == DOCUMENTED_OUTPUTS["candidate_rows"]
     assert _specs(ranker.signatures["serving_default"]) == expected_ranker
     assert _outputs(retrieval.signatures["serving_default"]) == DOCUMENTED_OUTPUTS["retrieval"]
     assert (
@@ -141,6 +143,18 @@ def test_save_load_gives_identical_predictions(trained) -> None:
     )
     np.testing.assert_allclose(out["expected_reward"].numpy(), reward, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(bundle.table, result.table)
+
+
+def test_candidate_rows_are_the_top_k_as_table_rows(trained) -> None:
+    result, base, version = trained
+    retrieval = tf.saved_model.load(str(base / "retrieval" / str(version)))
+    bundle = registry.load_version(base, version)
+    inputs = {k: tf.constant(v) for k, v in result.data.valid.query_inputs(result.table).items()}
+    top = retrieval.signatures["serving_default"](**inputs)
+    rows = retrieval.signatures["candidate_rows"](**inputs)
+    np.testing.assert_array_equal(rows["scores"].numpy(), top["scores"].numpy())
+    ids = np.asarray(bundle.item_ids)[rows["item_rows"].numpy()]
+    assert ids.tolist() == top["item_ids"].numpy().astype(str).tolist()
 
 
 def test_bundle_api_matches_the_signatures(trained) -> None:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from serving import postrank
+from serving.catalog import ItemCatalog
 
 
 def test_unseen_rows_drops_recent_and_unknown_items() -> None:
@@ -161,3 +162,17 @@ def test_arrange_with_fewer_candidates_than_k() -> None:
     # k becomes 2: one exploit slot (the best) and one exploration slot at 2 // 2 = 1.
     assert arranged.indices.tolist() == [0, 1]
     assert arranged.sources == ["ranked", "explore"]
+
+
+def test_mmr_with_precomputed_unit_rows_is_the_same() -> None:
+    rng = np.random.default_rng(5)
+    table = rng.standard_normal((300, 8)).astype(np.float32)
+    table[7] = 0.0
+    catalog = ItemCatalog(1, np.arange(300).astype(str).astype(object), table, {})
+    rows = rng.permutation(300)[:120]
+    unit = catalog.unit_embeddings[rows]
+    np.testing.assert_array_equal(unit, postrank.unit_rows(table[rows].astype(np.float64)))
+    relevance = rng.random(120)
+    for weight in (0.2, 0.7):
+        expected = postrank.mmr(relevance, table[rows], 15, weight).tolist()
+        assert postrank.mmr(relevance, table[rows], 15, weight, unit=unit).tolist() == expected

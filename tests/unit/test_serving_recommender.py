@@ -53,6 +53,9 @@ class FakeModels:
             raise ModelUnavailableError("retrieval v7 at 127.0.0.1:1: UNAVAILABLE")
         return np.array([*IDS, "not-in-catalog"], dtype=object), np.zeros(6)
 
+    def candidate_rows(self, user: dict[str, Any]) -> np.ndarray:
+        return self.catalog.rows(self.retrieve(user)[0])
+
     def rank(self, user: dict[str, Any], rows: np.ndarray, items: ItemSnapshot) -> np.ndarray:
         self.rank_calls.append(rows)
         return 1.0 - rows / 10.0
