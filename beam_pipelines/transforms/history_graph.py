@@ -80,11 +80,15 @@ def _by_shard(columns: ScoredColumns, field: str):
             yield shard, columns.take(by[bounds[shard] : bounds[shard + 1]].tolist())
 
 
-class _FoldUsers(beam.DoFn):
+class _FoldShard(beam.DoFn):
+    """Replays one shard's events; ``finals`` also emits each entity's last row."""
+
     def __init__(self, settings: FeatureSettings, finals: bool):
         self._settings = settings
         self._finals = finals
 
+
+class _FoldUsers(_FoldShard):
     def process(self, element):
         _, parts = element
         s = self._settings
@@ -107,11 +111,7 @@ class _FoldUsers(beam.DoFn):
             yield beam.pvalue.TaggedOutput(FINAL, row)
 
 
-class _FoldItems(beam.DoFn):
-    def __init__(self, settings: FeatureSettings, finals: bool):
-        self._settings = settings
-        self._finals = finals
-
+class _FoldItems(_FoldShard):
     def process(self, element):
         _, parts = element
         s = self._settings
