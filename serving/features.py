@@ -28,6 +28,13 @@ from serving.catalog import ItemCatalog
 LOG = logging.getLogger(__name__)
 ITEM_COLUMNS: tuple[str, ...] = tuple(f.ITEM_FEATURES)
 _COLUMN = {name: i for i, name in enumerate(ITEM_COLUMNS)}
+_PLAIN_SCALARS = frozenset(
+    {"string_val", "bytes_val", "int32_val", "int64_val", "double_val", "float_val", "bool_val"}
+)
+_PLAIN_LISTS = frozenset({kind.replace("_val", "_list_val") for kind in _PLAIN_SCALARS})
+_NUMERIC_KINDS = frozenset(
+    {"double_val", "float_val", "int64_val", "int32_val", "bool_val", "unix_timestamp_val"}
+)
 
 
 def now_ms() -> int:
@@ -59,26 +66,72 @@ class FastReader:
         self._key = lambda name, value: EntityKey(
             join_keys=[name], entity_values=[Value(string_val=value)]
         )
-        self._to_python = feast_value_type_to_python_type
+        self._feast_to_python = feast_value_type_to_python_type
 
-    def read(self, view: str, entity_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+    def _to_python(self, proto: Any) -> Any:
+        """Feast's ``feast_value_type_to_python_type`` of a value, taken directly
+        from the proto field for plain scalars and lists (a few times cheaper)."""
+        kind = proto.WhichOneof("val")
+        if kind in _PLAIN_SCALARS:
+            return getattr(proto, kind)
+        if kind in _PLAIN_LISTS:
+            return list(getattr(proto, kind).val)
+        return None if kind is None else self._feast_to_python(proto)
+
+    def _online_read(self, view: str, ids: list[str]) -> list[tuple[Any, Any]]:
+        """``(event time, {name: ValueProto})`` per id; ``(None, None)`` when absent
+        (the redis store answers a missing entity with empty values at epoch 0)."""
         key, schema = f.FEATURE_VIEWS[view]
-        ids = list(dict.fromkeys(entity_ids))
         keys = [self._key(key, i) for i in ids]
         with self._client._unavailable_as(f"read {view}"):
             rows = self._provider.online_read(
                 self._repo_config, self._views[view], keys, list(schema)
             )
+        absent = (None, None)
+        return [
+            absent if values is None or stamp is None or stamp.timestamp() <= 0 else (stamp, values)
+            for stamp, values in rows
+        ]
+
+    def read(self, view: str, entity_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        _, schema = f.FEATURE_VIEWS[view]
+        ids = list(dict.fromkeys(entity_ids))
         out: dict[str, dict[str, Any] | None] = {}
-        for entity, (stamp, values) in zip(ids, rows, strict=True):
-            # The redis store answers a missing entity with empty values at epoch 0.
-            if values is None or stamp is None or stamp.timestamp() <= 0:
+        for entity, (_, values) in zip(ids, self._online_read(view, ids), strict=True):
+            if values is None:
                 out[entity] = None
             else:
                 out[entity] = {
                     n: self._to_python(values[n]) if n in values else None for n in schema
                 }
         return out
+
+    def read_numbers(
+        self, view: str, entity_ids: Sequence[str], names: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``read`` of numeric features as a matrix: ``(values [n, len(names)] float64,
+        known [n] bool)``, a missing value 0 (an absent entity: a row of 0, not known).
+
+        Each value is taken from its proto field directly, not through Feast's generic
+        ``type_map`` (about a sixth of the cost): the item snapshot reads every item's
+        features this way. A non-numeric value raises ``TypeError``.
+        """
+        ids = list(entity_ids)
+        values = np.zeros((len(ids), len(names)))
+        known = np.zeros(len(ids), dtype=bool)
+        for i, (_, protos) in enumerate(self._online_read(view, ids)):
+            if protos is None:
+                continue
+            known[i] = True
+            for j, name in enumerate(names):
+                proto = protos.get(name)
+                kind = None if proto is None else proto.WhichOneof("val")
+                if kind is None or kind == "null_val":
+                    continue
+                if kind not in _NUMERIC_KINDS:
+                    raise TypeError(f"{view}.{name} is {kind}, not a number")
+                values[i, j] = getattr(proto, kind)
+        return values, known
 
 
 def _fast_reader(client: FeatureStoreClient) -> FastReader | None:
@@ -227,13 +280,34 @@ def read_items(
     known = np.zeros(len(catalog), dtype=bool)
     ids = catalog.item_ids.tolist()
     for start in range(0, len(ids), batch_size):
-        rows = store.read(f.ITEM_REALTIME, ids[start : start + batch_size])
-        for offset, item_id in enumerate(ids[start : start + batch_size]):
-            row = rows.get(item_id)
-            if row is not None:
-                values[start + offset] = [float(row[c] or 0.0) for c in ITEM_COLUMNS]
-                known[start + offset] = True
+        end = start + batch_size
+        values[start:end], known[start:end] = read_numbers(
+            store, f.ITEM_REALTIME, ids[start:end], ITEM_COLUMNS
+        )
     return ItemSnapshot(values, known, at_ms)
+
+
+def read_numbers(
+    store: LazyStore | FeatureStoreClient,
+    view: str,
+    entity_ids: Sequence[str],
+    names: Sequence[str],
+) -> tuple[np.ndarray, np.ndarray]:
+    """``FastReader.read_numbers`` through ``store``, or the same from ``store.read``."""
+    if isinstance(store, LazyStore):
+        store.client()
+        fast = store._fast
+        if fast is not None:
+            return fast.read_numbers(view, entity_ids, names)
+    rows = store.read(view, list(entity_ids))
+    values = np.zeros((len(entity_ids), len(names)))
+    known = np.zeros(len(entity_ids), dtype=bool)
+    for i, entity in enumerate(entity_ids):
+        row = rows.get(entity)
+        if row is not None:
+            values[i] = [float(row[n] or 0.0) for n in names]
+            known[i] = True
+    return values, known
 
 
 class ItemFeatureCache:

@@ -1,5 +1,5 @@
-"""The service's fast feature reads give ``FeatureStoreClient.read``'s answer, on the
-embedded SQLite store and on a real Redis."""
+"""The service's fast feature reads (one entity's row, numbers in bulk) give
+``FeatureStoreClient.read``'s answer, on the embedded SQLite store and on a real Redis."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from feature_repo import features as f
 from feature_repo.store import FeatureStoreClient, StoreUnavailableError
-from serving.features import FastReader, LazyStore
+from serving.features import FastReader, LazyStore, read_numbers
 from tests.integration import servers
 
 pytestmark = pytest.mark.timeout(300)
@@ -46,6 +46,14 @@ def check_same_answers(config: dict[str, Any]) -> None:
             ids = ["e2", "missing", "e0", "e2"]
             assert fast.read(view, ids) == client.read(view, ids)
             assert fast.read(view, ["missing"]) == {"missing": None}
+        names = [n for n, kind in f.ITEM_FEATURES.items() if kind in (f.FLOAT, f.INT)]
+        ids = ["e2", "missing", "e0"]
+        values, known = fast.read_numbers(f.ITEM_REALTIME, ids, names)
+        generic = read_numbers(client, f.ITEM_REALTIME, ids, names)
+        assert values.tolist() == generic[0].tolist() and known.tolist() == generic[1].tolist()
+        assert known.tolist() == [True, False, True] and values[0].any() and not values[1].any()
+        with pytest.raises(TypeError, match="not a number"):
+            fast.read_numbers(f.USER_REALTIME, ["e0"], ["user_recent_items"])
 
 
 def test_sqlite(tmp_path: Path) -> None:
