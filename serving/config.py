@@ -75,6 +75,11 @@ class InProcessModelsConfig(_ModelBackendBase):
     per call measured); concurrent requests and ``--workers`` use the other cores.
     Set before TensorFlow first runs in the process."""
 
+    fused: bool = True
+    """Run retrieval, the recent-item filter and the ranker as one TensorFlow call
+    (``serving.fused``), same answer as the separate calls a model server gets, with
+    less Python per request. False: the separate calls."""
+
     inter_op_threads: int | None = Field(1, ge=1)
     """TensorFlow threads running independent ops and function calls at once;
     None: TensorFlow's default (one per core). 1 (default): one model call at a

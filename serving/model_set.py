@@ -16,6 +16,7 @@ import numpy as np
 
 from feature_repo import features as f
 from models.pooling import pool_user
+from serving import postrank
 from serving.backends import ModelBackend, ModelUnavailableError, Signature, TensorSpec
 from serving.catalog import ItemCatalog
 from serving.features import ItemSnapshot
@@ -26,7 +27,7 @@ SCORE_OUTPUTS = ("engagement_probability", "engagement_logit", "score", "scores"
 ROWS_SIGNATURE, ROWS_OUTPUT = "candidate_rows", "item_rows"  # models.export's names
 
 
-def _user_value(user: Mapping[str, Any], name: str, spec: TensorSpec) -> np.ndarray:
+def user_value(user: Mapping[str, Any], name: str, spec: TensorSpec) -> np.ndarray:
     """One row of input ``name``: ``[D]`` for a vector, a scalar otherwise."""
     value = user.get(name)
     if len(spec.shape) == 2:
@@ -101,7 +102,7 @@ def _usable_rows_signature(
     output = signature.outputs.get(ROWS_OUTPUT)
     if signature.inputs != retrieval.inputs or output is None or output.dtype.kind != "i":
         return None
-    inputs = {n: _user_value({}, n, s)[None] for n, s in retrieval.inputs.items()}
+    inputs = {n: user_value({}, n, s)[None] for n, s in retrieval.inputs.items()}
     ids = next(v for v in backend.predict(model, inputs).values() if v.dtype == object)
     rows = backend.predict(model, inputs, ROWS_SIGNATURE)[ROWS_OUTPUT]
     if np.asarray(rows).reshape(-1).tolist() != catalog.rows(ids.reshape(-1)).tolist():
@@ -130,6 +131,7 @@ class ModelSet:
         self._retrieval: Signature | None = None
         self._ranker: Signature | None = None
         self.rows_signature: str | None = None  # set by open when usable
+        self.fused: Any = None  # a serving.fused.FusedRanking, set by open when usable
 
     @property
     def ready(self) -> bool:
@@ -153,6 +155,42 @@ class ModelSet:
             self.backend, self.retrieval_model, retrieval, self.catalog
         )
         self._retrieval, self._ranker = retrieval, ranker
+        self.fused = self._fused_ranking()
+
+    def _fused_ranking(self) -> Any:
+        """A ``FusedRanking`` if the backend has the loaded functions and, on one
+        query, it answers exactly what the separate calls answer; else None."""
+        loaded = getattr(self.backend, "loaded_function", None)
+        if loaded is None or self.rows_signature is None:
+            return None
+        retrieval = loaded(self.retrieval_model, self.rows_signature)
+        ranker = loaded(self.ranker_model)
+        if retrieval is None or ranker is None:
+            return None
+        from serving.fused import FusedRanking
+
+        assert self._retrieval is not None and self._ranker is not None
+        try:
+            fused = FusedRanking(
+                retrieval,
+                self._retrieval,
+                ROWS_OUTPUT,
+                ranker,
+                self._ranker,
+                self.score_output,
+                self.catalog.embeddings,
+            )
+        except ValueError as e:
+            LOG.info("retrieval and ranker not fused: %s", e)
+            return None
+        items = ItemSnapshot.empty(len(self.catalog))
+        recent = self.catalog.rows(self.catalog.item_ids[:3])
+        rows, scores = self._separate({}, recent, items, len(self.catalog))
+        fused_rows, fused_scores = fused({}, recent, items, len(self.catalog))
+        if rows.tolist() != fused_rows.tolist() or scores.tolist() != fused_scores.tolist():
+            LOG.warning("fused retrieval and ranker disagree with the separate calls; not fused")
+            return None
+        return fused
 
     def _signatures(self) -> tuple[Signature, Signature]:
         if self._retrieval is None or self._ranker is None:
@@ -163,7 +201,7 @@ class ModelSet:
     def retrieve(self, user: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """(item ids, retrieval scores) of the top candidates, best first."""
         retrieval, _ = self._signatures()
-        inputs = {n: _user_value(user, n, s)[None] for n, s in retrieval.inputs.items()}
+        inputs = {n: user_value(user, n, s)[None] for n, s in retrieval.inputs.items()}
         outputs = self.backend.predict(self.retrieval_model, inputs)
         ids = next(v for v in outputs.values() if v.dtype == object)
         scores = next(v for v in outputs.values() if v.dtype.kind == "f")
@@ -177,7 +215,7 @@ class ModelSet:
         if self.rows_signature is None:
             ids, _ = self.retrieve(user)
             return self.catalog.rows(ids)
-        inputs = {n: _user_value(user, n, s)[None] for n, s in retrieval.inputs.items()}
+        inputs = {n: user_value(user, n, s)[None] for n, s in retrieval.inputs.items()}
         outputs = self.backend.predict(self.retrieval_model, inputs, self.rows_signature)
         rows = np.asarray(outputs[ROWS_OUTPUT], dtype=np.int64).reshape(-1)
         return np.where((rows >= 0) & (rows < len(self.catalog)), rows, -1)
@@ -195,9 +233,27 @@ class ModelSet:
             elif name in f.ITEM_FEATURES:
                 inputs[name] = items.column(name)[rows].astype(spec.dtype)
             else:  # the user's value on every row (a read-only view, not n copies)
-                one = _user_value(user, name, spec)
+                one = user_value(user, name, spec)
                 inputs[name] = np.broadcast_to(one, (n, *one.shape))
         return inputs
+
+    def ranked_candidates(
+        self, user: Mapping[str, Any], recent: np.ndarray, items: ItemSnapshot, limit: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, scores): the first ``limit`` retrieved catalogue rows that are neither
+        unknown nor among the ``recent`` rows, best retrieved first, and their ranker
+        scores. One call with ``fused``, else ``candidate_rows`` then ``rank``."""
+        self._signatures()
+        fused = self.fused
+        if fused is not None:
+            return self.backend.run("retrieval and ranker", fused, user, recent, items, limit)  # type: ignore[attr-defined]
+        return self._separate(user, recent, items, limit)
+
+    def _separate(
+        self, user: Mapping[str, Any], recent: np.ndarray, items: ItemSnapshot, limit: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rows = postrank.unseen_rows(self.candidate_rows(user), recent)[:limit]
+        return rows, self.rank(user, rows, items) if len(rows) else np.zeros(0)
 
     def rank(self, user: Mapping[str, Any], rows: np.ndarray, items: ItemSnapshot) -> np.ndarray:
         """Ranker score of each candidate row, in one call."""

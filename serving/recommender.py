@@ -144,13 +144,10 @@ class Recommender:
         self, parts: Parts, user_id: str, user: Mapping[str, Any], k: int, at_ms: int
     ) -> Recommendation:
         models = parts.models
-        candidates = models.candidate_rows(user)
-        catalog = models.catalog
-        recent = catalog.rows(self._recent(user))
-        rows = postrank.unseen_rows(candidates, recent)
-        rows = rows[: self.ranking.candidates]
-        snapshot = parts.items.snapshot
-        scores = models.rank(user, rows, snapshot) if len(rows) else np.zeros(0)
+        recent = models.catalog.rows(self._recent(user))
+        rows, scores = models.ranked_candidates(
+            user, recent, parts.items.snapshot, self.ranking.candidates
+        )
         items = self._arrange(parts, user_id, rows, scores, k, at_ms)
         return Recommendation(user_id, items, models.version, None)
 

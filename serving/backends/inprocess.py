@@ -5,8 +5,8 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import pathlib
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -22,6 +22,7 @@ from serving.config import InProcessModelsConfig
 LOG = logging.getLogger(__name__)
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
+T = TypeVar("T")
 
 
 def _spec(tensor_spec: Any) -> TensorSpec:
@@ -144,6 +145,16 @@ class _PackedCall:
         return self.function(self.pack(inputs))
 
 
+def _guarded(call: Callable[..., T], *args: Any) -> T:
+    """``call(*args)`` with TensorFlow's errors as ``ModelUnavailableError``."""
+    import tensorflow as tf
+
+    try:
+        return call(*args)
+    except (tf.errors.OpError, ValueError, TypeError) as e:
+        raise ModelUnavailableError(f"model call failed: {e}") from e
+
+
 def _caller(function: Any) -> Any:
     """The cheapest of ``_PackedCall``, ``_FlatCall``, ``_KeywordCall`` that applies."""
     for kind in (_PackedCall, _FlatCall):
@@ -166,7 +177,8 @@ class InProcessBackend:
         self.config = config
         self.model_base = pathlib.Path(model_base)
         self.version = version
-        self._functions: dict[tuple[str, str], Any] = {}  # by (model, signature)
+        self._functions: dict[tuple[str, str], Any] = {}  # callers by (model, signature)
+        self._loaded_functions: dict[tuple[str, str], Any] = {}
         self._signatures: dict[tuple[str, str], Signature] = {}
         self._loaded: list[Any] = []  # keeps the loaded objects (and their variables) alive
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
@@ -197,6 +209,7 @@ class InProcessBackend:
                 )
             self._loaded.append(loaded)
             for signature, function in loaded.signatures.items():
+                self._loaded_functions[name, signature] = function
                 self._functions[name, signature] = _caller(function)
                 _, input_specs = function.structured_input_signature
                 self._signatures[name, signature] = Signature(
@@ -233,25 +246,31 @@ class InProcessBackend:
         function = self._functions.get((model, signature or self.config.signature))
         if function is None:
             raise ModelUnavailableError(f"model {model!r} ({signature}) is not loaded")
+        return self.run(model, self._call, function, inputs)
+
+    def run(self, what: str, call: Callable[..., T], *args: Any) -> T:
+        """``call(*args)``, a TensorFlow call, as ``predict`` makes one: within
+        ``timeout_s`` if set, its TensorFlow errors as ``ModelUnavailableError``."""
         if self._pool is None:
-            return self._call(function, inputs)
-        future = self._pool.submit(self._call, function, inputs)
+            return _guarded(call, *args)
+        future = self._pool.submit(_guarded, call, *args)
         try:
             return future.result(timeout=self.config.timeout_s)
         except concurrent.futures.TimeoutError:
             raise ModelUnavailableError(
-                f"{model} took longer than {self.config.timeout_s} s"
+                f"{what} took longer than {self.config.timeout_s} s"
             ) from None
+
+    def loaded_function(self, model: str, signature: str | None = None) -> Any | None:
+        """The loaded ``ConcreteFunction`` of a signature, for ``serving.fused``; None
+        if there is none or ``fused`` is off."""
+        if not self.config.fused:
+            return None
+        return self._loaded_functions.get((model, signature or self.config.signature))
 
     @staticmethod
     def _call(function: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import tensorflow as tf
-
-        try:
-            outputs = function(inputs)
-        except (tf.errors.OpError, ValueError, TypeError) as e:
-            raise ModelUnavailableError(f"model call failed: {e}") from e
-        return {k: _to_numpy(v) for k, v in outputs.items()}
+        return {k: _to_numpy(v) for k, v in _guarded(function, inputs).items()}
 
     def check(self) -> None:
         signature = self.config.signature
@@ -264,4 +283,5 @@ class InProcessBackend:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
         self._functions.clear()
+        self._loaded_functions.clear()
         self._loaded.clear()

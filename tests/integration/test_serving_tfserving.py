@@ -89,6 +89,10 @@ def test_grpc_and_rest_answer_like_the_inprocess_models(
             ids, retrieval_scores = models.retrieve(user())
             rows = models.catalog.rows(ids.tolist())
             answers[name] = (ids, retrieval_scores, models.rank(user(), rows, snapshot))
+            # What a request ranks: one fused call in-process, separate calls remotely.
+            assert (models.fused is not None) == (name == "inprocess"), name
+            recent = rows[[3, 0, 40]]
+            answers[name + "-ranked"] = models.ranked_candidates(user(), recent, snapshot, 100)
             signatures = {m: models.backend.signature(m) for m in ("retrieval", "ranker")}
             answers[name + "-signatures"] = signatures
         finally:
@@ -102,6 +106,11 @@ def test_grpc_and_rest_answer_like_the_inprocess_models(
         np.testing.assert_array_equal(answers[name][1], retrieval_scores)
         np.testing.assert_array_equal(answers[name][2], ranker_scores)
         assert answers[name + "-signatures"] == answers["inprocess-signatures"], name
+        expected_rows, expected_scores = answers["inprocess-ranked"]
+        assert answers[name + "-ranked"][0].tolist() == expected_rows.tolist(), name
+        np.testing.assert_array_equal(answers[name + "-ranked"][1], expected_scores)
+    rows, scores = answers["inprocess-ranked"]
+    assert len(rows) == len(scores) == 100 and not set(rows.tolist()) & set(recent.tolist())
 
 
 def test_unknown_version_is_not_found(model_base: Path, tfserving: tuple[str, str, Path]) -> None:

@@ -1,5 +1,6 @@
 """``ModelSet.candidate_rows``: the retrieval's ``candidate_rows`` signature when it
-agrees with the ids, the ids otherwise (a fake backend, no TensorFlow)."""
+agrees with the ids, the ids otherwise; ``ranked_candidates`` through separate calls
+(a fake backend, no TensorFlow; the fused call: ``tests/integration/test_serving_inprocess``)."""
 
 from collections.abc import Mapping
 
@@ -7,6 +8,7 @@ import numpy as np
 
 from serving.backends import Signature, TensorSpec
 from serving.catalog import ItemCatalog
+from serving.features import ItemSnapshot
 from serving.model_set import ROWS_SIGNATURE, ModelSet
 
 IDS = ["a", "b", "c", "d"]
@@ -51,6 +53,8 @@ class FakeBackend:
         self, model: str, inputs: Mapping[str, np.ndarray], signature: str | None = None
     ) -> dict[str, np.ndarray]:
         self.calls.append(signature)
+        if model == "ranker":  # scores 0, 1, 2, ... by row position
+            return {"score": np.arange(len(inputs["user_event_count"]), dtype=np.float32)}
         scores = np.array([[0.9, 0.5, 0.1]], dtype=np.float32)
         if signature == ROWS_SIGNATURE:
             return {"scores": scores, "item_rows": np.array([self.rows], dtype=np.int32)}
@@ -81,3 +85,21 @@ def test_ids_are_used_without_the_signature_or_when_rows_disagree() -> None:
         backend.calls.clear()
         assert models.candidate_rows({"user_event_count": 3}).tolist() == TOP
         assert backend.calls == [None]
+
+
+def test_ranked_candidates_drop_recent_rows_and_keep_the_retrieval_order() -> None:
+    backend = FakeBackend(rows=[2, -1, 0, 9, 3])  # -1 and 9: not in the catalogue
+    models = model_set(backend)
+    models.rows_signature = ROWS_SIGNATURE  # the fake's rows disagree with its ids
+    assert models.fused is None  # no loaded functions
+    user = {"user_event_count": 3}
+    rows, scores = models.ranked_candidates(user, np.array([0, -1]), ItemSnapshot.empty(4), 10)
+    assert rows.tolist() == [2, 3] and scores.tolist() == [0.0, 1.0]
+    rows, scores = models.ranked_candidates(
+        user, np.array([], dtype=np.int64), ItemSnapshot.empty(4), 2
+    )
+    assert rows.tolist() == [2, 0] and scores.tolist() == [0.0, 1.0]
+    backend.calls.clear()
+    rows, scores = models.ranked_candidates(user, np.array([2, 0, 3]), ItemSnapshot.empty(4), 10)
+    assert rows.tolist() == [] and scores.tolist() == []
+    assert backend.calls == [ROWS_SIGNATURE]  # no ranker call for no candidates

@@ -10,6 +10,7 @@ import pytest
 from beam_pipelines.state.config import StateConfig
 from feature_repo.store import StoreUnavailableError
 from serving import fallbacks as fb
+from serving import postrank
 from serving.backends import ModelUnavailableError
 from serving.catalog import ItemCatalog
 from serving.config import FallbackConfig, RankingConfig
@@ -59,6 +60,12 @@ class FakeModels:
     def rank(self, user: dict[str, Any], rows: np.ndarray, items: ItemSnapshot) -> np.ndarray:
         self.rank_calls.append(rows)
         return 1.0 - rows / 10.0
+
+    def ranked_candidates(
+        self, user: dict[str, Any], recent: np.ndarray, items: ItemSnapshot, limit: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        rows = postrank.unseen_rows(self.candidate_rows(user), recent)[:limit]
+        return rows, self.rank(user, rows, items)
 
 
 class FakeItems:
