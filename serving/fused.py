@@ -5,9 +5,10 @@ The composed path (``ModelSet.candidate_rows`` → ``postrank.unseen_rows`` →
 converts the retrieval's rows back to NumPy, gathers 500 rows of item features and
 embeddings in NumPy, packs them and converts them to tensors again. In-process,
 ``FusedRanking`` runs the same steps inside one ``tf.function`` over the loaded
-signatures: the user's values go in (one row each, broadcast in the graph), the item
-snapshot and the embedding table are tensors made once per snapshot and per version,
-and only the kept rows and their scores come out.
+signatures: the user's values go in as one flat vector per dtype (each input one
+row, broadcast to the candidates in the graph; the recent rows ride with the int64
+values), the item snapshot and the embedding table are tensors made once per
+snapshot and per version, and only the kept rows and their scores come out.
 
 Same answer as the composed path, bit for bit (tested): the same signatures on the
 same values (``tf.gather`` and ``tf.cast`` give what NumPy indexing and ``astype``
@@ -51,36 +52,47 @@ class FusedRanking:
 
         from serving.backends.inprocess import _FlatCall
 
-        # The user's inputs of both models, one row each, grouped by (dtype, row
-        # shape) into one [1, n, ...] tensor per group: few conversions per request.
+        # The user's inputs of both models, one row each, flattened into one vector
+        # per dtype; the recent rows follow the int64 values. Two eager tensors per
+        # request (each costs tens of µs of Python), sliced back apart in the graph.
         user_specs: dict[tuple[str, str], TensorSpec] = {
             ("retrieval", n): s for n, s in retrieval_signature.inputs.items()
         }
         for name, spec in ranker_signature.inputs.items():
             if name != ITEM_EMBEDDING_INPUT and name not in f.ITEM_FEATURES:
                 user_specs["ranker", name] = spec
-        groups: dict[tuple[np.dtype, tuple[int, ...]], list[tuple[str, str]]] = {}
+        layout: dict[np.dtype, list[tuple[tuple[str, str], int, tuple[int, ...]]]] = {
+            np.dtype(np.int64): []
+        }
+        sizes: dict[np.dtype, int] = {np.dtype(np.int64): 0}
         for key, spec in user_specs.items():
-            if spec.dtype.kind not in "fiub" or None in spec.shape[1:]:
+            inner = spec.shape[1:]
+            if spec.dtype.kind not in "fiub" or None in inner:
                 raise ValueError(f"{key} ({spec.dtype}, {spec.shape}) cannot be fused")
-            groups.setdefault((spec.dtype, tuple(spec.shape[1:])), []).append(key)
-        self._groups = [
-            (f"user_{i}", keys, dtype, inner)
-            for i, ((dtype, inner), keys) in enumerate(groups.items())
+            offset = sizes.get(spec.dtype, 0)
+            layout.setdefault(spec.dtype, []).append((key, offset, inner))  # type: ignore[arg-type]
+            sizes[spec.dtype] = offset + int(np.prod(inner, dtype=np.int64))
+        self._vectors = [
+            (f"user_{dtype.name}", dtype, sizes[dtype], entries)
+            for dtype, entries in layout.items()
         ]
         self._specs = user_specs
         ranker_inputs = ranker_signature.inputs
         columns = {name: i for i, name in enumerate(ITEM_COLUMNS)}
+        n_ints = sizes[np.dtype(np.int64)]
 
         def ranked(inputs: dict[str, Any]) -> tuple[Any, Any]:
             user = {}
-            for group, keys, _, _ in self._groups:
-                user.update(zip(keys, tf.unstack(inputs[group], len(keys), axis=1), strict=True))
+            for name, _, _, entries in self._vectors:
+                flat = inputs[name]
+                for key, offset, inner in entries:
+                    size = int(np.prod(inner, dtype=np.int64))
+                    user[key] = tf.reshape(flat[offset : offset + size], (1, *inner))
             answer = retrieval(**{n: user["retrieval", n] for n in retrieval_signature.inputs})
             rows = tf.cast(tf.reshape(answer[rows_output], [-1]), tf.int64)
             table, items = inputs["embeddings"], inputs["items"]
             known = (rows >= 0) & (rows < tf.cast(tf.shape(table)[0], tf.int64))
-            recent = tf.equal(rows[:, None], inputs["recent"][None, :])
+            recent = tf.equal(rows[:, None], inputs["user_int64"][n_ints:][None, :])
             rows = tf.boolean_mask(rows, known & ~tf.reduce_any(recent, axis=1))
             rows = rows[: inputs["limit"]]
             n = tf.shape(rows)[:1]
@@ -97,10 +109,9 @@ class FusedRanking:
             return rows, ranker(**features)[score_output]
 
         specs = {
-            group: tf.TensorSpec((1, len(keys), *inner), tf.as_dtype(dtype), name=group)
-            for group, keys, dtype, inner in self._groups
+            name: tf.TensorSpec((None,), tf.as_dtype(dtype), name=name)
+            for name, dtype, _, _ in self._vectors
         }
-        specs["recent"] = tf.TensorSpec((None,), tf.int64, name="recent")
         specs["limit"] = tf.TensorSpec((), tf.int64, name="limit")
         specs["items"] = tf.TensorSpec((None, len(ITEM_COLUMNS)), tf.float64, name="items")
         specs["embeddings"] = tf.TensorSpec(
@@ -130,12 +141,15 @@ class FusedRanking:
         """(the first ``limit`` retrieved catalogue rows that are neither unknown nor
         ``recent``, in retrieval order; their ranker scores as float64)."""
         tensors = {}
-        for group, keys, dtype, inner in self._groups:
-            packed = np.empty((1, len(keys), *inner), dtype=dtype)
-            for j, key in enumerate(keys):
-                packed[0, j] = user_value(user, key[1], self._specs[key])
-            tensors[group] = self._constant(packed)
-        tensors["recent"] = self._constant(np.asarray(recent, dtype=np.int64).reshape(-1))
+        for name, dtype, size, entries in self._vectors:
+            ints = dtype == np.int64
+            flat = np.empty(size + len(recent) if ints else size, dtype=dtype)
+            for key, offset, _ in entries:
+                value = user_value(user, key[1], self._specs[key])
+                flat[offset : offset + value.size] = value.reshape(-1)
+            if ints:
+                flat[size:] = recent
+            tensors[name] = self._constant(flat)
         if limit not in self._limits:
             self._limits[limit] = self._constant(limit, dtype="int64")
         tensors["limit"] = self._limits[limit]
