@@ -261,4 +261,5 @@ class ModelSet:
         return np.asarray(outputs[self.score_output], dtype=np.float64).reshape(-1)
 
     def close(self) -> None:
+        self.fused = None  # it holds the loaded functions (and their variables)
         self.backend.close()
