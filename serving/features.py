@@ -32,9 +32,7 @@ _PLAIN_SCALARS = frozenset(
     {"string_val", "bytes_val", "int32_val", "int64_val", "double_val", "float_val", "bool_val"}
 )
 _PLAIN_LISTS = frozenset({kind.replace("_val", "_list_val") for kind in _PLAIN_SCALARS})
-_NUMERIC_KINDS = frozenset(
-    {"double_val", "float_val", "int64_val", "int32_val", "bool_val", "unix_timestamp_val"}
-)
+_NUMERIC_KINDS = _PLAIN_SCALARS - {"string_val", "bytes_val"}
 
 
 def now_ms() -> int:
@@ -187,6 +185,15 @@ class LazyStore:
             return self._fast.read(view, entity_ids)
         return client.read(view, entity_ids)
 
+    def read_numbers(
+        self, view: str, entity_ids: Sequence[str], names: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``FastReader.read_numbers``, or the same through ``read``."""
+        client = self.client()
+        if self._fast is not None:
+            return self._fast.read_numbers(view, entity_ids, names)
+        return read_numbers(client, view, entity_ids, names)
+
     def ping(self) -> None:
         self.client().ping()
 
@@ -272,17 +279,15 @@ def user_embedding_now(user: Mapping[str, Any]) -> np.ndarray | None:
     return total
 
 
-def read_items(
-    store: LazyStore | FeatureStoreClient, catalog: ItemCatalog, batch_size: int, at_ms: int
-) -> ItemSnapshot:
+def read_items(store: LazyStore, catalog: ItemCatalog, batch_size: int, at_ms: int) -> ItemSnapshot:
     """Every catalogue item's features, ``batch_size`` ids per store read."""
     values = np.zeros((len(catalog), len(ITEM_COLUMNS)))
     known = np.zeros(len(catalog), dtype=bool)
     ids = catalog.item_ids.tolist()
     for start in range(0, len(ids), batch_size):
         end = start + batch_size
-        values[start:end], known[start:end] = read_numbers(
-            store, f.ITEM_REALTIME, ids[start:end], ITEM_COLUMNS
+        values[start:end], known[start:end] = store.read_numbers(
+            f.ITEM_REALTIME, ids[start:end], ITEM_COLUMNS
         )
     return ItemSnapshot(values, known, at_ms)
 
@@ -293,12 +298,7 @@ def read_numbers(
     entity_ids: Sequence[str],
     names: Sequence[str],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``FastReader.read_numbers`` through ``store``, or the same from ``store.read``."""
-    if isinstance(store, LazyStore):
-        store.client()
-        fast = store._fast
-        if fast is not None:
-            return fast.read_numbers(view, entity_ids, names)
+    """``FastReader.read_numbers``'s answer from ``store.read`` (any store)."""
     rows = store.read(view, list(entity_ids))
     values = np.zeros((len(entity_ids), len(names)))
     known = np.zeros(len(entity_ids), dtype=bool)
