@@ -16,7 +16,7 @@ import pathlib
 
 import pandas as pd
 
-from beam_pipelines.event_logs import FORMATS, parse_log
+from beam_pipelines.event_logs import FORMATS, parse_log, tie_key
 from beam_pipelines.events import ValidationConfig
 from beam_pipelines.rewards import RewardConfig, load_reward_config
 
@@ -36,7 +36,7 @@ EVENT_COLUMNS = (
 
 @dataclasses.dataclass(frozen=True)
 class EventLog:
-    """Accepted events sorted by ``(timestamp_ms, user_id, item_id)`` (stable).
+    """Accepted events sorted by ``(timestamp_ms, user_id, tie_key)`` (stable).
 
     ``frame`` has ``EVENT_COLUMNS``; ``lines`` are the contract JSON of the same
     events in the same order (what the backfill reads); ``rejected`` counts the
@@ -92,9 +92,21 @@ def load_events(path: str, fmt: str = "jsonl", reward: str | None = None) -> Eve
     if rejected:
         LOG.warning("event log %s: skipped %s", path, dict(rejected))
     frame = pd.DataFrame(rows, columns=list(EVENT_COLUMNS))
-    order = frame.sort_values(["timestamp_ms", "user_id", "item_id"], kind="stable").index
+    # Same-timestamp events of one user in the protocol's tie order, not by item id.
+    frame["_tie"] = [tie_key(u, i) for u, i in zip(frame["user_id"], frame["item_id"], strict=True)]
+    frame["_user"] = _user_order(frame["user_id"])
+    order = frame.sort_values(["timestamp_ms", "_user", "_tie"], kind="stable").index
+    frame = frame.drop(columns=["_tie", "_user"])
     frame = frame.loc[order].reset_index(drop=True)
     return EventLog(frame, [lines[i] for i in order], rewards, dict(rejected))
+
+
+def _user_order(users: pd.Series) -> pd.Series:
+    """Users sort as numbers when every id is a decimal integer (MovieLens), else as text."""
+    try:
+        return users.astype("int64")
+    except ValueError:
+        return users
 
 
 def time_split(n_events: int, train_fraction: float = 0.8) -> int:

@@ -3,7 +3,7 @@
     rtp train --events PATH [--items PATH] --out MODEL_BASE [--format jsonl|movielens]
               [--seed S] [--epochs N] [--serving-k K] [--reward PRESET] [--history OFFLINE_DIR]
 
-Events are split in time: the first 80 % by ``(timestamp, user, item)`` train both
+Events are split in time: the first 80 % by ``(timestamp, user, tie hash)`` train both
 models, the last 20 % validate them (recall@10/50/100 over the full catalogue,
 ranker AUC and RMSE), written to ``MODEL_BASE/metrics.json``. Features of the
 validation events still come from the full history, i.e. the user state as the

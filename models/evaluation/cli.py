@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], ReplayResult]:
         "protocol": {
             "k": args.k,
             "train_fraction": TRAIN_FRACTION,
-            "sort": "(timestamp, user, item), stable; numeric ids sort as numbers",
+            "sort": "(timestamp, user, blake2b(user, item)), stable; numeric ids sort as numbers",
             "interactions": "every event" if args.fmt == "movielens" else "engaged events",
             "rank": "other candidates scoring >= the target, seen items excluded",
         },

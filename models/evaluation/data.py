@@ -16,7 +16,7 @@ import pathlib
 
 import numpy as np
 
-from beam_pipelines.event_logs import parse_log
+from beam_pipelines.event_logs import parse_log, tie_key
 from beam_pipelines.events import EngagementEvent, ValidationConfig
 from beam_pipelines.rewards import RewardConfig
 from beam_pipelines.state.records import ScoredEvent
@@ -115,7 +115,7 @@ class EventLog:
 def build_log(
     raw: RawLog, reward: RewardConfig, interactions: str, train_fraction: float = 0.8
 ) -> EventLog:
-    """Sort by ``(timestamp, user, item)`` (stable), score, index and split.
+    """Sort by ``(timestamp, user, tie_key(user, item))`` (stable), score, index and split.
 
     ``interactions``: ``all`` (every event, MovieLens ratings) or ``engaged``
     (the reward config's engagement flag). Ids sort numerically when all are integers.
@@ -135,13 +135,14 @@ def build_log(
         items.sort(key=ikey.__getitem__)
     upos = {u: i for i, u in enumerate(users)}
     ipos = {it: i for i, it in enumerate(items)}
-    # Sorting by dense positions equals sorting by the (typed) ids themselves.
+    # Sorting by dense user positions equals sorting by the (typed) ids themselves;
+    # within one user and timestamp the tie hash decides (EVALUATION.md, step 1).
     order = sorted(
         range(len(raw.events)),
         key=lambda k: (
             raw.events[k].timestamp_ms,
             upos[raw.events[k].user_id],
-            ipos[raw.events[k].item_id],
+            tie_key(raw.events[k].user_id, raw.events[k].item_id),
         ),
     )
     scored = [score_event(raw.events[k], reward, seq=n) for n, k in enumerate(order)]

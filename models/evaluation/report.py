@@ -99,7 +99,7 @@ def write_report(out_dir: pathlib.Path, document: dict[str, Any]) -> pathlib.Pat
         f"# Replay evaluation: {document['input']['events']}",
         "",
         f"Format `{document['input']['format']}`, reward `{document['input']['reward']}`. "
-        "Protocol of EVALUATION.md: events sorted by (timestamp, user, item), first "
+        "Protocol of EVALUATION.md: events sorted by (timestamp, user, tie hash), first "
         f"{document['protocol']['train_fraction']:.0%} train, the rest replayed; full-catalogue "
         "ranking without already-seen items, ties against the target.",
         "",
