@@ -27,12 +27,15 @@ from models.evaluation.data import (
     read_movielens,
 )
 from models.evaluation.protocol import ReplayResult, apply_training, replay
+from models.evaluation.sequence_variants import CoEngagementRolling
 from models.evaluation.variants import BASELINES
 from models.evaluation.world import World
 
 LOG = logging.getLogger("rtp.evaluate")
-NEURAL = ("two_tower_static", "two_tower_streaming", "full")
-ALL_VARIANTS = (*BASELINES, *NEURAL)
+STREAMING_SOURCES = ("coengagement_rolling",)
+SEQUENTIAL = ("sequential_static", "sequential_streaming", "full")
+TWO_TOWER = ("two_tower_static", "two_tower_streaming", "two_tower_full")
+ALL_VARIANTS = (*BASELINES, *STREAMING_SOURCES, *SEQUENTIAL, *TWO_TOWER)
 TRAIN_FRACTION = 0.8
 
 
@@ -76,6 +79,7 @@ def parser() -> argparse.ArgumentParser:
         "--truth", type=pathlib.Path, help="simulator truth (default <events>.truth.json)"
     )
     p.add_argument("--epochs", type=int, default=None, help="override the models' training epochs")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw in training")
     p.add_argument(
         "--model-base",
         type=pathlib.Path,
@@ -85,7 +89,7 @@ def parser() -> argparse.ArgumentParser:
         "--full-retrieval-weight",
         type=float,
         default=None,
-        help="full: order candidates by log p(engaged) + W x retrieval score "
+        help="two_tower_full: order candidates by log p(engaged) + W x retrieval score "
         "(default 0: the ranker alone, as served; -1: W = 1 / retrieval temperature)",
     )
     p.add_argument("--rolling-window", type=int, default=1000, help="events per rolling NDCG point")
@@ -126,8 +130,19 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], ReplayResult]:
     wall["load"] = time.perf_counter() - started
     notes: list[str] = []
     variants = [BASELINES[n]() for n in args.variants if n in BASELINES]
+    if "coengagement_rolling" in args.variants:
+        variants.append(CoEngagementRolling())
     embeddings = None
-    neural_names = [n for n in args.variants if n in NEURAL]
+    sequence_names = [n for n in args.variants if n in SEQUENTIAL]
+    if sequence_names:
+        from models.evaluation import sequence_build
+
+        t0 = time.perf_counter()
+        built_seq = sequence_build.build(log, args, sequence_names, show)
+        wall["train_sequential"] = time.perf_counter() - t0
+        variants += built_seq.variants
+        notes += built_seq.notes
+    neural_names = [n for n in args.variants if n in TWO_TOWER]
     if neural_names:
         from models.evaluation import neural
 
@@ -144,7 +159,8 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], ReplayResult]:
             "exposures (the ranker's item_impressions_*) can see that the item was just shown, "
             "a leak of the logging policy that the non-neural variants do not use"
         )
-    world = World(log, embeddings=embeddings)
+    needs_pairs = {"coengagement_rolling", "full"} & set(args.variants)
+    world = World(log, embeddings=embeddings, coengagement=bool(needs_pairs))
     t0 = time.perf_counter()
     apply_training(world, show)
     wall["train_state"] = time.perf_counter() - t0

@@ -167,7 +167,7 @@ def build(log: EventLog, args: argparse.Namespace, names: list[str], show_progre
         variants.append(TwoTowerStatic(retrieval))
     if "two_tower_streaming" in names:
         variants.append(TwoTowerStreaming(retrieval, queries))
-    if "full" in names:
+    if "two_tower_full" in names:
         weight = args.full_retrieval_weight or 0.0
         if weight < 0:  # -1: one over the trained retrieval temperature
             weight = 1.0 / float(metrics["config"]["temperature"])
@@ -181,7 +181,7 @@ def build(log: EventLog, args: argparse.Namespace, names: list[str], show_progre
                 retrieval_weight=weight,
             )
         )
-        notes.append(f"full: candidates ordered by {_full_order(weight)}")
+        notes.append(f"two_tower_full: candidates ordered by {_full_order(weight)}")
     return Built(variants, table, notes)
 
 

@@ -152,7 +152,7 @@ class Full:
     constant. w = 0 (default) is the service's order: the ranker alone.
     """
 
-    name = "full"
+    name = "two_tower_full"
 
     def __init__(
         self,

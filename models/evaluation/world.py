@@ -15,6 +15,7 @@ import pickle
 import numpy as np
 
 from beam_pipelines.state import ItemState, StateConfig, UserState
+from beam_pipelines.state.coengagement import PAIR_WINDOW, CoEngagement
 from beam_pipelines.state.updaters import Embeddings, update_item, update_user
 from models.evaluation.data import EventLog
 
@@ -30,6 +31,7 @@ class World:
         embeddings: Embeddings | None = None,
         state_config: StateConfig | None = None,
         recent_items: int = RECENT_ITEMS,
+        coengagement: bool = False,
     ):
         self.log = log
         self.applied = 0
@@ -44,6 +46,11 @@ class World:
         self.state_config = state_config or StateConfig()
         self.user_states: dict[str, UserState] = {}
         self.item_states: dict[str, ItemState] = {}
+        # The streaming co-engagement source: pairs with the user's last distinct items.
+        self.coengagement = CoEngagement(log.n_items) if coengagement else None
+        self.distinct: list[collections.deque[int]] = [
+            collections.deque(maxlen=PAIR_WINDOW) for _ in range(log.n_users)
+        ]
 
     def apply(self, k: int) -> None:
         """Feed event ``k`` (the next one in protocol order) into every state."""
@@ -55,6 +62,10 @@ class World:
             self.train_events[user] += 1
         if log.interaction[k]:
             self.counts[item] += 1.0
+            if item not in self.seen[user]:
+                if self.coengagement is not None:
+                    self.coengagement.push(item, self.distinct[user])
+                self.distinct[user].append(item)
             self.seen[user][item] = None
             recent = self.recent[user]
             if item in recent:  # distinct items, newest last
@@ -79,6 +90,8 @@ class World:
         twin.train_events = self.train_events.copy()
         twin.seen = [dict(s) for s in self.seen]
         twin.recent = [collections.deque(r, maxlen=r.maxlen) for r in self.recent]
+        twin.distinct = [collections.deque(r, maxlen=r.maxlen) for r in self.distinct]
+        twin.coengagement = copy.deepcopy(self.coengagement)
         # A pickle round trip is an exact deep copy, several times faster than deepcopy.
         twin.user_states = pickle.loads(pickle.dumps(self.user_states, pickle.HIGHEST_PROTOCOL))
         twin.item_states = pickle.loads(pickle.dumps(self.item_states, pickle.HIGHEST_PROTOCOL))

@@ -71,14 +71,14 @@ def test_static_query_is_frozen_and_streaming_follows_the_user(tmp_path):
 def test_full_reranks_only_the_top_candidates(tmp_path):
     result, model = _replay(tmp_path, lambda m: [Full(m, m, candidates=2)])
     # Event (u1, C): top-2 unseen by retrieval are C and D; the ranker prefers D.
-    assert result.ranks["full"].tolist()[1] == 1
+    assert result.ranks["two_tower_full"].tolist()[1] == 1
     inputs = model.seen_features[-1]  # one batch; its last two rows are (u1, C)'s candidates
     assert inputs["user_event_count"][-2:].tolist() == [2, 2]
     dims = inputs["item_embedding"][-2:, 1].tolist()
     by_item = dict(zip(dims, inputs["item_event_count"][-2:].tolist(), strict=True))
     assert by_item == {1.0: 2, -1.0: 1}  # C has 2 events, D 1
     result, _ = _replay(tmp_path, lambda m: [Full(m, m, candidates=1)])
-    assert result.ranks["full"].tolist()[1] == 0  # only C is re-ranked: it stays on top
+    assert result.ranks["two_tower_full"].tolist()[1] == 0  # only C is re-ranked: it stays on top
 
 
 def test_full_can_mix_in_the_retrieval_score(tmp_path):
@@ -87,13 +87,13 @@ def test_full_can_mix_in_the_retrieval_score(tmp_path):
             return np.where(inputs["item_embedding"][:, 1] < 0, 0.6, 0.4)
 
     alone, _ = _replay(tmp_path, lambda m: [Full(Probability(m.table), Probability(m.table))])
-    assert alone.ranks["full"].tolist()[1] == 1
+    assert alone.ranks["two_tower_full"].tolist()[1] == 1
     # log 0.4 + 2 · 0.5 > log 0.6 + 2 · (−0.25): retrieval's preference for C wins.
     mixed, _ = _replay(
         tmp_path,
         lambda m: [Full(Probability(m.table), Probability(m.table), retrieval_weight=2.0)],
     )
-    assert mixed.ranks["full"].tolist()[1] == 0
+    assert mixed.ranks["two_tower_full"].tolist()[1] == 0
 
 
 def test_replica_is_independent(tmp_path):
