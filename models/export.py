@@ -20,7 +20,7 @@ import os
 import pathlib
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +33,7 @@ from models.ranker import EXPECTED_REWARD, LOGIT, RankerModel
 from models.towers import QUERY_INPUTS, QueryTower
 
 RETRIEVAL, RANKER, ITEM_EMBEDDINGS = "retrieval", "ranker", "item_embeddings"
+SEQUENTIAL = "sequential"  # models.sequential_export: optional, the same version
 MODEL_NAMES = (RETRIEVAL, RANKER)
 TABLE_FILE = "item_embeddings.parquet"
 COMPLETE = "_COMPLETE"
@@ -122,7 +123,7 @@ def next_version(model_base: str | os.PathLike[str]) -> int:
     base = pathlib.Path(model_base)
     existing = [
         int(p.name)
-        for name in (*MODEL_NAMES, ITEM_EMBEDDINGS)
+        for name in (*MODEL_NAMES, SEQUENTIAL, ITEM_EMBEDDINGS)
         if (base / name).is_dir()
         for p in (base / name).iterdir()
         if p.name.isdigit()
@@ -190,7 +191,11 @@ def write_item_table(
     return path
 
 
-def models_config_text(model_base: str | os.PathLike[str], serving_base: str | None = None) -> str:
+def models_config_text(
+    model_base: str | os.PathLike[str],
+    serving_base: str | None = None,
+    names: tuple[str, ...] = MODEL_NAMES,
+) -> str:
     """TF Serving ``model_config_list``; ``serving_base`` replaces the base path as the
     server sees it (e.g. ``/models`` inside a container). Two versions stay loaded so
     a client pinned to the previous complete version keeps working during a rollout."""
@@ -202,7 +207,7 @@ def models_config_text(model_base: str | os.PathLike[str], serving_base: str | N
         '    model_platform: "tensorflow"\n'
         "    model_version_policy { latest { num_versions: 2 } }\n"
         "  }\n"
-        for name in MODEL_NAMES
+        for name in names
     )
     return "model_config_list {\n" + configs + "}\n"
 
@@ -219,6 +224,7 @@ def export_all(
     info: Mapping | None = None,
     k: int = 100,
     version: int | None = None,
+    sequential: Callable[[int], tf.Module] | None = None,
 ) -> int:
     """Write one complete version (see the module docstring); returns the version."""
     base = pathlib.Path(model_base)
@@ -236,12 +242,18 @@ def export_all(
     staging = _staging(base, RANKER, version)
     _save(RankerModule(ranker, dim, version), staging, RANKER, ranker_warmup)
     published.append(_publish(staging, version))
+    if sequential is not None:  # models.sequential_export.SequentialModule of this version
+        module = sequential(version)
+        staging = _staging(base, SEQUENTIAL, version)
+        tf.saved_model.save(module, str(staging), signatures=module.signatures())
+        published.append(_publish(staging, version))
     staging = _staging(base, ITEM_EMBEDDINGS, version)
     write_item_table(staging, item_ids, table, version)
     (staging / "model_info.json").write_text(json.dumps(dict(info or {}), indent=2) + "\n")
     published.append(_publish(staging, version))
     config = base / f".{MODELS_CONFIG}.tmp-{os.getpid()}"
-    config.write_text(models_config_text(base))
+    names = (*MODEL_NAMES, SEQUENTIAL) if sequential is not None else MODEL_NAMES
+    config.write_text(models_config_text(base, names=names))
     os.replace(config, base / MODELS_CONFIG)
     marker = json.dumps({"version": version, "completed_at_s": int(time.time())}) + "\n"
     for directory in published:

@@ -34,6 +34,9 @@ from models.metrics import auc, recall_at, rmse, seen_before, target_ranks
 from models.pooling import half_lives_s
 from models.ranker import RankerModel, predict, train_ranker
 from models.retrieval import TwoTowerModel, positive_probability, query_embeddings, train_retrieval
+from models.sequence_training import TrainedSequence, train_sequence, user_sequences
+from models.sequential import SequentialConfig
+from models.sequential_export import SequentialModule
 from models.towers import ItemTower, QueryTower
 from models.training_data import ExampleArrays, before, build_arrays
 
@@ -208,6 +211,7 @@ class Trained:
     ranker: RankerModel
     table: np.ndarray  # [catalogue, dim] item embeddings, rows as data.catalog
     metrics: dict[str, Any]
+    sequential: TrainedSequence | None = None
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -240,6 +244,11 @@ def fit(args: argparse.Namespace, config: TrainConfig, started: float) -> Traine
     timings["ranker_s"] = time.perf_counter() - started - sum(timings.values())
     ranker_metrics = evaluate_ranker(data, ranker, table)
     _stage(_metrics_line("ranker", ranker_metrics, len(data.valid)), started)
+    sequential = None
+    if args.sequential_epochs > 0:
+        sequential = fit_sequential(data, args, config)
+        timings["sequential_s"] = sequential.seconds
+        _stage(f"sequential retriever trained, loss {sequential.losses[-1]:.3f}", started)
     metrics = {
         "events": len(data.log.frame),
         "split_boundary": list(data.boundary) if data.boundary else None,
@@ -251,7 +260,37 @@ def fit(args: argparse.Namespace, config: TrainConfig, started: float) -> Traine
         "half_lives_s": list(half_lives_s()),
         "timings_s": timings,
     }
-    return Trained(data, retrieval, ranker, table, metrics)
+    if sequential is not None:
+        metrics["sequential"] = {"losses": sequential.losses, "config": vars(sequential.config)}
+    return Trained(data, retrieval, ranker, table, metrics, sequential)
+
+
+def fit_sequential(
+    data: Prepared, args: argparse.Namespace, config: TrainConfig
+) -> TrainedSequence:
+    """The sequential retriever on the training split: every event is history, the
+    interactions of the evaluation protocol are targets (every rating for MovieLens,
+    engaged events otherwise)."""
+    frame = data.log.frame
+    split = time_split(len(frame), config.train_fraction)
+    train = frame.iloc[:split]
+    users = train["user_id"].astype("category").cat.codes.to_numpy()
+    is_target = (
+        np.ones(len(train), dtype=bool)
+        if args.format == "movielens"
+        else train["engaged"].to_numpy(dtype=bool)
+    )
+    sequences = user_sequences(
+        users,
+        data.catalog.indices(train["item_id"]),
+        train["timestamp_ms"].to_numpy(dtype=np.int64),
+        train["reward"].to_numpy(dtype=np.float32),
+        is_target,
+    )
+    seq_config = SequentialConfig(
+        max_len=config.max_history, epochs=args.sequential_epochs, seed=config.seed
+    )
+    return train_sequence(data.catalog, sequences, seq_config)
 
 
 def export_trained(trained: Trained, model_base: str | pathlib.Path, config: TrainConfig) -> int:
@@ -267,6 +306,15 @@ def export_trained(trained: Trained, model_base: str | pathlib.Path, config: Tra
         k=config.serving_k,
         retrieval_warmup=_warmup(sample.query_inputs(table), (1, 8)),
         ranker_warmup=_warmup(sample.ranker_inputs(table), (100, 500, 1000)),
+        sequential=_sequential_module(trained, config),
+    )
+
+
+def _sequential_module(trained: Trained, config: TrainConfig) -> Any:
+    if trained.sequential is None:
+        return None
+    return lambda version: SequentialModule(
+        trained.sequential.model, trained.data.catalog.item_ids, config.serving_k, version
     )
 
 
@@ -338,6 +386,12 @@ def parser() -> argparse.ArgumentParser:
         type=_positive_int,
         default=TrainConfig().serving_k,
         help="Top-K of the exported retrieval signature (capped at the catalogue size).",
+    )
+    p.add_argument(
+        "--sequential-epochs",
+        type=int,
+        default=SequentialConfig().epochs,
+        help="Epochs of the sequential retriever (0: do not train or export it).",
     )
     p.add_argument("--reward", help="Reward preset or YAML (default: by format, as the backfill).")
     p.add_argument("--history", help="Existing offline history dir (skips the backfill).")

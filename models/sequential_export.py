@@ -1,0 +1,118 @@
+"""Export of the sequential retriever for TF Serving and the in-process service.
+
+``sequential/<version>/`` is a SavedModel whose signatures take the pipeline's
+own ``user_realtime`` lists, exactly as the online store holds them (newest
+first, any length; longer lists are cut to the model's N, shorter ones padded):
+
+- ``serving_default``: ``user_recent_items`` string ``[-1, -1]``,
+  ``user_recent_ts_ms`` int64 ``[-1, -1]``, ``user_recent_rewards`` float32
+  ``[-1, -1]`` → ``scores`` float32 ``[-1, K]`` and ``item_ids`` string ``[-1, K]``,
+  best first, over the full catalogue (items the user has seen are not removed).
+- ``candidate_rows``: the same inputs → ``scores`` and ``item_rows`` int32, rows of
+  the version's item table (``item_embeddings/<version>``) instead of id strings.
+
+Ids unknown to the export (empty strings pad) count as padding. The item table is
+computed once at export (id + content vectors), so a request costs one pass of
+the attention blocks and one ``[d] × [catalogue, d]`` product.
+"""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Mapping
+
+import numpy as np
+import tensorflow as tf
+
+from models.sequential import SequentialRetriever
+
+SEQUENTIAL = "sequential"
+SEQUENCE_INPUTS = ("user_recent_items", "user_recent_ts_ms", "user_recent_rewards")
+SCORES, ITEM_IDS, ITEM_ROWS = "scores", "item_ids", "item_rows"
+ROWS_SIGNATURE = "candidate_rows"
+
+
+def input_signature() -> dict[str, tf.TensorSpec]:
+    return {
+        "user_recent_items": tf.TensorSpec([None, None], tf.string, name="user_recent_items"),
+        "user_recent_ts_ms": tf.TensorSpec([None, None], tf.int64, name="user_recent_ts_ms"),
+        "user_recent_rewards": tf.TensorSpec([None, None], tf.float32, name="user_recent_rewards"),
+    }
+
+
+def _right_aligned(values: tf.Tensor, max_len: int, pad) -> tf.Tensor:
+    """Newest-first ``[B, n]`` → oldest-first ``[B, max_len]``, padding on the left."""
+    values = values[:, :max_len]
+    missing = max_len - tf.shape(values)[1]
+    values = tf.pad(values, [[0, 0], [0, missing]], constant_values=pad)
+    return tf.reverse(values, axis=[1])
+
+
+class SequentialModule(tf.Module):
+    """The trained model, the catalogue's id → row table and the exported item table."""
+
+    def __init__(self, model: SequentialRetriever, item_ids: np.ndarray, k: int, version: int):
+        super().__init__()
+        self.model = model
+        ids = tf.constant(np.asarray(item_ids).astype(str))
+        self.item_ids = ids
+        self.lookup = tf.lookup.StaticHashTable(
+            tf.lookup.KeyValueTensorInitializer(ids, tf.range(tf.size(ids), dtype=tf.int64)), -1
+        )
+        self.table = tf.Variable(model.encoder.all_items(), trainable=False, name="item_table")
+        self.k = int(min(k, len(item_ids)))
+        self.max_len = int(model.config.max_len)
+        self.model_version = tf.Variable(str(version), trainable=False, name="model_version")
+        specs = input_signature()
+        self.serve = tf.function(self._serve, input_signature=[specs])
+        self.rows = tf.function(self._rows, input_signature=[specs])
+
+    def _top(self, inputs: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+        items = _right_aligned(inputs["user_recent_items"], self.max_len, "")
+        ts = _right_aligned(inputs["user_recent_ts_ms"], self.max_len, tf.constant(0, tf.int64))
+        rewards = _right_aligned(inputs["user_recent_rewards"], self.max_len, 0.0)
+        rows = self.lookup.lookup(items)
+        hidden = self.model.encode(rows, ts, rewards, self.table)[:, -1, :]
+        scores = tf.matmul(hidden, self.table, transpose_b=True)
+        return tf.math.top_k(scores, k=self.k)
+
+    def _serve(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        values, rows = self._top(inputs)
+        return {SCORES: values, ITEM_IDS: tf.gather(self.item_ids, rows)}
+
+    def _rows(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        values, rows = self._top(inputs)
+        return {SCORES: values, ITEM_ROWS: rows}
+
+    def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
+        return {
+            "serving_default": self.serve.get_concrete_function(),
+            ROWS_SIGNATURE: self.rows.get_concrete_function(),
+        }
+
+
+def warmup_batches(
+    histories: list[Mapping[str, list]], sizes=(1, 8)
+) -> list[dict[str, np.ndarray]]:
+    """Warm-up requests: batches of the given sizes from real (newest-first) histories."""
+    out = []
+    for size in sizes:
+        chosen = (histories * size)[:size] if histories else [{}] * size
+        width = max(1, max(len(h.get("user_recent_items") or []) for h in chosen))
+
+        def column(name, dtype, pad, chosen=chosen, width=width):
+            rows = [list(h.get(name) or [])[:width] for h in chosen]
+            return np.array([r + [pad] * (width - len(r)) for r in rows], dtype=dtype)
+
+        out.append(
+            {
+                "user_recent_items": column("user_recent_items", object, ""),
+                "user_recent_ts_ms": column("user_recent_ts_ms", np.int64, 0),
+                "user_recent_rewards": column("user_recent_rewards", np.float32, 0.0),
+            }
+        )
+    return out
+
+
+def save(module: SequentialModule, directory: pathlib.Path) -> None:
+    tf.saved_model.save(module, str(directory), signatures=module.signatures())

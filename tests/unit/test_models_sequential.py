@@ -1,0 +1,118 @@
+"""Sequential retriever: buckets by hand, save → load → same top-K, pipeline input names."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import models  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+from feature_repo.features import USER_FEATURES
+from models import sequential as sq
+from models.catalog import Catalog
+from models.sequence_training import train_sequence, user_sequences
+from models.sequential_export import SEQUENCE_INPUTS, SequentialModule
+
+T0 = 1_700_000_000_000
+
+
+def test_gap_and_reward_buckets_by_hand() -> None:
+    ts = tf.constant([[0, T0, T0, T0 + 1000, T0 + 9000]], tf.int64)
+    valid = tf.constant([[False, True, True, True, True]])
+    # padding 0; first event 0; same second 0; 1 s → 1 + log2(1) = 1; 8 s → 1 + 3 = 4
+    assert sq.gap_buckets(ts, valid).numpy().tolist() == [[0, 0, 0, 1, 4]]
+    rewards = tf.constant([[0.0, -3.0, -0.5, 0.0, 1.5]])
+    assert sq.reward_buckets(rewards, valid).numpy().tolist() == [[0, 0, 3, 4, 7]]
+
+
+def test_training_windows_label_the_next_target() -> None:
+    rows = np.array([3, 1, 2])
+    seq = [(rows, np.array([1, 2, 3]) * 1000, np.zeros(3, np.float32), np.array([1, 0, 1], bool))]
+    r, _, _, targets = sq.training_windows(seq, 4)
+    assert r.tolist() == [[-1, -1, 3, 1]]
+    assert targets.tolist() == [[-1, -1, -1, 2]]  # event 1 (row 1) is not a target
+
+
+@pytest.fixture(scope="module")
+def trained():
+    n = 8
+    catalog = Catalog(
+        item_ids=np.array([f"i{k}" for k in range(n)], dtype=object),
+        titles=np.array([f"title {k % 3}" for k in range(n)], dtype=object),
+        genres=np.array(["a|b" if k % 2 else "c" for k in range(n)], dtype=object),
+        duration_ms=np.zeros(n, dtype=np.int64),
+    )
+    rng = np.random.default_rng(0)
+    users = np.repeat(np.arange(12), 6)
+    rows = np.concatenate([(np.arange(6) + u) % n for u in range(12)])
+    ts = T0 + np.arange(len(rows), dtype=np.int64) * 60_000
+    rewards = rng.uniform(-1, 1, len(rows)).astype(np.float32)
+    sequences = user_sequences(users, rows, ts, rewards, np.ones(len(rows), bool))
+    config = sq.SequentialConfig(max_len=4, dim=8, heads=2, blocks=1, epochs=2, batch_size=8)
+    return catalog, train_sequence(catalog, sequences, config)
+
+
+def test_save_load_same_top_k(trained, tmp_path) -> None:
+    catalog, model = trained
+    module = SequentialModule(model.model, catalog.item_ids, k=5, version=7)
+    tf.saved_model.save(module, str(tmp_path), signatures=module.signatures())
+    loaded = tf.saved_model.load(str(tmp_path))
+    serve = loaded.signatures["serving_default"]
+    assert set(serve.structured_input_signature[1]) == set(SEQUENCE_INPUTS)
+    assert set(SEQUENCE_INPUTS) <= set(USER_FEATURES)  # the pipeline's own feature names
+    newest_first = {
+        "user_recent_items": tf.constant([["i3", "i2", "i1"]]),
+        "user_recent_ts_ms": tf.constant([[T0 + 3000, T0 + 2000, T0 + 1000]], tf.int64),
+        "user_recent_rewards": tf.constant([[1.0, 0.5, -0.5]]),
+    }
+    out = serve(**newest_first)
+    rows = np.array([[-1, 1, 2, 3]])
+    ts = np.array([[0, T0 + 1000, T0 + 2000, T0 + 3000]])
+    rw = np.array([[0.0, -0.5, 0.5, 1.0]], np.float32)
+    scores = model.queries(rows, ts, rw) @ model.item_table().T
+    expected = np.argsort(-scores[0], kind="stable")[:5]
+    assert [x.decode() for x in out["item_ids"].numpy()[0]] == [f"i{r}" for r in expected]
+    np.testing.assert_allclose(out["scores"].numpy()[0], scores[0][expected], rtol=1e-5)
+    rows_out = loaded.signatures["candidate_rows"](**newest_first)["item_rows"].numpy()[0]
+    assert rows_out.tolist() == expected.tolist()
+
+
+def test_one_new_event_changes_the_candidates(trained) -> None:
+    catalog, model = trained
+    module = SequentialModule(model.model, catalog.item_ids, k=8, version=7)
+    before = module.serve(
+        {
+            "user_recent_items": tf.constant([["i1"]]),
+            "user_recent_ts_ms": tf.constant([[T0]], tf.int64),
+            "user_recent_rewards": tf.constant([[1.0]]),
+        }
+    )
+    after = module.serve(
+        {
+            "user_recent_items": tf.constant([["i5", "i1"]]),
+            "user_recent_ts_ms": tf.constant([[T0 + 60_000, T0]], tf.int64),
+            "user_recent_rewards": tf.constant([[1.0, 1.0]]),
+        }
+    )
+    assert not np.allclose(before["scores"].numpy(), after["scores"].numpy())
+
+
+def test_empty_and_unknown_histories_are_served(trained) -> None:
+    catalog, model = trained
+    module = SequentialModule(model.model, catalog.item_ids, k=3, version=7)
+    empty = module.serve(
+        {
+            "user_recent_items": tf.zeros([2, 0], tf.string),
+            "user_recent_ts_ms": tf.zeros([2, 0], tf.int64),
+            "user_recent_rewards": tf.zeros([2, 0], tf.float32),
+        }
+    )
+    assert empty["item_ids"].shape == (2, 3)
+    unknown = module.serve(
+        {
+            "user_recent_items": tf.constant([["nope"] * 9]),
+            "user_recent_ts_ms": tf.zeros([1, 9], tf.int64),
+            "user_recent_rewards": tf.zeros([1, 9], tf.float32),
+        }
+    )
+    np.testing.assert_allclose(unknown["scores"].numpy()[0], empty["scores"].numpy()[0], rtol=1e-5)
