@@ -85,11 +85,18 @@ class RewardConfig(BaseModel):
         "posterior (at most one per exposure); empty: every engaged event.",
     )
 
+    interaction_event_types: tuple[str, ...] = Field(
+        (),
+        description="Types that are an interaction whatever their reward (a MovieLens rating: "
+        "the user watched the film); other types are interactions when engaged. Interactions "
+        "feed co-engagement and are what the replay evaluation predicts.",
+    )
+
     @model_validator(mode="after")
     def _exposures_known(self) -> RewardConfig:
         if not self.rules:
             raise ValueError("rules must name at least one event type")
-        for name in ("exposure_event_types", "conversion_event_types"):
+        for name in ("exposure_event_types", "conversion_event_types", "interaction_event_types"):
             unknown = set(getattr(self, name)) - set(self.rules)
             if unknown:
                 raise ValueError(f"{name} not in rules: {sorted(unknown)}")
@@ -101,6 +108,9 @@ class RewardConfig(BaseModel):
 
     def is_exposure(self, event_type: str) -> bool:
         return not self.exposure_event_types or event_type in self.exposure_event_types
+
+    def is_interaction(self, event_type: str, engaged: bool) -> bool:
+        return engaged or event_type in self.interaction_event_types
 
     def is_conversion(self, event_type: str, engaged: bool) -> bool:
         types = self.conversion_event_types
@@ -165,6 +175,7 @@ MUSIC = RewardConfig(
 MOVIELENS = RewardConfig(
     name="movielens",
     rules={"rating": RatingRule(center=3.0, scale=2.0)},
+    interaction_event_types=("rating",),
 )
 
 PRESETS: dict[str, RewardConfig] = {c.name: c for c in (SHORT_VIDEO, MUSIC, MOVIELENS)}

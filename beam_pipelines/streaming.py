@@ -20,6 +20,7 @@ from beam_pipelines.jobs_common import embedding_source, store_config
 from beam_pipelines.options import LOCAL_STREAMING_RUNNER, StreamingOptions
 from beam_pipelines.rewards import load_reward_config
 from beam_pipelines.sinks import FeastSinkFactory, WriteDeadLetters
+from beam_pipelines.transforms.coengagement import ITEM_PAIR_ROWS, USER_PAIR_ROWS
 from beam_pipelines.transforms.graph import (
     DEAD_LETTERS,
     ITEM_ROWS,
@@ -28,7 +29,21 @@ from beam_pipelines.transforms.graph import (
     FeatureSettings,
 )
 from beam_pipelines.transforms.write import WriteFeatures
-from feature_repo.features import ITEM_REALTIME, USER_REALTIME
+from feature_repo.features import (
+    ITEM_COENGAGEMENT,
+    ITEM_REALTIME,
+    USER_COENGAGEMENT,
+    USER_REALTIME,
+)
+
+# Each feature output of ComputeFeatures, the view it is written to and the step's
+# label (labels are part of a Dataflow job's update compatibility: keep them).
+STREAMED_VIEWS = (
+    (USER_ROWS, USER_REALTIME, "WriteUsers"),
+    (ITEM_ROWS, ITEM_REALTIME, "WriteItems"),
+    (USER_PAIR_ROWS, USER_COENGAGEMENT, "WriteUserPairs"),
+    (ITEM_PAIR_ROWS, ITEM_COENGAGEMENT, "WriteItemPairs"),
+)
 
 EVENT_TS_ATTRIBUTE = "event_ts"
 
@@ -62,13 +77,11 @@ class WriteAllFeatures(beam.PTransform):
         )
 
     def expand(self, features):
-        users = features[USER_ROWS] | "WriteUsers" >> WriteFeatures(
-            *self._args, USER_REALTIME, **self._kwargs
-        )
-        items = features[ITEM_ROWS] | "WriteItems" >> WriteFeatures(
-            *self._args, ITEM_REALTIME, **self._kwargs
-        )
-        return (users, items) | "MergeWriteFailures" >> beam.Flatten()
+        failed = [
+            features[tag] | label >> WriteFeatures(*self._args, view, **self._kwargs)
+            for tag, view, label in STREAMED_VIEWS
+        ]
+        return failed | "MergeWriteFailures" >> beam.Flatten()
 
 
 def build(pipeline: beam.Pipeline, options: StreamingOptions) -> None:

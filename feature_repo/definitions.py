@@ -88,13 +88,25 @@ def build_definitions(offline_dir: str) -> list[Any]:
         name=f.ITEM_PUSH_SOURCE, batch_source=file_source(offline_dir, f.ITEM_REALTIME)
     )
     embeddings = file_source(offline_dir, f.ITEM_EMBEDDING)
+    user_pairs = PushSource(
+        name=f.USER_COENGAGEMENT_PUSH_SOURCE,
+        batch_source=file_source(offline_dir, f.USER_COENGAGEMENT),
+    )
+    item_pairs = PushSource(
+        name=f.ITEM_COENGAGEMENT_PUSH_SOURCE,
+        batch_source=file_source(offline_dir, f.ITEM_COENGAGEMENT),
+    )
     return [
         USER,
         ITEM,
         user_push,
         item_push,
         embeddings,
+        user_pairs,
+        item_pairs,
         _view(f.USER_REALTIME, USER, user_push, REALTIME_TTL),
         _view(f.ITEM_REALTIME, ITEM, item_push, REALTIME_TTL),
         _view(f.ITEM_EMBEDDING, ITEM, embeddings, EMBEDDING_TTL),
+        _view(f.USER_COENGAGEMENT, USER, user_pairs, REALTIME_TTL),
+        _view(f.ITEM_COENGAGEMENT, ITEM, item_pairs, REALTIME_TTL),
     ]

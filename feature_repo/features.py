@@ -20,9 +20,13 @@ ITEM_KEY = "item_id"
 USER_REALTIME = "user_realtime"
 ITEM_REALTIME = "item_realtime"
 ITEM_EMBEDDING = "item_embedding"
+USER_COENGAGEMENT = "user_coengagement"
+ITEM_COENGAGEMENT = "item_coengagement"
 
 USER_PUSH_SOURCE = "user_realtime_push"
 ITEM_PUSH_SOURCE = "item_realtime_push"
+USER_COENGAGEMENT_PUSH_SOURCE = "user_coengagement_push"
+ITEM_COENGAGEMENT_PUSH_SOURCE = "item_coengagement_push"
 
 # Column holding the event time of a feature row (Feast's timestamp_field).
 EVENT_TIMESTAMP = "event_timestamp"
@@ -77,10 +81,22 @@ ITEM_EMBEDDING_FEATURES: dict[str, str] = {
     "item_embedding_version": STRING,
 }
 
+# user_coengagement / item_coengagement: written by UpdateCoEngagement
+# (beam_pipelines.state.coengagement): a user's pair window, an item's neighbour row.
+USER_COENGAGEMENT_FEATURES: dict[str, str] = {
+    "user_interacted_items": STRING_LIST,  # last distinct interacted items, newest first
+}
+ITEM_COENGAGEMENT_FEATURES: dict[str, str] = {
+    "item_neighbors": STRING_LIST,  # items co-engaged with this one, largest count first
+    "item_neighbor_pairs": FLOAT_LIST,  # their pair counts (distinct users, windowed)
+}
+
 FEATURE_VIEWS: dict[str, tuple[str, dict[str, str]]] = {
     USER_REALTIME: (USER_KEY, USER_FEATURES),
     ITEM_REALTIME: (ITEM_KEY, ITEM_FEATURES),
     ITEM_EMBEDDING: (ITEM_KEY, ITEM_EMBEDDING_FEATURES),
+    USER_COENGAGEMENT: (USER_KEY, USER_COENGAGEMENT_FEATURES),
+    ITEM_COENGAGEMENT: (ITEM_KEY, ITEM_COENGAGEMENT_FEATURES),
 }
 
 

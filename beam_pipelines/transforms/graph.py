@@ -16,6 +16,11 @@ from beam_pipelines.embedding_source import EmbeddingSource
 from beam_pipelines.events import ValidationConfig
 from beam_pipelines.rewards import RewardConfig
 from beam_pipelines.state import StateConfig
+from beam_pipelines.transforms.coengagement import (
+    ITEM_PAIR_ROWS,
+    USER_PAIR_ROWS,
+    UpdateCoEngagement,
+)
 from beam_pipelines.transforms.dead_letters import DEAD_LETTER, DeadLetter
 from beam_pipelines.transforms.parse import EVENTS, ParseEvents
 from beam_pipelines.transforms.rewards import ComputeRewards
@@ -80,12 +85,14 @@ class CountDeadLetters(beam.DoFn):
 class ComputeFeatures(beam.PTransform):
     """Raw messages → features and dead letters.
 
-    Streaming: ``{user_rows, item_rows, dead_letters}``, each key's newest row dict
-    per bundle (the store keeps only the newest).
+    Streaming: ``{user_rows, item_rows, user_pair_rows, item_pair_rows,
+    dead_letters}``, each key's newest row dict per bundle (the store keeps only the
+    newest); the pair rows are ``user_coengagement`` and ``item_coengagement``.
     ``sequenced=True`` for bounded logs: input ``(seq, bytes)``, state folded in
     ``settings.replay_order`` (arrival order decides lateness and duplicates as
     streaming did); output ``{user_history, item_history}`` (a list of rows per entity),
-    ``{user_final, item_final}`` (last row per entity) and ``dead_letters``.
+    ``{user_final, item_final}`` (last row per entity), the final co-engagement
+    rows ``{user_pair_rows, item_pair_rows}`` and ``dead_letters``.
     """
 
     def __init__(self, settings: FeatureSettings, sequenced: bool = False):
@@ -102,14 +109,25 @@ class ComputeFeatures(beam.PTransform):
             s.state, s.embeddings, s.allowed_lateness_s, order
         )
         item_rows = users[ACCEPTED] | "UpdateItemState" >> UpdateItemState(s.state, order)
+        pairs = users[ACCEPTED] | "UpdateCoEngagement" >> UpdateCoEngagement(s.rewards, order)
         dead = (
             (parsed[DEAD_LETTER], users[DEAD_LETTER])
             | "MergeDeadLetters" >> beam.Flatten()
             | "CountDeadLetters" >> beam.ParDo(CountDeadLetters())
         )
+        coengagement = {
+            USER_PAIR_ROWS: pairs[USER_PAIR_ROWS],
+            ITEM_PAIR_ROWS: pairs[ITEM_PAIR_ROWS],
+        }
         if not seq:
-            return {USER_ROWS: users[ROWS], ITEM_ROWS: item_rows, DEAD_LETTERS: dead}
+            return {
+                USER_ROWS: users[ROWS],
+                ITEM_ROWS: item_rows,
+                DEAD_LETTERS: dead,
+                **coengagement,
+            }
         return {
+            **coengagement,
             USER_HISTORY: users[HISTORY],
             ITEM_HISTORY: item_rows[HISTORY],
             USER_FINAL: users[FINAL],

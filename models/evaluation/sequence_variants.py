@@ -99,10 +99,11 @@ class CoEngagementRolling:
 
     def scores(self, world: World, user: int) -> np.ndarray:
         assert world.coengagement is not None
-        recent = list(world.recent[user])
+        recent = world.windows[user].recent()
         if not recent:
             return world.counts
-        return world.coengagement.score(recent) + POPULARITY_TIE_BREAK * world.counts
+        co = world.coengagement.score(recent, world.item_events)
+        return co + POPULARITY_TIE_BREAK * world.counts
 
 
 class SequentialStreaming:
@@ -191,7 +192,7 @@ class Full:
     def scores(self, world: World, user: int) -> np.ndarray:
         seq = self.sequential.scores(world, user)
         assert world.coengagement is not None
-        co = world.coengagement.score(list(world.recent[user]))
+        co = world.coengagement.score(world.windows[user].recent(), world.item_events)
         blended = blend_scores(co, seq, world.counts, self.blend.weight)
         seen = world.seen_items(user)
         chosen = candidate_union((seq, co), seen, self.blend.candidates)

@@ -15,7 +15,7 @@ import pickle
 import numpy as np
 
 from beam_pipelines.state import ItemState, StateConfig, UserState
-from beam_pipelines.state.coengagement import PAIR_WINDOW, CoEngagement
+from beam_pipelines.state.coengagement import CoEngagement, PairWindow
 from beam_pipelines.state.updaters import Embeddings, update_item, update_user
 from models.evaluation.data import EventLog
 
@@ -46,11 +46,11 @@ class World:
         self.state_config = state_config or StateConfig()
         self.user_states: dict[str, UserState] = {}
         self.item_states: dict[str, ItemState] = {}
-        # The streaming co-engagement source: pairs with the user's last distinct items.
+        # The streaming co-engagement source (beam_pipelines.state.coengagement): each
+        # user's pair window, every item's pair counts and accepted event counts.
         self.coengagement = CoEngagement(log.n_items) if coengagement else None
-        self.distinct: list[collections.deque[int]] = [
-            collections.deque(maxlen=PAIR_WINDOW) for _ in range(log.n_users)
-        ]
+        self.windows = [PairWindow() for _ in range(log.n_users)]
+        self.item_events = np.zeros(log.n_items, dtype=np.float64)
 
     def apply(self, k: int) -> None:
         """Feed event ``k`` (the next one in protocol order) into every state."""
@@ -60,12 +60,12 @@ class World:
         user, item = int(log.user_idx[k]), int(log.item_idx[k])
         if k < log.n_train:
             self.train_events[user] += 1
+        self.item_events[item] += 1.0
         if log.interaction[k]:
             self.counts[item] += 1.0
-            if item not in self.seen[user]:
-                if self.coengagement is not None:
-                    self.coengagement.push(item, self.distinct[user])
-                self.distinct[user].append(item)
+            previous = self.windows[user].push(item)
+            if previous is not None and self.coengagement is not None:
+                self.coengagement.add_pairs(item, previous)
             self.seen[user][item] = None
             recent = self.recent[user]
             if item in recent:  # distinct items, newest last
@@ -90,7 +90,8 @@ class World:
         twin.train_events = self.train_events.copy()
         twin.seen = [dict(s) for s in self.seen]
         twin.recent = [collections.deque(r, maxlen=r.maxlen) for r in self.recent]
-        twin.distinct = [collections.deque(r, maxlen=r.maxlen) for r in self.distinct]
+        twin.windows = copy.deepcopy(self.windows)
+        twin.item_events = self.item_events.copy()
         twin.coengagement = copy.deepcopy(self.coengagement)
         # A pickle round trip is an exact deep copy, several times faster than deepcopy.
         twin.user_states = pickle.loads(pickle.dumps(self.user_states, pickle.HIGHEST_PROTOCOL))

@@ -44,12 +44,22 @@ DATAFLOW_ARGS = [
 STATEFUL_STEPS = {
     "ComputeFeatures/UpdateUserState/ApplyEvents/ParDo(_UserStateFn)": ({"user_state"}, set()),
     "ComputeFeatures/UpdateItemState/ApplyEvents": ({"item_state"}, set()),
+    "ComputeFeatures/UpdateCoEngagement/PairWindows/ParDo(_WindowFn)": ({"pair_window"}, set()),
+    "ComputeFeatures/UpdateCoEngagement/Neighbours": ({"neighbours"}, set()),
     # GroupIntoBatches before each store write (--write_max_buffering_s).
     "WriteFeatures/WriteUsers/GatherBatches/ParDo(_GroupIntoBatchesDoFn)": (
         {"count", "values"},
         {"ts-buffering_end", "ts-window_end"},
     ),
     "WriteFeatures/WriteItems/GatherBatches/ParDo(_GroupIntoBatchesDoFn)": (
+        {"count", "values"},
+        {"ts-buffering_end", "ts-window_end"},
+    ),
+    "WriteFeatures/WriteUserPairs/GatherBatches/ParDo(_GroupIntoBatchesDoFn)": (
+        {"count", "values"},
+        {"ts-buffering_end", "ts-window_end"},
+    ),
+    "WriteFeatures/WriteItemPairs/GatherBatches/ParDo(_GroupIntoBatchesDoFn)": (
         {"count", "values"},
         {"ts-buffering_end", "ts-window_end"},
     ),

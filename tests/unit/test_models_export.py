@@ -206,13 +206,13 @@ def test_warmup_requests_run_on_the_signatures(trained) -> None:
             loaded.signatures["serving_default"](**{k: tf.constant(v) for k, v in inputs.items()})
 
 
-def test_models_config_names_both_models(trained) -> None:
+def test_models_config_names_every_model(trained) -> None:
     _, base, _ = trained
     config = text_format.Parse(
         (base / export.MODELS_CONFIG).read_text(), model_server_config_pb2.ModelServerConfig()
     )
     paths = {c.name: c.base_path for c in config.model_config_list.config}
-    assert paths == {n: str(pathlib.Path(base).resolve() / n) for n in ("retrieval", "ranker")}
+    assert paths == {n: str(pathlib.Path(base).resolve() / n) for n in ("retrieval", "ranker", "sequential")}
 
 
 def test_markers_and_model_info(trained) -> None:
