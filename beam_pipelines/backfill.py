@@ -31,6 +31,7 @@ from beam_pipelines.history_sink import WriteHistoryTables
 from beam_pipelines.jobs_common import embedding_source, store_config
 from beam_pipelines.rewards import load_reward_config
 from beam_pipelines.sinks import FeastSinkFactory, WriteDeadLetters
+from beam_pipelines.transforms.coengagement import ITEM_PAIR_ROWS, USER_PAIR_ROWS
 from beam_pipelines.transforms.graph import (
     DEAD_LETTERS,
     ITEM_FINAL,
@@ -41,7 +42,12 @@ from beam_pipelines.transforms.graph import (
 )
 from beam_pipelines.transforms.history_graph import ComputeFeatureHistory
 from beam_pipelines.transforms.write import WriteFeatures
-from feature_repo.features import ITEM_REALTIME, USER_REALTIME
+from feature_repo.features import (
+    ITEM_COENGAGEMENT,
+    ITEM_REALTIME,
+    USER_COENGAGEMENT,
+    USER_REALTIME,
+)
 
 LOG = logging.getLogger(__name__)
 MOVIELENS_MIN_TIMESTAMP_MS = 788_918_400_000  # 1995-01-01: MovieLens starts in 1996
@@ -97,7 +103,13 @@ def build(pipeline, args: argparse.Namespace, settings: FeatureSettings, out: pa
     letters = [features[DEAD_LETTERS]]
     if args.online:
         sink = FeastSinkFactory(store_config(args.store_config, str(out / "online.db")))
-        for tag, view in ((USER_FINAL, USER_REALTIME), (ITEM_FINAL, ITEM_REALTIME)):
+        finals = (
+            (USER_FINAL, USER_REALTIME),
+            (ITEM_FINAL, ITEM_REALTIME),
+            (USER_PAIR_ROWS, USER_COENGAGEMENT),
+            (ITEM_PAIR_ROWS, ITEM_COENGAGEMENT),
+        )
+        for tag, view in finals:
             letters.append(features[tag] | f"Online_{view}" >> WriteFeatures(sink, view))
     (
         letters

@@ -26,8 +26,14 @@ from beam_pipelines.history_tables import item_finals, item_table, user_finals, 
 from beam_pipelines.rewards import RewardConfig
 from beam_pipelines.state.columns import ScoredColumns, key_codes
 from beam_pipelines.state.item_fold import fold_items
+from beam_pipelines.state.records import ScoredEvent
 from beam_pipelines.state.user_fold import LATE, fold_users
 from beam_pipelines.transforms import batch_coders  # noqa: F401  (registers the coders)
+from beam_pipelines.transforms.coengagement import (
+    ITEM_PAIR_ROWS,
+    USER_PAIR_ROWS,
+    UpdateCoEngagement,
+)
 from beam_pipelines.transforms.dead_letters import DEAD_LETTER
 from beam_pipelines.transforms.graph import (
     DEAD_LETTERS,
@@ -127,7 +133,8 @@ class ComputeFeatureHistory(beam.PTransform):
     (Arrow tables in ``history.arrow_schema``), ``{user_final, item_final}`` (the last
     row of each entity) and ``dead_letters``: ``ComputeFeatures(sequenced=True)``'s
     results, with history as tables rather than row lists. ``finals=False`` leaves
-    the final outputs empty, for a job that does not write them."""
+    the final outputs empty, for a job that does not write them; with finals the
+    final co-engagement rows come too (``{user_pair_rows, item_pair_rows}``)."""
 
     def __init__(self, settings: FeatureSettings, finals: bool = True):
         super().__init__()
@@ -165,13 +172,26 @@ class ComputeFeatureHistory(beam.PTransform):
             | "MergeDeadLetters" >> beam.Flatten()
             | "CountDeadLetters" >> beam.ParDo(CountDeadLetters()).with_output_types(typehints.Any)
         )
+        pairs = {}
+        if self._finals:  # co-engagement has no history: final rows for the online store
+            pairs = (
+                users[ACCEPTED]
+                | "Events" >> beam.FlatMap(_events).with_output_types(ScoredEvent)
+                | "UpdateCoEngagement" >> UpdateCoEngagement(s.rewards, s.replay_order)
+            )
+            pairs = {USER_PAIR_ROWS: pairs[USER_PAIR_ROWS], ITEM_PAIR_ROWS: pairs[ITEM_PAIR_ROWS]}
         return {
+            **pairs,
             USER_HISTORY: users[HISTORY],
             ITEM_HISTORY: items[HISTORY],
             USER_FINAL: users[FINAL],
             ITEM_FINAL: items[FINAL],
             DEAD_LETTERS: dead,
         }
+
+
+def _events(columns: ScoredColumns):
+    return (columns.event(i) for i in range(columns.size))
 
 
 def _par_do(fn: beam.DoFn, main_type, *tags: str, main: str):

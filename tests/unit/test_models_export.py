@@ -212,7 +212,9 @@ def test_models_config_names_every_model(trained) -> None:
         (base / export.MODELS_CONFIG).read_text(), model_server_config_pb2.ModelServerConfig()
     )
     paths = {c.name: c.base_path for c in config.model_config_list.config}
-    assert paths == {n: str(pathlib.Path(base).resolve() / n) for n in ("retrieval", "ranker", "sequential")}
+    assert paths == {
+        n: str(pathlib.Path(base).resolve() / n) for n in ("retrieval", "ranker", "sequential")
+    }
 
 
 def test_markers_and_model_info(trained) -> None:

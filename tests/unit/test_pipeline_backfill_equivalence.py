@@ -15,6 +15,7 @@ import pytest
 from beam_pipelines import backfill
 from beam_pipelines.rewards import SHORT_VIDEO
 from beam_pipelines.simulator import DirtyKind, SimulatorConfig, simulate
+from beam_pipelines.transforms.coengagement import ITEM_PAIR_ROWS, USER_PAIR_ROWS
 from beam_pipelines.transforms.dead_letters import DeadLetter
 from beam_pipelines.transforms.graph import (
     DEAD_LETTERS,
@@ -25,8 +26,10 @@ from beam_pipelines.transforms.graph import (
 )
 from feature_repo.features import (
     EVENT_TIMESTAMP,
+    ITEM_COENGAGEMENT,
     ITEM_KEY,
     ITEM_REALTIME,
+    USER_COENGAGEMENT,
     USER_KEY,
     USER_REALTIME,
 )
@@ -79,10 +82,14 @@ def _streaming(arrivals):
     stream = StreamBuilder(SIM.start_ms).deliver(arrivals)
     features = p | stream.build() | ComputeFeatures(FeatureSettings(rewards=SHORT_VIDEO))
     users, items, letters = Collect(), Collect(), Collect()
+    user_pairs, item_pairs = Collect(), Collect()
     _ = features[USER_ROWS] | "Users" >> users
     _ = features[ITEM_ROWS] | "Items" >> items
+    _ = features[USER_PAIR_ROWS] | "UserPairs" >> user_pairs
+    _ = features[ITEM_PAIR_ROWS] | "ItemPairs" >> item_pairs
     _ = features[DEAD_LETTERS] | "Keys" >> beam.Map(_letter_key) | "Letters" >> letters
     p.run().wait_until_finish()
+    _streaming.pairs = (user_pairs.collected(), item_pairs.collected())
     return users.collected(), items.collected(), letters.collected()
 
 
@@ -109,6 +116,15 @@ def test_streaming_and_backfill_agree_on_final_state_and_dead_letters(
     item_final = recording_online_store.stored(ITEM_REALTIME, ITEM_KEY)
     assert_same_entities(last_row_per_entity(users, USER_KEY), user_final, rel=1e-9)
     assert_same_entities(last_row_per_entity(items, ITEM_KEY), item_final, rel=1e-9)
+    # Co-engagement: the same pair windows and neighbour rows.
+    user_pairs, item_pairs = _streaming.pairs
+    assert last_row_per_entity(user_pairs, USER_KEY) == recording_online_store.stored(
+        USER_COENGAGEMENT, USER_KEY
+    )
+    assert last_row_per_entity(item_pairs, ITEM_KEY) == recording_online_store.stored(
+        ITEM_COENGAGEMENT, ITEM_KEY
+    )
+    assert item_pairs, "the simulated stream has co-engaged items"
 
     backfill_letters = [
         _letter_key(DeadLetter.from_json(line))
