@@ -33,8 +33,8 @@ from models.ranker import EXPECTED_REWARD, LOGIT, RankerModel
 from models.towers import QUERY_INPUTS, QueryTower
 
 RETRIEVAL, RANKER, ITEM_EMBEDDINGS = "retrieval", "ranker", "item_embeddings"
-SEQUENTIAL = "sequential"  # models.sequential_export: optional, the same version
-MODEL_NAMES = (RETRIEVAL, RANKER)
+SEQUENTIAL = "sequential"  # models.sequential_export: the same version
+MODEL_NAMES = (RETRIEVAL, RANKER, SEQUENTIAL)  # what TF Serving serves (models.config)
 TABLE_FILE = "item_embeddings.parquet"
 COMPLETE = "_COMPLETE"
 MODELS_CONFIG = "models.config"
@@ -123,7 +123,7 @@ def next_version(model_base: str | os.PathLike[str]) -> int:
     base = pathlib.Path(model_base)
     existing = [
         int(p.name)
-        for name in (*MODEL_NAMES, SEQUENTIAL, ITEM_EMBEDDINGS)
+        for name in (*MODEL_NAMES, ITEM_EMBEDDINGS)
         if (base / name).is_dir()
         for p in (base / name).iterdir()
         if p.name.isdigit()
@@ -252,7 +252,7 @@ def export_all(
     (staging / "model_info.json").write_text(json.dumps(dict(info or {}), indent=2) + "\n")
     published.append(_publish(staging, version))
     config = base / f".{MODELS_CONFIG}.tmp-{os.getpid()}"
-    names = (*MODEL_NAMES, SEQUENTIAL) if sequential is not None else MODEL_NAMES
+    names = MODEL_NAMES if sequential is not None else (RETRIEVAL, RANKER)
     config.write_text(models_config_text(base, names=names))
     os.replace(config, base / MODELS_CONFIG)
     marker = json.dumps({"version": version, "completed_at_s": int(time.time())}) + "\n"

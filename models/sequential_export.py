@@ -29,6 +29,7 @@ from models.sequential import SequentialRetriever
 SEQUENTIAL = "sequential"
 SEQUENCE_INPUTS = ("user_recent_items", "user_recent_ts_ms", "user_recent_rewards")
 SCORES, ITEM_IDS, ITEM_ROWS = "scores", "item_ids", "item_rows"
+LOG_NORMALIZER = "log_normalizer"  # logsumexp of all catalogue scores: P = exp(score - it)
 ROWS_SIGNATURE = "candidate_rows"
 
 
@@ -67,22 +68,27 @@ class SequentialModule(tf.Module):
         self.serve = tf.function(self._serve, input_signature=[specs])
         self.rows = tf.function(self._rows, input_signature=[specs])
 
-    def _top(self, inputs: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
+    def _top(self, inputs: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         items = _right_aligned(inputs["user_recent_items"], self.max_len, "")
         ts = _right_aligned(inputs["user_recent_ts_ms"], self.max_len, tf.constant(0, tf.int64))
         rewards = _right_aligned(inputs["user_recent_rewards"], self.max_len, 0.0)
         rows = self.lookup.lookup(items)
         hidden = self.model.encode(rows, ts, rewards, self.table)[:, -1, :]
         scores = tf.matmul(hidden, self.table, transpose_b=True)
-        return tf.math.top_k(scores, k=self.k)
+        values, rows = tf.math.top_k(scores, k=self.k)
+        return values, rows, tf.reduce_logsumexp(scores, axis=1)
 
     def _serve(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        values, rows = self._top(inputs)
-        return {SCORES: values, ITEM_IDS: tf.gather(self.item_ids, rows)}
+        values, rows, normalizer = self._top(inputs)
+        return {
+            SCORES: values,
+            ITEM_IDS: tf.gather(self.item_ids, rows),
+            LOG_NORMALIZER: normalizer,
+        }
 
     def _rows(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        values, rows = self._top(inputs)
-        return {SCORES: values, ITEM_ROWS: rows}
+        values, rows, normalizer = self._top(inputs)
+        return {SCORES: values, ITEM_ROWS: rows, LOG_NORMALIZER: normalizer}
 
     def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
         return {

@@ -26,6 +26,7 @@ from pydantic import (
 
 from beam_pipelines.state.config import StateConfig
 from feature_repo.store import SqliteStoreConfig, StoreConfig
+from models.blend import BLEND_CANDIDATES, BLEND_WEIGHT
 
 TOPIC_PATTERN = r"^projects/[^/]+/topics/[^/]+$"
 TOKEN_ENV = "RTP_SERVE_TOKEN"
@@ -36,8 +37,10 @@ class _Config(BaseModel):
 
 
 class _ModelBackendBase(_Config):
-    retrieval_model: str = "retrieval"
-    """Model name of the retrieval SavedModel (directory under the model base)."""
+    retrieval_model: str = "sequential"
+    """Model name of the retrieval SavedModel (directory under the model base): the
+    sequential retriever by default; ``retrieval`` is the two-tower. In-process, a
+    version exported without a sequential model serves its two-tower instead."""
 
     ranker_model: str = "ranker"
     """Model name of the ranker SavedModel."""
@@ -136,6 +139,19 @@ class RankingConfig(_Config):
     """Ranker output used as the relevance score; None picks the first of
     ``engagement_probability``, ``engagement_logit``, ``score``, ``scores`` the
     signature has, else its only float output."""
+
+    order: Literal["auto", "blend", "ranker"] = "auto"
+    """How candidates are ordered. ``blend``: the sequential retriever's candidates
+    and the streaming co-engagement source's, by ``models.blend`` (co-engagement
+    cosine + ``blend_weight`` × P_seq); ``ranker``: retrieval's candidates by the
+    ranker's score. ``auto``: ``blend`` when the retrieval model is sequential (it
+    measured better, ``rtp evaluate``), else ``ranker``."""
+
+    blend_weight: float = Field(BLEND_WEIGHT, ge=0.0)
+    """Weight of the sequential model's probability in the blend."""
+
+    blend_candidates: int = Field(BLEND_CANDIDATES, ge=1, le=10_000)
+    """Rows taken from each source before blending."""
 
     exclude_recent: int = Field(50, ge=0, le=1000)
     """Drop the user's last N engaged-with items (``user_recent_items``); 0 keeps them."""

@@ -25,6 +25,8 @@ LOG = logging.getLogger(__name__)
 ITEM_EMBEDDING_INPUT = "item_embedding"
 SCORE_OUTPUTS = ("engagement_probability", "engagement_logit", "score", "scores")
 ROWS_SIGNATURE, ROWS_OUTPUT = "candidate_rows", "item_rows"  # models.export's names
+SCORES_OUTPUT = "scores"
+LOG_NORMALIZER = "log_normalizer"  # models.sequential_export: P(item) = exp(score - it)
 
 
 def user_value(user: Mapping[str, Any], name: str, spec: TensorSpec) -> np.ndarray:
@@ -132,6 +134,7 @@ class ModelSet:
         self._ranker: Signature | None = None
         self.rows_signature: str | None = None  # set by open when usable
         self.fused: Any = None  # a serving.fused.FusedRanking, set by open when usable
+        self.sequential = False  # set by open: retrieval answers next-item probabilities
 
     @property
     def ready(self) -> bool:
@@ -155,7 +158,12 @@ class ModelSet:
             self.backend, self.retrieval_model, retrieval, self.catalog
         )
         self._retrieval, self._ranker = retrieval, ranker
-        self.fused = self._fused_ranking()
+        self.sequential = (
+            self.rows_signature is not None
+            and LOG_NORMALIZER
+            in self.backend.signature(self.retrieval_model, ROWS_SIGNATURE).outputs
+        )
+        self.fused = None if self.sequential else self._fused_ranking()
 
     def _fused_ranking(self) -> Any:
         """A ``FusedRanking`` if the backend has the loaded functions and, on one
@@ -219,6 +227,18 @@ class ModelSet:
         outputs = self.backend.predict(self.retrieval_model, inputs, self.rows_signature)
         rows = np.asarray(outputs[ROWS_OUTPUT], dtype=np.int64).reshape(-1)
         return np.where((rows >= 0) & (rows < len(self.catalog)), rows, -1)
+
+    def sequence_candidates(self, user: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, P(next item)) of the sequential retriever's top rows, best first
+        (-1: not in the catalogue)."""
+        retrieval, _ = self._signatures()
+        inputs = {n: user_value(user, n, s)[None] for n, s in retrieval.inputs.items()}
+        outputs = self.backend.predict(self.retrieval_model, inputs, ROWS_SIGNATURE)
+        rows = np.asarray(outputs[ROWS_OUTPUT], dtype=np.int64).reshape(-1)
+        scores = np.asarray(outputs[SCORES_OUTPUT], dtype=np.float64).reshape(-1)
+        normalizer = float(np.asarray(outputs[LOG_NORMALIZER]).reshape(-1)[0])
+        rows = np.where((rows >= 0) & (rows < len(self.catalog)), rows, -1)
+        return rows, np.exp(scores - normalizer)
 
     def ranker_inputs(
         self, user: Mapping[str, Any], rows: np.ndarray, items: ItemSnapshot

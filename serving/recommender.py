@@ -21,8 +21,9 @@ import numpy as np
 
 from beam_pipelines.state.config import StateConfig
 from feature_repo.store import FeatureStoreClient, StoreUnavailableError
+from models.blend import blend
+from serving import coengagement, postrank
 from serving import fallbacks as fb
-from serving import postrank
 from serving.backends import ModelUnavailableError
 from serving.config import FallbackConfig, RankingConfig
 from serving.features import (
@@ -145,11 +146,40 @@ class Recommender:
     ) -> Recommendation:
         models = parts.models
         recent = models.catalog.rows(self._recent(user))
-        rows, scores = models.ranked_candidates(
-            user, recent, parts.items.snapshot, self.ranking.candidates
-        )
+        if self._blends(models):
+            rows, scores = self._blended(parts, user_id, user, recent)
+        else:
+            rows, scores = models.ranked_candidates(
+                user, recent, parts.items.snapshot, self.ranking.candidates
+            )
         items = self._arrange(parts, user_id, rows, scores, k, at_ms)
         return Recommendation(user_id, items, models.version, None)
+
+    def _blends(self, models: ModelSet) -> bool:
+        order = self.ranking.order
+        return order == "blend" or (order == "auto" and models.sequential)
+
+    def _blended(
+        self, parts: Parts, user_id: str, user: Mapping[str, Any], recent: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The sequential retriever's and the co-engagement source's candidates,
+        ordered by ``models.blend`` (the order ``rtp evaluate``'s ``full`` measures)."""
+        models, n = parts.models, self.ranking.blend_candidates
+        seq_rows, probability = models.sequence_candidates(user)
+        keep = np.isin(seq_rows, postrank.unseen_rows(seq_rows, recent))
+        seq_rows, probability = seq_rows[keep][:n], probability[keep][:n]
+        catalog = models.catalog
+        try:
+            window = coengagement.interacted_items(self.store, user_id)
+            co = coengagement.coengagement_scores(self.store, catalog, parts.items.snapshot, window)
+        except StoreUnavailableError as e:
+            LOG.warning("co-engagement not read, sequential candidates only: %s", e)
+            co = np.zeros(len(catalog))
+        co[recent[recent >= 0]] = 0.0
+        co_rows = np.flatnonzero(co > 0)
+        co_rows = co_rows[np.lexsort((co_rows, -co[co_rows]))][:n]
+        rows, scores = blend(seq_rows, probability, co_rows, co, self.ranking.blend_weight)
+        return rows[: self.ranking.candidates], scores[: self.ranking.candidates]
 
     def _embedding(
         self,

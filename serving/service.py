@@ -4,6 +4,7 @@ model-version following."""
 from __future__ import annotations
 
 import logging
+import pathlib
 import threading
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from feature_repo.store import FeatureStoreClient, StoreUnavailableError
 from serving import fallbacks as fb
 from serving.backends import ModelUnavailableError, make_backend, model_names
 from serving.catalog import ItemCatalog, load_catalog, resolve_version
-from serving.config import InProcessModelsConfig, ServingConfig
+from serving.config import InProcessModelsConfig, ModelsConfig, ServingConfig
 from serving.events import EventPublisher
 from serving.features import ItemFeatureCache, ItemSnapshot, LazyStore
 from serving.metrics import ServingMetrics
@@ -96,8 +97,9 @@ class Service:
         ``version``, the item snapshot read once and refreshed in the background."""
         config = self.config
         catalog = load_catalog(config.model_base, version)
-        backend = make_backend(config.models, config.model_base, version)
-        names = model_names(config.models)
+        models_config = self._models_config(version)
+        backend = make_backend(models_config, config.model_base, version)
+        names = model_names(models_config)
         models = ModelSet(backend, catalog, *names, score_output=config.ranking.score_output)
         try:
             models.open()
@@ -117,6 +119,18 @@ class Service:
         items.refresh()
         items.start()
         return Parts(models, items)
+
+    def _models_config(self, version: int) -> ModelsConfig:
+        """The configured models; in-process, a version exported without the
+        configured retrieval model (e.g. no sequential retriever) serves its two-tower."""
+        models = self.config.models
+        path = pathlib.Path(self.config.model_base) / models.retrieval_model / str(version)
+        if isinstance(models, InProcessModelsConfig) and not path.is_dir():
+            LOG.info(
+                "no %s model in version %s: serving retrieval", models.retrieval_model, version
+            )
+            return models.model_copy(update={"retrieval_model": "retrieval"})
+        return models
 
     def _update_popular(self, catalog: ItemCatalog, snapshot: ItemSnapshot) -> None:
         scores = fb.popularity(snapshot, snapshot.read_at_ms, self.state)

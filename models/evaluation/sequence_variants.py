@@ -24,6 +24,7 @@ from typing import Protocol
 
 import numpy as np
 
+from models.blend import BLEND_CANDIDATES, BLEND_WEIGHT, blend
 from models.evaluation.data import EventLog
 from models.evaluation.progress import progress
 from models.evaluation.world import World
@@ -49,8 +50,8 @@ class BlendConfig:
     """How ``full`` orders candidates. ``weight`` multiplies the sequential model's
     softmax probability, added to the co-engagement cosine (both in [0, 1])."""
 
-    weight: float = 2.0
-    candidates: int = 200
+    weight: float = BLEND_WEIGHT
+    candidates: int = BLEND_CANDIDATES
 
 
 def histories(
@@ -176,7 +177,7 @@ def _frozen_histories(
 
 
 class Full:
-    """The service's stack: both sources' candidates, ordered by the blend."""
+    """The service's stack (``serving.blend``): both sources' candidates, blended."""
 
     name = "full"
 
@@ -190,32 +191,28 @@ class Full:
         self.sequential.fit(world)
 
     def scores(self, world: World, user: int) -> np.ndarray:
-        seq = self.sequential.scores(world, user)
         assert world.coengagement is not None
+        logits = self.sequential.scores(world, user)
         co = world.coengagement.score(world.windows[user].recent(), world.item_events)
-        blended = blend_scores(co, seq, world.counts, self.blend.weight)
         seen = world.seen_items(user)
-        chosen = candidate_union((seq, co), seen, self.blend.candidates)
-        blended[chosen] += _CANDIDATE_OFFSET
-        return blended
+        n = self.blend.candidates
+        seq_rows = top_unseen(logits, seen, n)
+        co_rows = top_unseen(co, seen, n, positive=True)
+        probability = np.zeros_like(logits)
+        probability[seq_rows] = softmax(logits)[seq_rows]
+        rows, blended = blend(seq_rows, probability[seq_rows], co_rows, co, self.blend.weight)
+        out = POPULARITY_TIE_BREAK * world.counts + probability * self.blend.weight + co
+        out[rows] = _CANDIDATE_OFFSET + blended + POPULARITY_TIE_BREAK * world.counts[rows]
+        return out
 
 
-def blend_scores(
-    coengagement: np.ndarray, logits: np.ndarray, counts: np.ndarray, weight: float
-) -> np.ndarray:
-    """``cosine + weight · softmax(logits)`` plus a popularity tie-break."""
-    return coengagement + weight * softmax(logits) + POPULARITY_TIE_BREAK * counts
-
-
-def candidate_union(sources: tuple[np.ndarray, ...], seen: np.ndarray, n: int) -> np.ndarray:
-    """Rows in any source's top ``n`` unseen items (sources with no signal add none)."""
-    chosen = []
-    for scores in sources:
-        masked = scores.astype(np.float64, copy=True)
-        masked[seen] = -np.inf
-        if not np.any(masked[np.isfinite(masked)] > 0) and scores is not sources[0]:
-            continue
-        k = min(n, masked.size)
-        top = np.argpartition(-masked, k - 1)[:k]
-        chosen.append(top[np.isfinite(masked[top])])
-    return np.unique(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
+def top_unseen(scores: np.ndarray, seen: np.ndarray, n: int, positive: bool = False) -> np.ndarray:
+    """The ``n`` best rows outside ``seen`` (only scores > 0 with ``positive``), best first."""
+    masked = scores.astype(np.float64, copy=True)
+    masked[seen] = -np.inf
+    if positive:
+        masked[masked <= 0] = -np.inf
+    k = min(n, masked.size)
+    top = np.argpartition(-masked, k - 1)[:k]
+    top = top[np.isfinite(masked[top])]
+    return top[np.argsort(-masked[top], kind="stable")]

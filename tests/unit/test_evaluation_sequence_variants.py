@@ -11,6 +11,7 @@ import json
 import numpy as np
 
 from beam_pipelines.rewards import SHORT_VIDEO
+from models.blend import blend
 from models.evaluation.data import build_log, read_jsonl
 from models.evaluation.protocol import apply_training, replay
 from models.evaluation.sequence_variants import (
@@ -18,8 +19,8 @@ from models.evaluation.sequence_variants import (
     Full,
     SequentialStatic,
     SequentialStreaming,
-    candidate_union,
     histories,
+    top_unseen,
 )
 from models.evaluation.world import World
 
@@ -107,7 +108,12 @@ def test_full_blends_both_sources(tmp_path) -> None:
     assert result.ranks["full"].tolist()[2:] == [1, 0]
 
 
-def test_candidate_union_skips_seen_items() -> None:
-    a = np.array([5.0, 4.0, 3.0, 2.0])
-    b = np.array([0.0, 0.0, 1.0, 2.0])
-    assert candidate_union((a, b), np.array([0]), 1).tolist() == [1, 3]
+def test_top_unseen_and_blend_by_hand() -> None:
+    seq = np.array([5.0, 4.0, 3.0, 2.0])
+    co = np.array([0.0, 0.0, 0.1, 0.5])
+    assert top_unseen(seq, np.array([0]), 2).tolist() == [1, 2]
+    assert top_unseen(co, np.array([3]), 3, positive=True).tolist() == [2]
+    # Union {1, 2, 3}: 1 → 2·0.6 = 1.2; 2 → 0.1 + 2·0.3 = 0.7; 3 → 0.5 (not in seq's rows).
+    rows, scores = blend(np.array([1, 2]), np.array([0.6, 0.3]), np.array([3, 2]), co, 2.0)
+    assert rows.tolist() == [1, 2, 3]
+    np.testing.assert_allclose(scores, [1.2, 0.7, 0.5])

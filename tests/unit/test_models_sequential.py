@@ -73,6 +73,8 @@ def test_save_load_same_top_k(trained, tmp_path) -> None:
     expected = np.argsort(-scores[0], kind="stable")[:5]
     assert [x.decode() for x in out["item_ids"].numpy()[0]] == [f"i{r}" for r in expected]
     np.testing.assert_allclose(out["scores"].numpy()[0], scores[0][expected], rtol=1e-5)
+    lse = np.log(np.exp(scores[0] - scores[0].max()).sum()) + scores[0].max()
+    np.testing.assert_allclose(out["log_normalizer"].numpy()[0], lse, rtol=1e-5)
     rows_out = loaded.signatures["candidate_rows"](**newest_first)["item_rows"].numpy()[0]
     assert rows_out.tolist() == expected.tolist()
 

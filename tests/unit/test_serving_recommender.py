@@ -43,6 +43,7 @@ class FakeModels:
     """Retrieval returns every item; the ranker scores a > b > c > d > e."""
 
     version = 7
+    sequential = False  # the ranker orders: the blend has its own test
 
     def __init__(self, fail: bool = False) -> None:
         self.catalog = catalog()
@@ -220,3 +221,52 @@ def test_embeddings_of_another_version_are_pooled_again() -> None:
 
     # query (0, 2): e scores 2, d is excluded as recent, then b (0.2) beats a (0).
     assert [r.item_id for r in result.items] == ["e", "b"]
+
+
+class SequentialModels(FakeModels):
+    """A sequential retriever: P(a..e) = 0.4, 0.3, 0.2, 0.05, 0.05 (rows best first)."""
+
+    sequential = True
+
+    def sequence_candidates(self, user: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([0, 1, 2, 3, 4]), np.array([0.4, 0.3, 0.2, 0.05, 0.05])
+
+
+class PairStore(FakeStore):
+    """user_realtime rows, plus co-engagement views: u's window [b]; b's neighbour d (2)."""
+
+    def read(self, view: str, ids: list[str]) -> dict[str, Any]:
+        if view == "user_coengagement":
+            return {i: {"user_interacted_items": ["b"]} for i in ids}
+        if view == "item_coengagement":
+            rows = {"b": {"item_neighbors": ["d", "zz"], "item_neighbor_pairs": [2.0, 5.0]}}
+            return {i: rows.get(i) for i in ids}
+        return super().read(view, ids)
+
+
+def test_sequential_models_blend_with_coengagement() -> None:
+    models = SequentialModels()
+    result = recommender(PairStore({"u": user()}), models).recommend("u", 3)
+    # b is recent. Event counts are 0 (→ 1): cos(b, d) = 2; blend = cos + 2 P:
+    # d 2 + 0.1 = 2.1, a 0.8, c 0.4. The unknown neighbour zz is not served.
+    assert [r.item_id for r in result.items] == ["d", "a", "c"]
+    assert result.items[0].score == pytest.approx(2.1)
+    assert models.rank_calls == []  # the blend orders, not the ranker
+
+
+def test_blend_without_the_store_keeps_sequential_candidates() -> None:
+    class DownPairs(PairStore):
+        def read(self, view: str, ids: list[str]) -> dict[str, Any]:
+            if view.endswith("coengagement"):
+                raise StoreUnavailableError("down")
+            return super().read(view, ids)
+
+    result = recommender(DownPairs({"u": user()}), SequentialModels()).recommend("u", 2)
+    assert [r.item_id for r in result.items] == ["a", "c"]
+
+
+def test_ranker_order_can_be_chosen_for_a_sequential_retriever() -> None:
+    models = SequentialModels()
+    result = recommender(PairStore({"u": user()}), models, order="ranker").recommend("u", 3)
+    assert [r.item_id for r in result.items] == ["a", "c", "d"]
+    assert len(models.rank_calls) == 1
