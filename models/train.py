@@ -28,7 +28,7 @@ from models.catalog import Catalog, build_catalog
 from models.config import TrainConfig
 from models.dataset import label_examples, point_in_time_features
 from models.event_log import EventLog, default_reward, load_events, time_split
-from models.export import export_all
+from models.export import export_all, training_popularity
 from models.item_features import ItemVocab, encode_items
 from models.metrics import auc, recall_at, rmse, seen_before, target_ranks
 from models.pooling import half_lives_s
@@ -267,6 +267,9 @@ def export_trained(trained: Trained, model_base: str | pathlib.Path, config: Tra
         k=config.serving_k,
         retrieval_warmup=_warmup(sample.query_inputs(table), (1, 8)),
         ranker_warmup=_warmup(sample.ranker_inputs(table), (100, 500, 1000)),
+        popular=training_popularity(
+            data.catalog.item_ids, data.train.item_rows, data.train.engaged
+        ),
     )
 
 

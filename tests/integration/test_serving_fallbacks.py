@@ -140,7 +140,13 @@ def test_models_then_each_fallback(
     cache = tmp_path / "popular.json"
     app = create_app(config(model_base, store, address, cache))
     with TestClient(app) as client:
-        assert client.get("/readyz").json() == {"ready": True, "models": "ok", "store": "ok"}
+        assert client.get("/readyz").json() == {
+            "ready": True,
+            "degraded": False,
+            "models": "ok",
+            "store": "ok",
+            "popular": "ok",
+        }
 
         body = get(client, "fresh")
         assert body["fallback"] is None and body["model_version"] == VERSION
@@ -171,13 +177,15 @@ def test_models_then_each_fallback(
         assert not {"i0001", "i0002"} & {i["item_id"] for i in slow["items"]}
         assert get(client, "fresh")["fallback"] is None  # fast again
 
-        # Store down: the popular list kept locally; /readyz says why.
+        # Store down: the popular list kept locally; /readyz still ready (the popular
+        # list can be served), degraded, and says why.
         servers.stop_server(server)
         down = get(client, "fresh", 3)
         assert (down["fallback"], down["fallback_reason"]) == ("popular_cache", "store_unavailable")
         assert [i["item_id"] for i in down["items"]] == ["i0299", "i0000", "i0001"]
         ready = client.get("/readyz")
-        assert ready.status_code == 503 and ready.json()["store"] != "ok"
+        assert ready.status_code == 200 and ready.json()["degraded"] is True
+        assert ready.json()["store"] != "ok"
 
         metrics = client.get("/metrics").text
         assert (
@@ -192,11 +200,13 @@ def test_models_then_each_fallback(
         body = get(client, "fresh", 2)
         assert body["fallback"] == "popular_cache"
         assert [i["item_id"] for i in body["items"]] == ["i0299", "i0000"]
-    # ... and without one there is nothing to serve: 503, not 500.
+    # ... and without one (nor a training popularity in this export) there is nothing
+    # to serve: 503, not 500, and /readyz says so.
     with TestClient(create_app(config(model_base, store, address))) as client:
         response = client.get("/v1/recommendations?user_id=fresh")
         assert response.status_code == 503
         assert response.json()["error"] == "unavailable"
+        assert client.get("/readyz").status_code == 503
 
 
 def test_model_server_stopped(model_base: Path, redis: tuple[servers.Server, dict]) -> None:
