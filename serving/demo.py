@@ -199,8 +199,10 @@ class BackfillFeed:
         letters = self.features / f"backfill-{self._runs}" / "dead_letters"
         with FeatureStoreClient(store_config(None, str(self.store_path))) as store:
             result = check_accounting(ledger, letters, store)
-        if result is None or not result.holds:
-            raise RuntimeError(f"accounting does not hold: {result and result.line()}")
+        if result is None:
+            raise RuntimeError(f"no accounting: unreadable dead letters in {letters} or store")
+        if not result.holds:
+            raise RuntimeError(f"accounting does not hold: {result.line()}; {result.problems}")
         return result
 
 
