@@ -9,6 +9,7 @@ sdk_root() { gcloud info --format='value(installation.sdk_root)' 2>/dev/null || 
 missing=()
 have redis-server || missing+=(redis-server)
 have java || missing+=(default-jre-headless)
+have envsubst || missing+=(gettext-base) # infra/k8s/render.sh
 
 if ((${#missing[@]})); then
   if [ "$(id -u)" = 0 ] && have apt-get; then

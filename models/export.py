@@ -4,7 +4,9 @@ Layout under ``model_base`` (``version`` an integer, the same for all three)::
 
     retrieval/<version>/        SavedModel: query tower + BruteForce top-K over the table
     ranker/<version>/           SavedModel: the DCN ranker
-    item_embeddings/<version>/  item_embeddings.parquet (item_id, embedding, version)
+    item_embeddings/<version>/  item_embeddings.parquet (item_id, embedding, version),
+                                popular.json (training engagements per item: the
+                                service's popular list for a cold user on an empty store)
     models.config               TF Serving model_config_list naming both models
 
 Each directory is written under a hidden temporary name and renamed into place
@@ -36,6 +38,7 @@ RETRIEVAL, RANKER, ITEM_EMBEDDINGS = "retrieval", "ranker", "item_embeddings"
 SEQUENTIAL = "sequential"  # models.sequential_export: the same version
 MODEL_NAMES = (RETRIEVAL, RANKER, SEQUENTIAL)  # what TF Serving serves (models.config)
 TABLE_FILE = "item_embeddings.parquet"
+POPULAR_FILE = "popular.json"
 COMPLETE = "_COMPLETE"
 MODELS_CONFIG = "models.config"
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
@@ -191,6 +194,25 @@ def write_item_table(
     return path
 
 
+def training_popularity(
+    item_ids: np.ndarray, item_rows: np.ndarray, engaged: np.ndarray
+) -> dict[str, float]:
+    """Engaged training examples per item id (items with none left out)."""
+    counts = np.bincount(np.asarray(item_rows)[np.asarray(engaged, bool)], minlength=len(item_ids))
+    return {str(item_ids[i]): float(counts[i]) for i in np.flatnonzero(counts)}
+
+
+def write_popular(staging: pathlib.Path, popular: Mapping[str, float], version: int) -> None:
+    """``popular.json``: ``items`` as ``[item_id, count]``, most engaged first."""
+    items = sorted(((str(i), float(c)) for i, c in popular.items() if c > 0), key=_by_count)
+    document = {"version": str(version), "source": "training engagements", "items": items}
+    (staging / POPULAR_FILE).write_text(json.dumps(document) + "\n")
+
+
+def _by_count(item: tuple[str, float]) -> tuple[float, str]:
+    return -item[1], item[0]
+
+
 def models_config_text(
     model_base: str | os.PathLike[str],
     serving_base: str | None = None,
@@ -225,8 +247,12 @@ def export_all(
     k: int = 100,
     version: int | None = None,
     sequential: Callable[[int], tf.Module] | None = None,
+    popular: Mapping[str, float] | None = None,
 ) -> int:
-    """Write one complete version (see the module docstring); returns the version."""
+    """Write one complete version (see the module docstring); returns the version.
+
+    ``popular``: engagement counts per item id in the training data
+    (``training_popularity``); None writes an empty list."""
     base = pathlib.Path(model_base)
     base.mkdir(parents=True, exist_ok=True)
     version = version if version is not None else next_version(base)
@@ -249,6 +275,7 @@ def export_all(
         published.append(_publish(staging, version))
     staging = _staging(base, ITEM_EMBEDDINGS, version)
     write_item_table(staging, item_ids, table, version)
+    write_popular(staging, popular or {}, version)
     (staging / "model_info.json").write_text(json.dumps(dict(info or {}), indent=2) + "\n")
     published.append(_publish(staging, version))
     config = base / f".{MODELS_CONFIG}.tmp-{os.getpid()}"

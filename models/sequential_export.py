@@ -29,6 +29,7 @@ from models.sequential import SequentialRetriever
 SEQUENTIAL = "sequential"
 SEQUENCE_INPUTS = ("user_recent_items", "user_recent_ts_ms", "user_recent_rewards")
 SCORES, ITEM_IDS, ITEM_ROWS = "scores", "item_ids", "item_rows"
+MIN_K = 500  # top rows exported at least: the blend takes 200 after the recent 50 are dropped
 LOG_NORMALIZER = "log_normalizer"  # logsumexp of all catalogue scores: P = exp(score - it)
 ROWS_SIGNATURE = "candidate_rows"
 

@@ -28,7 +28,7 @@ from models.catalog import Catalog, build_catalog
 from models.config import TrainConfig
 from models.dataset import label_examples, point_in_time_features
 from models.event_log import EventLog, default_reward, load_events, time_split
-from models.export import export_all
+from models.export import export_all, training_popularity
 from models.item_features import ItemVocab, encode_items
 from models.metrics import auc, recall_at, rmse, seen_before, target_ranks
 from models.pooling import half_lives_s
@@ -36,7 +36,7 @@ from models.ranker import RankerModel, predict, train_ranker
 from models.retrieval import TwoTowerModel, positive_probability, query_embeddings, train_retrieval
 from models.sequence_training import TrainedSequence, train_sequence, user_sequences
 from models.sequential import SequentialConfig
-from models.sequential_export import SequentialModule
+from models.sequential_export import MIN_K, SequentialModule
 from models.towers import ItemTower, QueryTower
 from models.training_data import ExampleArrays, before, build_arrays
 
@@ -307,6 +307,9 @@ def export_trained(trained: Trained, model_base: str | pathlib.Path, config: Tra
         retrieval_warmup=_warmup(sample.query_inputs(table), (1, 8)),
         ranker_warmup=_warmup(sample.ranker_inputs(table), (100, 500, 1000)),
         sequential=_sequential_module(trained, config),
+        popular=training_popularity(
+            data.catalog.item_ids, data.train.item_rows, data.train.engaged
+        ),
     )
 
 
@@ -314,7 +317,10 @@ def _sequential_module(trained: Trained, config: TrainConfig) -> Any:
     if trained.sequential is None:
         return None
     return lambda version: SequentialModule(
-        trained.sequential.model, trained.data.catalog.item_ids, config.serving_k, version
+        trained.sequential.model,
+        trained.data.catalog.item_ids,
+        max(config.serving_k, MIN_K),
+        version,
     )
 
 

@@ -4,7 +4,8 @@
                                                           feature age, fallback taken
     POST /v1/events                                       validated, published to Pub/Sub
     GET  /healthz   the process answers (no token needed)
-    GET  /readyz    models and store reachable (503 otherwise)
+    GET  /readyz    200 while something can be served (the store answers, or a popular
+                    list exists), "degraded" when a component is not ok; 503 otherwise
     GET  /metrics   Prometheus
 
 Errors are JSON ``{"error": code, "message": text}``; a bad request is a 4xx that
@@ -65,6 +66,15 @@ class BadRequest(Exception):
     def __init__(self, status: int, error: str, message: str) -> None:
         super().__init__(message)
         self.status, self.error, self.message = status, error, message
+
+
+def can_serve(status: dict[str, str]) -> tuple[bool, bool]:
+    """``(ready, degraded)`` of a readiness status. Something can be served while
+    the store answers (the models' answer, or the embedding fallback when the
+    model server is down) or while a popular list exists (cold users, a store
+    outage); degraded: some component is not ok."""
+    ready = status.get("store") == "ok" or status.get("popular") == "ok"
+    return ready, ready and not all(v == "ok" for v in status.values())
 
 
 def error_response(status: int, error: str, message: str, **extra: Any) -> JSONResponse:
@@ -282,8 +292,8 @@ def create_app(config: ServingConfig, service: Service | None = None) -> FastAPI
     @app.get("/readyz")
     async def readyz() -> JSONResponse:
         status = await run_in_threadpool(service.readiness)
-        ready = all(v == "ok" for v in status.values())
-        return JSONResponse({"ready": ready, **status}, 200 if ready else 503)
+        ready, degraded = can_serve(status)
+        return JSONResponse({"ready": ready, "degraded": degraded, **status}, 200 if ready else 503)
 
     @app.get("/metrics")
     async def prometheus() -> Response:

@@ -187,15 +187,35 @@ class BackfillFeed:
             argv += [f"--model_base={self._model_base}"]
         summary = backfill.run_backfill(argv)
         keep = ("read", "valid", "dead_lettered_by_reason", "applied", "users", "wall_s")
-        return {k: summary[k] for k in keep}
+        return {k: summary[k] for k in keep} | {"accounting": self._account(log).line()}
+
+    def _account(self, log: pathlib.Path):
+        """The accounting of this run over every line of ``log``; raises if it fails."""
+        from beam_pipelines.jobs_common import store_config
+        from feature_repo.store import FeatureStoreClient
+        from serving.demo_stream import check_accounting, demo_ledger
+
+        ledger = demo_ledger().add(log.read_bytes().split(b"\n")[:-1])
+        letters = self.features / f"backfill-{self._runs}" / "dead_letters"
+        with FeatureStoreClient(store_config(None, str(self.store_path))) as store:
+            result = check_accounting(ledger, letters, store)
+        if result is None:
+            raise RuntimeError(f"no accounting: unreadable dead letters in {letters} or store")
+        if not result.holds:
+            raise RuntimeError(f"accounting does not hold: {result.line()}; {result.problems}")
+        return result
 
 
 def print_summary(summary: dict[str, Any]) -> None:
+    """The part's numbers, then the accounting of everything fed so far."""
     summary = dict(summary)
     letters = summary.pop("dead_lettered_by_reason", {})
+    accounting = summary.pop("accounting", None)
     print("  " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in summary.items()))
     total = sum(letters.values())
     print(f"  dead-lettered {total}: " + ", ".join(f"{k} {v}" for k, v in letters.items()))
+    if accounting:
+        print(f"  accounting, all parts so far: {accounting}")
 
 
 def enter_feed(

@@ -3,14 +3,17 @@
 ``StreamingFeed`` starts the Pub/Sub emulator, creates the topic and a
 subscription and starts the streaming job as a subprocess (DirectRunner); each
 ``feed(records)`` publishes a part of the simulated stream (dirty records
-included) and waits until the store holds every clean event fed so far exactly
-once. The job keeps running between parts, as it would in production; leaving
-the context stops the job and the emulator by process id.
+included) and waits until every message published so far is accounted for:
+applied exactly once or dead-lettered exactly once with its reason, never both,
+never neither (``beam_pipelines.accounting``). Which of the two a labelled-late
+event gets depends on delivery order: the emulator may deliver it before its
+user's newer events, and then the per-user lateness rule applies it. The job
+keeps running between parts, as it would in production; leaving the context
+stops the job and the emulator by process id.
 """
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import json
 import os
@@ -21,57 +24,50 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from beam_pipelines.accounting import Accounting, Ledger, letters_in
 from beam_pipelines.simulator import SimRecord
 from feature_repo.features import USER_REALTIME
 
 PROJECT = "rtp-demo"
+REWARD = "short_video"  # the job's default reward preset: its event types validate
 
 
 # The demo publishes each part as one backlog, which the emulator delivers out of
 # order: by up to ~20 minutes of event time for 200 users, by more than an hour
 # for a few dozen (fewer events per hour of event time). A 2-hour bound keeps
-# those events while the simulator's injected late events (6 hours behind) stay late.
+# those events; the simulator's injected late events (6 hours behind) are late when
+# they arrive after their user's newer events, applied when they arrive before.
 DEMO_ALLOWED_LATENESS_S = 7200
 
 
-def _clean_users(records: Sequence[SimRecord]) -> dict[str, str]:
-    """event_id → user_id of every clean record."""
-    users = {}
-    for record in records:
-        if record.is_clean:
-            event = json.loads(record.data)
-            users[event["event_id"]] = event["user_id"]
-    return users
+def demo_ledger() -> Ledger:
+    """The published messages' ledger, validated as the job validates them."""
+    from beam_pipelines.events import ValidationConfig
+    from beam_pipelines.rewards import load_reward_config
+
+    return Ledger(ValidationConfig(event_types=load_reward_config(REWARD).event_types))
 
 
-def _dead_letters(directory: pathlib.Path) -> list[dict]:
-    return [
-        json.loads(line)
-        for path in directory.glob("*.jsonl")
-        for line in path.read_text().splitlines()
-    ]
-
-
-def _late_by_user(clean: dict[str, str], directory: pathlib.Path) -> collections.Counter[str]:
-    """Per user, clean events with a ``late`` letter: accounted for, not lost.
-
-    Only ``late`` letters count: a ``duplicate`` letter carries the id of a clean
-    event that was applied once. A ``late`` one may too (a copy of an applied
-    event that arrived beyond the bound), so this can exceed the events not applied."""
-    ids = {
-        letter.get("event_id")
-        for letter in _dead_letters(directory)
-        if letter["reason"] == "late" and letter.get("event_id") in clean
-    }
-    return collections.Counter(clean[i] for i in ids)
-
-
-def _store_counts(store, users: list[str]) -> dict[str, int]:
+def store_counts(store, users: list[str]) -> dict[str, int]:
+    """Each user's applied events (``user_event_count``) in the store; 0 without a row."""
     counts = {}
     for start in range(0, len(users), 200):
         for user_id, row in store.read(USER_REALTIME, users[start : start + 200]).items():
             counts[user_id] = row["user_event_count"] if row else 0
     return counts
+
+
+def check_accounting(ledger: Ledger, letters_dir: pathlib.Path, store) -> Accounting | None:
+    """The accounting now; None while a dead-letter line is half written or the
+    store has no tables yet (the job creates them on its first write)."""
+    letters = letters_in(sorted(letters_dir.glob("*.jsonl")))
+    if letters is None:
+        return None
+    try:
+        counts = store_counts(store, ledger.users)
+    except Exception:  # no tables before the job's first write
+        return None
+    return ledger.check(letters, counts)
 
 
 def _start_job(subscription: str, out: pathlib.Path, model_base: str | None) -> subprocess.Popen:
@@ -85,23 +81,16 @@ def _start_job(subscription: str, out: pathlib.Path, model_base: str | None) -> 
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def _unaccounted(expected: dict[str, int], counts: dict[str, int], late) -> int:
-    """Clean events neither in the store nor dead-lettered as late."""
-    return sum(max(n - counts.get(u, 0) - late[u], 0) for u, n in expected.items())
-
-
-def _wait_for(store, expected, clean, letters: pathlib.Path, deadline_s: float, job):
-    """Until every clean event is in the store or a dead letter (or the deadline)."""
-    users = sorted(expected)
+def _wait_for(store, ledger: Ledger, letters: pathlib.Path, deadline_s: float, job):
+    """Until every published message is applied or dead-lettered (or the deadline,
+    or the job exits); returns the last accounting (None if none could be made)."""
     deadline = time.monotonic() + deadline_s
+    result = None
     while True:
-        try:
-            counts = _store_counts(store, users)
-        except Exception:  # the job creates the tables on its first write
-            counts = {}
-        done = not _unaccounted(expected, counts, _late_by_user(clean, letters))
+        result = check_accounting(ledger, letters, store) or result
+        done = result is not None and not result.unaccounted
         if done or time.monotonic() > deadline or job.poll() is not None:
-            return counts
+            return result
         time.sleep(1.0)
 
 
@@ -119,8 +108,8 @@ class StreamingFeed:
         self.store_path = features / "online.db"
         self._model_base = model_base
         self._timeout_s = timeout_s
-        self._fed: list[SimRecord] = []
-        self._letters: collections.Counter[str] = collections.Counter()
+        self._ledger = demo_ledger()
+        self._accounting: Accounting | None = None
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> StreamingFeed:
@@ -150,42 +139,62 @@ class StreamingFeed:
         self._stack.close()
 
     def feed(self, records: Sequence[SimRecord], log: pathlib.Path) -> dict[str, Any]:
-        """Publish ``records``; return once every clean event fed so far is in the
-        store (or dead-lettered as late). ``log`` is unused (the backfill's input)."""
+        """Publish ``records``; return once every message published so far is applied
+        or dead-lettered, and the accounting holds. ``log`` is unused (the backfill's
+        input). Raises RuntimeError if it does not hold (the deadline passed with
+        messages unaccounted for, or one counted twice)."""
         from beam_pipelines.jobs_common import store_config
         from beam_pipelines.simulator_publish import publish_records
         from feature_repo.store import FeatureStoreClient
 
-        self._fed += records
-        clean = _clean_users(self._fed)
-        expected = dict(collections.Counter(clean.values()))  # clean events per user
+        self._ledger.add(r.data for r in records)
         letters_dir = self.features / "dead_letters"
         started = time.monotonic()
         stats = publish_records(records, self._topic, publisher=self._publisher)
         print(f"  published {stats.published} messages; waiting for the store to catch up")
         with FeatureStoreClient(store_config(None, str(self.store_path))) as store:
-            counts = _wait_for(store, expected, clean, letters_dir, self._timeout_s, self._job)
-        elapsed = time.monotonic() - started
-        time.sleep(2.0)  # dead letters are flushed at bundle ends
-        late = _late_by_user(clean, letters_dir)
-        twice = sorted(u for u, n in counts.items() if n > expected.get(u, 0))
-        if twice or _unaccounted(expected, counts, late):
+            _wait_for(store, self._ledger, letters_dir, self._timeout_s, self._job)
+            elapsed = time.monotonic() - started
+            time.sleep(2.0)  # anything still in flight (a redelivery) shows up now
+            result = _wait_for(store, self._ledger, letters_dir, 5.0, self._job)
+        if result is None or not result.holds or stats.failed:
+            line = result.line() if result is not None else "no accounting (store never written)"
+            problems = "; ".join(result.problems[:3]) if result is not None else ""
             raise RuntimeError(
-                f"streaming job applied {sum(counts.values())} of {sum(expected.values())} "
-                f"clean events (more than sent for {twice[:5] or 'no user'}; the rest should "
-                f"be dead letters 'late'); see {self.features / 'streaming.log'}"
+                f"accounting does not hold: {line}"
+                f"{'; ' + problems if problems else ''}"
+                f"{f'; {stats.failed} publishes failed' if stats.failed else ''}; "
+                f"see {self.features / 'streaming.log'}"
             )
-        letters = collections.Counter(r["reason"] for r in _dead_letters(letters_dir))
-        new_letters, self._letters = letters - self._letters, letters
-        applied = sum(counts.values())
+        previous, self._accounting = self._accounting, result
+        part = _part_of(result, previous)
+        (self.features / "accounting.json").write_text(json.dumps(result.to_dict(), indent=2))
         return {
             "published": stats.published,
-            "applied_so_far": applied,
-            "clean_events_late_so_far": sum(expected.values()) - applied,
-            "users": len([n for n in counts.values() if n]),
-            "dead_lettered_by_reason": dict(sorted(new_letters.items())),
-            "seconds_from_first_publish_to_all_in_store": round(elapsed, 1),
+            "applied": part["applied"],
+            "users": len(_users_applied(result)),
+            "seconds_from_first_publish_to_all_accounted": round(elapsed, 1),
+            "dead_lettered_by_reason": part["dead_lettered_by_reason"],
+            "accounting": result.line(),
         }
+
+
+def _users_applied(result: Accounting) -> set[str]:
+    return {user for user, _ in result.applied_keys}
+
+
+def _part_of(result: Accounting, previous: Accounting | None) -> dict[str, Any]:
+    """What the latest part added: applied events and dead letters by reason."""
+    if previous is None:
+        return {
+            "applied": result.applied,
+            "dead_lettered_by_reason": dict(sorted(result.dead_lettered_by_reason.items())),
+        }
+    letters = result.dead_lettered_by_reason - previous.dead_lettered_by_reason
+    return {
+        "applied": result.applied - previous.applied,
+        "dead_lettered_by_reason": dict(sorted(letters.items())),
+    }
 
 
 def _restore_env(name: str, value: str | None) -> None:

@@ -4,6 +4,9 @@ stops it from waiting on a model server that keeps failing.
 * trending/popular: items ranked by their engagement rate brought forward to
   now, for unknown users and users with stale features; the list lives in memory
   and in a JSON file, so a store that is down (even at start-up) still gets it;
+* popular (model): before any such list exists (a fresh service on an empty
+  store), the training engagement counts the served model version carries in
+  ``item_embeddings/<version>/popular.json``;
 * embedding: dot product of the user's rolling embedding with the item table,
   when the model server is unreachable or slow.
 """
@@ -28,6 +31,8 @@ LOG = logging.getLogger(__name__)
 
 # fallback (what was served) and reason (why), as reported in responses and metrics
 TRENDING, POPULAR_CACHE, EMBEDDING = "trending", "popular_cache", "embedding"
+MODEL_POPULAR = "popular"  # the model version's training popularity
+MODEL_POPULAR_FILE = "popular.json"  # models.export.POPULAR_FILE, without importing TF
 UNKNOWN_USER, STALE_FEATURES = "unknown_user", "stale_features"
 MODEL_UNAVAILABLE, STORE_UNAVAILABLE = "model_unavailable", "store_unavailable"
 
@@ -52,18 +57,49 @@ def top_items(item_ids: np.ndarray, scores: np.ndarray, n: int) -> list[tuple[st
     return [(str(item_ids[i]), float(scores[i])) for i in order if scores[i] > 0]
 
 
+def load_model_popular(model_base: str | os.PathLike[str], version: int) -> list[tuple[str, float]]:
+    """The ``popular.json`` of an exported version, most engaged first; [] if absent."""
+    from serving.catalog import TABLE_DIR
+
+    path = pathlib.Path(model_base) / TABLE_DIR / str(version) / MODEL_POPULAR_FILE
+    if not path.is_file():
+        LOG.warning(
+            "model version %s has no %s: no popular list before the store has items",
+            version,
+            MODEL_POPULAR_FILE,
+        )
+        return []
+    try:
+        return [(str(i), float(s)) for i, s in json.loads(path.read_text())["items"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        LOG.warning("%s unreadable: %s", path, e)
+        return []
+
+
 class PopularList:
     """The current popular/trending list, kept in memory and optionally in a file.
 
     ``update`` replaces it (and rewrites the file atomically); ``load`` reads the
-    file, for a start-up while the store is down. ``items`` is never mutated in
-    place, so readers need no lock.
+    file, for a start-up while the store is down. ``model_items``: the served model
+    version's training popularity, what ``current`` falls back on while there is
+    no list from the store or the file. Lists are never mutated in place, so
+    readers need no lock.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
         self.path = pathlib.Path(path) if path else None
         self.items: list[tuple[str, float]] = []
         self.computed_at_ms = 0
+        self.model_items: list[tuple[str, float]] = []
+
+    def current(self) -> tuple[list[tuple[str, float]], bool]:
+        """``(items, from_model)``: the live/cached list, else the model's."""
+        items = self.items
+        return (items, False) if items else (self.model_items, True)
+
+    @property
+    def available(self) -> bool:
+        return bool(self.items or self.model_items)
 
     def update(self, items: list[tuple[str, float]], computed_at_ms: int) -> None:
         self.items, self.computed_at_ms = items, computed_at_ms

@@ -244,9 +244,11 @@ class Recommender:
         error: Exception | str | None = None,
     ) -> Recommendation:
         recent = set(self._recent(user))
-        chosen = [(i, s) for i, s in self.popular.items if i not in recent][:k]
+        popular, from_model = self.popular.current()
+        chosen = [(i, s) for i, s in popular if i not in recent][:k]
         if not chosen:
             raise NothingToServe(f"{reason}: no popular list to fall back on ({error or ''})")
         items = [Recommended(i, s, POPULAR) for i, s in chosen]
         detail = None if error is None else str(error)
+        fallback = fb.MODEL_POPULAR if from_model else fallback
         return Recommendation(user_id, items, None, age_s, fallback, reason, detail)

@@ -74,6 +74,7 @@ class Service:
         except StoreUnavailableError as e:
             LOG.warning("feature store unavailable at start-up: %s", e)
         parts = self._load(version, strict=isinstance(config.models, InProcessModelsConfig))
+        self.popular.model_items = fb.load_model_popular(config.model_base, version)
         if config.pubsub_topic:
             self.publisher = EventPublisher(config.pubsub_topic)
             self.publisher.open()
@@ -166,6 +167,7 @@ class Service:
             LOG.info("model version %s not served yet: %s", newest, e)
             return False
         old = self.recommender.swap(parts.models, parts.items)
+        self.popular.model_items = fb.load_model_popular(self.config.model_base, newest)
         self.metrics.model_version.set(newest)
         LOG.info("now serving model version %s (was %s)", newest, current)
         timer = threading.Timer(RETIRE_AFTER_S, _retire, args=(old,))
@@ -175,7 +177,9 @@ class Service:
         return True
 
     def readiness(self) -> dict[str, str]:
-        """``{"models": ..., "store": ...}``, each ``"ok"`` or why not."""
+        """``{"models": ..., "store": ..., "popular": ...}``, each ``"ok"`` or why not
+        (``popular``: a popular list to fall back on, from the store's items, the
+        cache file or the model version's training popularity)."""
         status = {}
         try:
             models = self.models
@@ -194,6 +198,7 @@ class Service:
             status["store"] = "ok"
         except StoreUnavailableError as e:
             status["store"] = str(e)
+        status["popular"] = "ok" if self.popular.available else "no popular list"
         return status
 
     def stop(self) -> None:

@@ -51,9 +51,9 @@ class FeatureSettings:
     embeddings: EmbeddingSource = dataclasses.field(default_factory=EmbeddingSource)
     allowed_lateness_s: float = 600.0
     min_timestamp_ms: int | None = None
-    # Bounded logs only: "arrival" replays file order (as streaming saw it);
-    # "time" replays event-time order, for logs not written in arrival order.
-    replay_order: str = "arrival"
+    # Bounded logs only: "time" replays event-time order (a bounded log has no late
+    # data); "arrival" replays file order, reproducing a stream's decisions.
+    replay_order: str = "time"
 
     def __post_init__(self):
         if self.replay_order not in ("arrival", "time"):
@@ -89,8 +89,9 @@ class ComputeFeatures(beam.PTransform):
     dead_letters}``, each key's newest row dict per bundle (the store keeps only the
     newest); the pair rows are ``user_coengagement`` and ``item_coengagement``.
     ``sequenced=True`` for bounded logs: input ``(seq, bytes)``, state folded in
-    ``settings.replay_order`` (arrival order decides lateness and duplicates as
-    streaming did); output ``{user_history, item_history}`` (a list of rows per entity),
+    ``settings.replay_order`` (event time by default; arrival order decides
+    lateness and duplicates as a stream receiving that order did); output
+    ``{user_history, item_history}`` (a list of rows per entity),
     ``{user_final, item_final}`` (last row per entity), the final co-engagement
     rows ``{user_pair_rows, item_pair_rows}`` and ``dead_letters``.
     """

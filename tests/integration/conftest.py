@@ -2,17 +2,18 @@
 
 A server whose binary is missing skips the tests that need it, with a message
 saying how to install it; under CI (``CI=true``) it fails instead, because CI
-must run every integration test.
+must run every integration test (``tests.helpers.components``, which every test
+uses for anything missing).
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.helpers.components import component
 from tests.integration import servers
 
 
@@ -20,12 +21,8 @@ def _serve(
     start: Callable[[], contextlib.AbstractContextManager[servers.Server]],
 ) -> Iterator[servers.Server]:
     with contextlib.ExitStack() as stack:
-        try:
+        with component():
             server = stack.enter_context(start())
-        except servers.ComponentMissing as missing:
-            if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-                pytest.fail(f"CI must run this test: {missing}")
-            pytest.skip(str(missing))
         yield server
 
 

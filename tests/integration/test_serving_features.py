@@ -11,6 +11,7 @@ import pytest
 from feature_repo import features as f
 from feature_repo.store import FeatureStoreClient, StoreUnavailableError
 from serving.features import FastReader, LazyStore, read_numbers
+from tests.helpers.components import component
 from tests.integration import servers
 
 pytestmark = pytest.mark.timeout(300)
@@ -68,11 +69,9 @@ def test_sqlite(tmp_path: Path) -> None:
 
 
 def test_redis_and_its_outage(tmp_path: Path) -> None:
-    try:
-        context = servers.redis_server()
+    context = servers.redis_server()
+    with component():
         server = context.__enter__()
-    except servers.ComponentMissing as missing:
-        pytest.skip(str(missing))
     config = {
         "type": "redis",
         "connection_string": server.address,

@@ -96,9 +96,8 @@ def test_connections_are_spread_over_the_workers(tmp_path: Path) -> None:
     try:
         pids = children(server.process.pid)
         assert len(pids) == 2
-        deadline = time.monotonic() + 120  # until both have loaded the models and listen
+        # Until both have loaded the models and listen (or the module's pytest timeout).
         while not all(owned_inodes(p) & socket_inodes(port, LISTEN) for p in pids):
-            assert time.monotonic() < deadline, "a worker never listened"
             time.sleep(0.2)
 
         connections = [socket.create_connection((servers.HOST, port)) for _ in range(16)]

@@ -1,8 +1,14 @@
 """The streaming job end to end: simulated events with 5 % dirty lines through the
 real Pub/Sub emulator into the job (a subprocess on the DirectRunner) and the
-embedded SQLite online store. Every event ends up applied exactly once or in a
-dead letter with the simulator's expected reason, and the online values equal
-the backfill's final values for the same events.
+embedded SQLite online store. Every published message ends up applied exactly
+once or dead-lettered exactly once (invalid lines with the simulator's expected
+reason), and the online values equal the backfill's final values for the events
+the job applied.
+
+Whether an injected late event is applied or dead-lettered ``late`` depends on
+delivery order (the emulator may deliver it before its user's newer events), so
+the checks hold for any delivery order: the accounting invariant, and the
+backfill (event-time order) over exactly the events the job applied.
 """
 
 from __future__ import annotations
@@ -19,12 +25,18 @@ from pathlib import Path
 
 import pytest
 
-pubsub_v1 = pytest.importorskip("google.cloud.pubsub_v1")
+from tests.helpers.components import require_import
+
+pubsub_v1 = require_import(
+    "google.cloud.pubsub_v1", "pip install -e '.[test]' (google-cloud-pubsub is a dependency)"
+)
 
 from beam_pipelines import simulator_publish  # noqa: E402
+from beam_pipelines.accounting import Accounting, Ledger  # noqa: E402
 from beam_pipelines.backfill import run_backfill  # noqa: E402
-from beam_pipelines.events import parse_event  # noqa: E402
+from beam_pipelines.events import ValidationConfig, parse_event  # noqa: E402
 from beam_pipelines.jobs_common import store_config  # noqa: E402
+from beam_pipelines.rewards import SHORT_VIDEO  # noqa: E402
 from beam_pipelines.simulator import (  # noqa: E402
     SimulatorConfig,
     StreamWriter,
@@ -47,8 +59,9 @@ SUBSCRIPTION = f"projects/{PROJECT}/subscriptions/engagement-events-job"
 N_EVENTS = int(os.environ.get("RTP_PUBSUB_TEST_EVENTS", "3000"))
 WARM_UP = 20  # lines published before the job is up
 RATE = 100.0  # events/s of the live stream after them
-START_S = 150.0  # job start-up on a busy machine (Beam and Feast imports)
-DEADLINE_S = 60.0 + N_EVENTS / RATE  # after start-up: the live stream, then draining
+# No wall-clock bound is asserted: a job that never starts or never catches up
+# meets this timeout (start-up, the live stream at RATE, draining, the backfill).
+pytestmark = pytest.mark.timeout(1800)
 HOUR_MS = 3_600_000
 # Exact after the float32 round trip of the store: ids, counts, times, versions
 # and the recent lists (sorted by event time, ties by event id).
@@ -135,25 +148,18 @@ def _letter_key(letter: DeadLetter):
     return (letter.reason, letter.payload if letter.event_id is None else letter.event_id)
 
 
-def _counts_reached(client, expected: _Expected) -> bool:
-    users = client.read(USER_REALTIME, list(expected.users))
-    items = client.read(ITEM_REALTIME, list(expected.items))
-    return all(
-        row is not None and row["user_event_count"] == expected.users[u] for u, row in users.items()
-    ) and all(
-        row is not None and row["item_event_count"] == expected.items[i] for i, row in items.items()
-    )
+def _counts(client, users: list[str]) -> dict[str, int]:
+    rows = client.read(USER_REALTIME, users)
+    return {u: row["user_event_count"] if row else 0 for u, row in rows.items()}
 
 
-def _wait_for_job(job, log: Path, store: Path, letters_dir: Path, expected: _Expected):
-    """Poll until the store holds every expected count and every dead letter is
-    written; fail on the deadline or if the job dies."""
-    deadline = time.monotonic() + DEADLINE_S
+def _wait_for_job(job, log: Path, store: Path, letters_dir: Path, ledger: Ledger):
+    """Poll until every published message is applied or dead-lettered; fail if the
+    job dies (a job that hangs meets the module's pytest timeout)."""
     client = None
     try:
         while True:
             assert job.poll() is None, f"streaming job exited {job.returncode}:\n{_tail(log)}"
-            assert time.monotonic() < deadline, f"job did not catch up:\n{_tail(log)}"
             time.sleep(3.0)
             if client is None:
                 if not (store.parent / "registry.db").exists():
@@ -164,9 +170,10 @@ def _wait_for_job(job, log: Path, store: Path, letters_dir: Path, expected: _Exp
                     client = None
                     continue
             letters = _dead_letters(letters_dir)
-            if letters is None or len(letters) < sum(expected.letters.values()):
+            if letters is None:
                 continue
-            if _counts_reached(client, expected):
+            if not ledger.check(letters, _counts(client, ledger.users)).unaccounted:
+                time.sleep(3.0)  # anything in flight (a redelivery) shows up too
                 return
     finally:
         if client is not None:
@@ -215,10 +222,8 @@ def _start_job(tmp: Path, env: dict) -> tuple[subprocess.Popen, Path, Path, Path
 def _wait_for_sink(job, log: Path, store: Path) -> None:
     """Until the job's store sink is open (it applied the Feast definitions)."""
     registry = store.parent / "registry.db"
-    deadline = time.monotonic() + START_S
     while not (registry.exists() and registry.stat().st_size > 0):
         assert job.poll() is None, f"streaming job exited {job.returncode}:\n{_tail(log)}"
-        assert time.monotonic() < deadline, f"job did not start:\n{_tail(log)}"
         time.sleep(1.0)
 
 
@@ -237,6 +242,8 @@ def run(pubsub_emulator, tmp_path_factory):
     stream = tmp / "events.jsonl"
     records = _simulate(stream)
     expected = _Expected(stream)
+    ledger = Ledger(ValidationConfig(event_types=SHORT_VIDEO.event_types))
+    ledger.add(r.data for r in records)
     env = {**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_emulator.address}
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.address)
@@ -253,16 +260,28 @@ def run(pubsub_emulator, tmp_path_factory):
             live = simulator_publish.publish_records(records[WARM_UP:], TOPIC, rate=RATE)
             assert warm_up.published + live.published == len(records)
             assert warm_up.failed == live.failed == 0
-            _wait_for_job(job, log, store, letters_dir, expected)
+            _wait_for_job(job, log, store, letters_dir, ledger)
             caught_up_s = time.monotonic() - started
         finally:
             _stop(job)
+    letters = _dead_letters(letters_dir)
     with _reader(store) as client:
+        accounting = ledger.check(letters, _counts(client, ledger.users))
         online = {
             USER_REALTIME: client.read(USER_REALTIME, sorted(expected.users)),
             ITEM_REALTIME: client.read(ITEM_REALTIME, sorted(expected.items)),
         }
-    summary = run_backfill(["--events", str(stream), "--out", str(tmp / "backfill"), "--online"])
+    print(f"accounting: {accounting.line()}")
+    # The backfill (default: event-time order) over every copy of each event the job
+    # applied: the same events, so the same order-independent features.
+    applied = tmp / "applied.jsonl"
+    with applied.open("wb") as out:
+        for r in records:
+            if r.kind in ("clean", "duplicate", "late"):
+                event = parse_event(r.data)
+                if (event.user_id, event.event_id) in accounting.applied_keys:
+                    out.write(r.data + b"\n")
+    summary = run_backfill(["--events", str(applied), "--out", str(tmp / "backfill"), "--online"])
     with _reader(tmp / "backfill" / "online.db") as client:
         backfilled = {
             USER_REALTIME: client.read(USER_REALTIME, sorted(expected.users)),
@@ -271,32 +290,46 @@ def run(pubsub_emulator, tmp_path_factory):
     print(f"job started, took {len(records)} messages and caught up in {caught_up_s:.1f} s")
     return {
         "expected": expected,
-        "letters": _dead_letters(letters_dir),
+        "accounting": accounting,
+        "letters": letters,
         "online": online,
         "backfilled": backfilled,
         "summary": summary,
     }
 
 
-def test_every_event_is_applied_once_or_dead_lettered_with_its_reason(run):
+def test_every_message_is_applied_once_or_dead_lettered_once(run):
     expected: _Expected = run["expected"]
     assert expected.clean == N_EVENTS and expected.kinds["duplicate"] and expected.kinds["late"]
-    users, items = run["online"][USER_REALTIME], run["online"][ITEM_REALTIME]
-    assert {u: row["user_event_count"] for u, row in users.items()} == dict(expected.users)
-    assert {i: row["item_event_count"] for i, row in items.items()} == dict(expected.items)
-    assert sum(row["user_event_count"] for row in users.values()) == N_EVENTS
-    got = collections.Counter(_letter_key(letter) for letter in run["letters"])
-    missing, unexpected = expected.letters - got, got - expected.letters
-    assert not missing and not unexpected, (list(missing)[:5], list(unexpected)[:5])
+    accounting: Accounting = run["accounting"]
+    assert accounting.holds, (accounting.line(), accounting.problems)
+    assert accounting.published == accounting.applied + accounting.dead_lettered - (
+        accounting.redelivered
+    )
+    # Every clean event is applied (the injected late ones may be too, if delivered
+    # before their user's newer events); each clean event's user count includes it.
+    users = run["online"][USER_REALTIME]
+    assert all(users[u]["user_event_count"] >= n for u, n in expected.users.items())
+    assert N_EVENTS <= accounting.applied <= N_EVENTS + expected.kinds["late"]
+    # The parser's decisions do not depend on delivery order: exactly the labels.
+    got = collections.Counter(
+        _letter_key(letter) for letter in run["letters"] if letter.event_id is None
+    )
+    invalid = collections.Counter(
+        {key: n for key, n in expected.letters.items() if isinstance(key[1], bytes)}
+    )
+    assert got == invalid, (list(invalid - got)[:5], list(got - invalid)[:5])
 
 
 def test_online_values_equal_the_backfill_final_values(run):
-    """Pub/Sub may reorder deliveries a little; every feature is order-independent
-    within the lateness bound (decayed sums, rates, pooled embeddings, Beta
-    posterior, newest time; the recent lists are sorted by event time), so all of
-    them match: exactly for ids, counts, times and lists, to float32 precision
-    (stored as float32, summed in another order) for the rest."""
-    assert run["summary"]["applied"] == N_EVENTS
+    """Pub/Sub may reorder deliveries; every feature is order-independent for the
+    same applied events (decayed sums, rates, pooled embeddings, Beta posterior,
+    newest time; the recent lists are sorted by event time), so all of them match
+    the backfill over the events the job applied: exactly for ids, counts, times
+    and lists, to float32 precision (stored as float32, summed in another order)
+    for the rest."""
+    assert run["summary"]["applied"] == run["accounting"].applied
+    assert run["summary"]["late"] == 0  # event-time order: a bounded log has no late data
     for view, schema in ((USER_REALTIME, USER_FEATURES), (ITEM_REALTIME, ITEM_FEATURES)):
         online, backfilled = run["online"][view], run["backfilled"][view]
         assert all(row is not None for row in online.values())

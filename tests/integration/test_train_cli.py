@@ -13,6 +13,7 @@ import pytest
 
 from beam_pipelines.simulator import SimulatorConfig, StreamWriter, sidecar_paths, simulate
 from models import registry
+from tests.helpers.components import missing
 from models import train as train_cli
 
 
@@ -66,7 +67,7 @@ def test_saved_model_cli_lists_the_signatures(first_run) -> None:
     version = json.loads((first_run / "metrics.json").read_text())["version"]
     cli = pathlib.Path(sys.executable).with_name("saved_model_cli")
     if not cli.exists():
-        pytest.skip("saved_model_cli is not installed next to the interpreter")
+        missing("saved_model_cli next to the interpreter", "pip install tensorflow (it ships it)")
     for name, signatures in (
         ("retrieval", ("serving_default", "query_embedding")),
         ("ranker", ("serving_default",)),

@@ -23,11 +23,13 @@ def export_tiny(
     seed: int = 0,
     table: np.ndarray | None = None,
     full_size: bool = False,
+    popular: dict[str, float] | None = None,
 ) -> int:
     """Write version ``version`` for ``item_ids``; returns the version.
 
     ``table`` (``[len(item_ids), dim]``) fixes the item embeddings; by default they
-    are random unit vectors. ``full_size`` uses the layer sizes ``rtp train`` uses
+    are random unit vectors. ``popular``: training engagement counts per item
+    (default none, an empty ``popular.json``). ``full_size`` uses the layer sizes ``rtp train`` uses
     (``models.config.TrainConfig`` defaults), for latency measurements.
     """
     import tensorflow as tf
@@ -68,4 +70,5 @@ def export_tiny(
         ranker_warmup=[ranker_batch],
         k=k,
         version=version,
+        popular=popular,
     )

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,11 +22,14 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.helpers.components import optional_tool, require_binary, require_import
+
 REPO = Path(__file__).resolve().parents[2]
 INFRA = REPO / "infra"
 TERRAFORM = INFRA / "terraform"
 TEMPLATES = TERRAFORM / "templates"
-HCL2_MISSING = "python-hcl2 not installed: pip install 'python-hcl2>=8,<9' (in the test extra)"
+HCL2_INSTALL = "pip install 'python-hcl2>=8,<9' (in the test extra)"
+TERRAFORM_WHY = "not in Debian or on PyPI; the HCL checks above run without it"
 
 
 def _load(name: str, path: Path):
@@ -79,11 +81,8 @@ def test_json_file_parses(path: Path) -> None:
 @pytest.fixture(scope="module")
 def terraform() -> dict[str, Any]:
     """All .tf files merged: {"variable": {...}, "resource": {type: {name: body}}, ...}."""
-    try:
-        import hcl2
-        from hcl2.utils import SerializationOptions
-    except ImportError:
-        pytest.skip(HCL2_MISSING)
+    hcl2 = require_import("hcl2", HCL2_INSTALL)
+    SerializationOptions = require_import("hcl2.utils", HCL2_INSTALL).SerializationOptions
     options = SerializationOptions(
         strip_string_quotes=True, explicit_blocks=False, with_comments=False
     )
@@ -124,9 +123,7 @@ def test_terraform_parses_and_uses_exactly_its_variables(terraform) -> None:
 
 
 def test_terraform_is_formatted() -> None:
-    binary = shutil.which("terraform")
-    if binary is None:
-        pytest.skip("terraform not installed: the fmt check needs the terraform binary")
+    binary = optional_tool("terraform", f"`terraform fmt` needs it ({TERRAFORM_WHY})")
     result = subprocess.run(
         [binary, "fmt", "-check", "-recursive", "-diff", str(TERRAFORM)],
         capture_output=True,
@@ -275,9 +272,7 @@ def test_rendered_serving_config_is_valid_and_uses_the_jobs_store(backend: str, 
 
 
 def test_terraform_renders_the_templates_like_the_tests() -> None:
-    binary = shutil.which("terraform")
-    if binary is None:
-        pytest.skip("terraform not installed: rendering with Terraform needs the binary")
+    binary = optional_tool("terraform", f"rendering with Terraform needs it ({TERRAFORM_WHY})")
     for name, keys in templatefile_calls():
         values = {k: SAMPLE.get(k, f"sample-{k}") for k in keys}
         if name == "serving.yaml.tftpl":
@@ -303,8 +298,7 @@ def test_terraform_renders_the_templates_like_the_tests() -> None:
 
 def exported_models() -> tuple[str, ...]:
     names = checks.exporter_model_names()
-    if names is None:
-        pytest.skip("models/export.py does not exist yet: no exported model names to compare")
+    assert names is not None, "models/export.py has no MODEL_NAMES to compare"
     return names
 
 
@@ -420,10 +414,8 @@ def test_compose_stream_command_is_a_valid_streaming_job(compose) -> None:
 
 def serve_config(compose: dict[str, Any], monkeypatch: pytest.MonkeyPatch):
     """The ServingConfig `rtp serve` builds from the compose command and environment."""
-    try:
-        from serving.app import config_from_args, parser
-    except ImportError as err:
-        pytest.skip(f"serving.app is not importable ({err}): cannot parse `rtp serve`")
+    app = require_import("serving.app", "pip install -e '.[test]'")
+    config_from_args, parser = app.config_from_args, app.parser
     argv = shell_command(compose, "service")
     assert argv[0] == "serve"
     args = parser().parse_args(argv[1:])
@@ -524,8 +516,8 @@ def test_k8s_manifests_use_exactly_the_terraform_variables() -> None:
 
 
 def test_render_script_gives_the_same_manifests(tmp_path: Path) -> None:
-    if not (shutil.which("bash") and shutil.which("envsubst")):
-        pytest.skip("bash and envsubst (gettext-base) are needed to run infra/k8s/render.sh")
+    require_binary("bash", "apt-get install bash")
+    require_binary("envsubst", "apt-get install gettext-base (.ci/system-deps.sh)")
     env_file = tmp_path / "k8s.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in k8s_env().items()))
     out = subprocess.run(
@@ -597,10 +589,7 @@ def test_k8s_service_runs_rtp_serve_like_compose(compose, monkeypatch) -> None:
     assert "only-dir=models" in models["volumeAttributes"]["mountOptions"]
     # serving.yaml from Terraform says the same model base as the flag.
     assert yaml.safe_load(rendered_serving("redis"))["model_base"] == env["RTP_MODEL_BASE"]
-    try:
-        from serving.app import parser
-    except ImportError as err:
-        pytest.skip(f"serving.app is not importable ({err})")
+    parser = require_import("serving.app", "pip install -e '.[test]'").parser
     parsed = parser().parse_args(args[1:])
     assert (parsed.models, parsed.config, parsed.port) == ("/models", "/etc/rtp/serving.yaml", 8080)
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"

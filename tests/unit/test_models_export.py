@@ -226,6 +226,22 @@ def test_markers_and_model_info(trained) -> None:
     assert info["half_lives_s"] == [3600.0, 30 * 86400.0]
 
 
+def test_every_version_carries_its_training_popularity(trained) -> None:
+    """popular.json: engaged training examples per item, most first (the service's
+    popular list for a cold user on an empty store)."""
+    result, base, version = trained
+    path = base / "item_embeddings" / str(version) / export.POPULAR_FILE
+    document = json.loads(path.read_text())
+    train = result.data.train
+    engaged = train.item_rows[train.engaged.astype(bool)]
+    ids = result.data.catalog.item_ids
+    counts = np.bincount(engaged, minlength=len(ids))
+    assert document["items"] and sum(c for _, c in document["items"]) == len(engaged)
+    assert dict(document["items"]) == {str(ids[i]): counts[i] for i in np.flatnonzero(counts)}
+    scores = [c for _, c in document["items"]]
+    assert scores == sorted(scores, reverse=True)
+
+
 def test_items_jsonl_metadata(tmp_path) -> None:
     from models.catalog import build_catalog
     from models.testing import rating_events

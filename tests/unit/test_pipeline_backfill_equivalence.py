@@ -110,7 +110,8 @@ def test_streaming_and_backfill_agree_on_final_state_and_dead_letters(
     events = tmp_path / "events.jsonl"
     events.write_bytes(b"".join(data + b"\n" for data, _ in arrivals))
     out = tmp_path / "backfill"
-    summary = backfill.run_backfill(["--events", str(events), "--out", str(out), "--online"])
+    argv = ["--events", str(events), "--out", str(out), "--online", "--order", "arrival"]
+    summary = backfill.run_backfill(argv)  # the stream's arrival order, its decisions
 
     user_final = recording_online_store.stored(USER_REALTIME, USER_KEY)
     item_final = recording_online_store.stored(ITEM_REALTIME, ITEM_KEY)

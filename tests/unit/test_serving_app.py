@@ -188,14 +188,27 @@ def test_healthz_needs_no_token(client: TestClient) -> None:
 
 
 def test_readyz(client: TestClient, service: FakeService) -> None:
-    assert client.get("/readyz", headers=AUTH).status_code == 200
-    service.status = {"models": "ranker v3 at 127.0.0.1:1: UNAVAILABLE", "store": "ok"}
-
+    """503 only when nothing can be served: no store and no popular list."""
     response = client.get("/readyz", headers=AUTH)
+    assert response.status_code == 200 and response.json()["degraded"] is False
 
+    # Model server down, store up: the embedding fallback serves, degraded.
+    service.status = {"models": "ranker v3 at 127.0.0.1:1: UNAVAILABLE", "store": "ok"}
+    response = client.get("/readyz", headers=AUTH)
+    assert response.status_code == 200
+    assert response.json()["degraded"] is True
+    assert "UNAVAILABLE" in response.json()["models"]
+
+    # Store down, a popular list: popular items for everyone, degraded.
+    service.status = {"models": "ok", "store": "refused", "popular": "ok"}
+    response = client.get("/readyz", headers=AUTH)
+    assert response.status_code == 200 and response.json()["degraded"] is True
+
+    # Store down and no popular list: nothing to serve.
+    service.status = {"models": "ok", "store": "refused", "popular": "no popular list"}
+    response = client.get("/readyz", headers=AUTH)
     assert response.status_code == 503
     assert response.json()["ready"] is False
-    assert "UNAVAILABLE" in response.json()["models"]
 
 
 def test_events_are_validated_and_published(client: TestClient, service: FakeService) -> None:

@@ -150,3 +150,16 @@ def test_circuit_breaker_opens_then_lets_one_trial_through() -> None:
     breaker.success()
     assert breaker.allow() and breaker.allow()
     assert not breaker.is_open
+
+
+def test_the_model_versions_popular_list_until_the_store_or_cache_has_one(tmp_path: Path) -> None:
+    version_dir = tmp_path / "item_embeddings" / "3"
+    version_dir.mkdir(parents=True)
+    (version_dir / fb.MODEL_POPULAR_FILE).write_text('{"items": [["i2", 9.0], ["i1", 4.0]]}')
+    popular = fb.PopularList()
+    assert not popular.available and popular.current() == ([], True)
+    popular.model_items = fb.load_model_popular(tmp_path, 3)
+    assert popular.available and popular.current() == ([("i2", 9.0), ("i1", 4.0)], True)
+    popular.update([("i7", 0.5)], NOW_MS)
+    assert popular.current() == ([("i7", 0.5)], False)
+    assert fb.load_model_popular(tmp_path, 4) == []  # an older export without the file
