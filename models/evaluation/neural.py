@@ -75,6 +75,7 @@ def train_models(
     events = write_training_events(log, fmt, work / f"train_events{suffix}")
     base = work / "models"
     argv = ["--events", str(events), "--format", fmt, "--out", str(base), "--reward", reward]
+    argv += ["--sequential-epochs", "0"]  # the sequential variants train their own
     if items is not None:
         argv += ["--items", str(items)]
     if epochs is not None:
