@@ -40,6 +40,10 @@ class SequentialConfig:
     batch_size: int = 64
     learning_rate: float = 0.002
     seed: int = 0
+    # Logs that record exposures as events of their own (short video: an impression,
+    # reward 0) would teach "the next engaged item is the one just shown", which a
+    # retriever asked before the showing cannot use: such events are not inputs.
+    ignore_zero_reward: bool = False
 
 
 def gap_buckets(ts_ms: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
@@ -142,6 +146,8 @@ class SequentialRetriever(tf.keras.Model):
         rewards) → ``[B, L, dim]`` hidden states (causal)."""
         rows = tf.cast(rows, tf.int32)
         valid = rows >= 0
+        if self.config.ignore_zero_reward:
+            valid = tf.logical_and(valid, tf.cast(rewards, tf.float32) != 0.0)
         items = tf.gather(table, tf.maximum(rows, 0))
         length = tf.shape(rows)[1]
         x = (

@@ -288,7 +288,10 @@ def fit_sequential(
         is_target,
     )
     seq_config = SequentialConfig(
-        max_len=config.max_history, epochs=args.sequential_epochs, seed=config.seed
+        max_len=config.max_history,
+        epochs=args.sequential_epochs,
+        seed=config.seed,
+        ignore_zero_reward=bool(data.log.rewards.exposure_event_types),
     )
     return train_sequence(data.catalog, sequences, seq_config)
 

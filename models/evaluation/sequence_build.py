@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 
 import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
+from beam_pipelines.rewards import load_reward_config
 from models import sequential as sq
 from models.catalog import Catalog, build_catalog
-from models.evaluation.data import EventLog
+from models.evaluation.data import DEFAULT_REWARD, EventLog
 from models.evaluation.sequence_variants import (
     BlendConfig,
     Full,
@@ -53,7 +54,10 @@ def training_sequences(log: EventLog) -> list[tuple[np.ndarray, ...]]:
 def build(
     log: EventLog, args: argparse.Namespace, names: list[str], show_progress: bool
 ) -> BuiltSequence:
-    config = sq.SequentialConfig(seed=args.seed)
+    rewards = load_reward_config(args.reward or DEFAULT_REWARD[args.fmt])
+    config = sq.SequentialConfig(
+        seed=args.seed, ignore_zero_reward=bool(rewards.exposure_event_types)
+    )
     if args.epochs is not None:
         config = dataclasses.replace(config, epochs=args.epochs)
     trained = train_sequence(log_catalog(log, args.items), training_sequences(log), config)

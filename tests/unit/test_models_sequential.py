@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -118,3 +120,17 @@ def test_empty_and_unknown_histories_are_served(trained) -> None:
         }
     )
     np.testing.assert_allclose(unknown["scores"].numpy()[0], empty["scores"].numpy()[0], rtol=1e-5)
+
+
+def test_exposure_events_are_not_inputs_when_the_log_has_them(trained) -> None:
+    """With ``ignore_zero_reward`` an impression (reward 0) leaves the query as it was."""
+    _, model = trained
+    config = dataclasses.replace(model.config, ignore_zero_reward=True, dropout=0.0)
+    blind = sq.SequentialRetriever(model.model.encoder, config)
+    rows = np.array([[-1, -1, 1, 2], [-1, 1, 2, 5]])
+    ts = np.array([[0, 0, T0, T0 + 1000], [0, T0, T0 + 1000, T0 + 2000]])
+    rewards = np.array([[0, 0, 1.0, 1.0], [0, 1.0, 1.0, 0.0]], np.float32)
+    table = blind.encoder.all_items()
+    out = blind.encode(rows, ts, rewards, table)[:, -1, :].numpy()
+    shifted = blind.encode(np.array([[-1, 1, 2, -1]]), ts[1:], rewards[1:], table)[:, -1, :]
+    np.testing.assert_allclose(out[1], shifted.numpy()[0], rtol=1e-5, atol=1e-6)
