@@ -114,7 +114,12 @@ def config(
 ) -> ServingConfig:
     return ServingConfig(
         model_base=str(model_base),
-        models={"type": "grpc", "address": address, "timeout_s": 0.5},
+        models={
+            "type": "grpc",
+            "address": address,
+            "timeout_s": 0.5,
+            "retrieval_model": "retrieval",
+        },
         store=store,
         ranking={"seed": 1},
         # No breaker here: every request tries the model server, as the test expects.

@@ -75,9 +75,9 @@ def test_grpc_and_rest_answer_like_the_inprocess_models(
 ) -> None:
     grpc_address, rest_url, _ = tfserving
     configs = {
-        "inprocess": InProcessModelsConfig(),
-        "grpc": GrpcModelsConfig(address=grpc_address, timeout_s=5),
-        "rest": RestModelsConfig(url=rest_url, timeout_s=5),
+        "inprocess": InProcessModelsConfig(retrieval_model="retrieval"),
+        "grpc": GrpcModelsConfig(retrieval_model="retrieval", address=grpc_address, timeout_s=5),
+        "rest": RestModelsConfig(retrieval_model="retrieval", url=rest_url, timeout_s=5),
     }
     snapshot = items(len(ITEMS))
     answers = {}
@@ -114,7 +114,10 @@ def test_grpc_and_rest_answer_like_the_inprocess_models(
 
 def test_unknown_version_is_not_found(model_base: Path, tfserving: tuple[str, str, Path]) -> None:
     grpc_address, rest_url, _ = tfserving
-    for config in (GrpcModelsConfig(address=grpc_address), RestModelsConfig(url=rest_url)):
+    for config in (
+        GrpcModelsConfig(retrieval_model="retrieval", address=grpc_address),
+        RestModelsConfig(retrieval_model="retrieval", url=rest_url),
+    ):
         backend = make_backend(config, str(model_base), VERSION + 1)
         with pytest.raises(ModelUnavailableError, match=r"NOT_FOUND|HTTP 404"):
             backend.open()
@@ -149,8 +152,8 @@ def test_tensor_codec_matches_tensorflow() -> None:
 def test_slow_server_hits_the_timeout(model_base: Path, tfserving: tuple[str, str, Path]) -> None:
     grpc_address, rest_url, delay_file = tfserving
     for config in (
-        GrpcModelsConfig(address=grpc_address, timeout_s=0.3),
-        RestModelsConfig(url=rest_url, timeout_s=0.3),
+        GrpcModelsConfig(retrieval_model="retrieval", address=grpc_address, timeout_s=0.3),
+        RestModelsConfig(retrieval_model="retrieval", url=rest_url, timeout_s=0.3),
     ):
         models = model_set(config, model_base)
         delay_file.write_text("2.0")
