@@ -28,6 +28,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+from beam_pipelines.console import configure_logging
 from beam_pipelines.event_logs import FORMATS, expand_paths, read_chunks
 from beam_pipelines.history import arrow_schema
 from beam_pipelines.history_sink import WriteHistoryTables
@@ -222,7 +223,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING)
+    configure_logging(level=logging.WARNING)  # the summary is the output
     summary = run_backfill(sys.argv[1:] if argv is None else argv)
     print(json.dumps(summary, indent=2))
     return 0

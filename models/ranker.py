@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from models import fit_verbosity
 from models.inputs import ITEM_EMBEDDING
 from models.towers import user_scalars
 
@@ -134,10 +135,12 @@ def train_ranker(
     batch_size: int,
     learning_rate: float,
     seed: int,
-    verbose: int = 1,
+    verbose: int | None = None,
 ) -> tf.keras.callbacks.History:
-    """Fit on ranker inputs plus ``ENGAGED`` and ``REWARD`` labels."""
+    """Fit on ranker inputs plus ``ENGAGED`` and ``REWARD`` labels; ``verbose`` None:
+    ``models.fit_verbosity()``."""
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
+    verbose = fit_verbosity() if verbose is None else verbose
     return model.fit(dataset(arrays, batch_size, seed), epochs=epochs, verbose=verbose)
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from models import fit_verbosity
 from models.inputs import with_pooled
 from models.towers import QUERY_EMBEDDINGS, QUERY_SCALARS, ItemTower, QueryTower
 
@@ -100,10 +101,12 @@ def train_retrieval(
     batch_size: int,
     learning_rate: float,
     seed: int,
-    verbose: int = 1,
+    verbose: int | None = None,
 ) -> tf.keras.callbacks.History:
-    """Fit on ``arrays`` (``POSITIVE``, ``HISTORY_*`` and the query scalars)."""
+    """Fit on ``arrays`` (``POSITIVE``, ``HISTORY_*`` and the query scalars); ``verbose``
+    None: ``models.fit_verbosity()``."""
     model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate))
+    verbose = fit_verbosity() if verbose is None else verbose
     n = len(arrays[POSITIVE])
     data = (
         tf.data.Dataset.from_tensor_slices(dict(arrays))

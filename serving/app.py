@@ -37,6 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from beam_pipelines.console import configure_logging
 from beam_pipelines.events import MAX_ID_CHARS
 from serving.catalog import resolve_version
 from serving.config import TOKEN_ENV, ServingConfig, load_serving_config
@@ -365,7 +366,7 @@ def config_from_args(args: argparse.Namespace) -> ServingConfig:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(level=args.log_level)
     try:
         config = config_from_args(args)
         resolve_version(config.model_base, config.models.version)

@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+from beam_pipelines.console import configure_logging
 from beam_pipelines.rewards import load_reward_config
 from models.evaluation import report
 from models.evaluation.adapt import AdaptTracker, read_truth
@@ -200,9 +201,7 @@ def _tracker(args: argparse.Namespace, log: EventLog, names: list[str]) -> Adapt
 
 def main(argv: list[str] | None = None) -> int:
     """Run the evaluation; 0 on success, 2 on bad arguments or input."""
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr
-    )
+    configure_logging()
     args = parser().parse_args(argv)
     if not args.events.is_file():
         print(f"rtp evaluate: --events {args.events} is not a file", file=sys.stderr)
