@@ -12,64 +12,70 @@ from apache_beam.options.pipeline_options import PipelineOptions
 LOCAL_STREAMING_RUNNER = "BundleBasedDirectRunner"
 
 
+def add_streaming_arguments(parser) -> None:
+    """The job's own options on ``parser`` (an ``ArgumentParser`` or a group of one):
+    Beam's through ``StreamingOptions``, ``rtp stream --help``'s directly."""
+    add = parser.add_argument
+    add("--input_subscription", help="Pub/Sub subscription: projects/P/subscriptions/S.")
+    add(
+        "--input_topic",
+        help="Pub/Sub topic (a temporary subscription is made): projects/P/topics/T.",
+    )
+    add("--dead_letter_topic", help="Pub/Sub topic for dead letters (JSON, payload base64).")
+    add("--dead_letter_dir", help="Directory (local or gs://) for dead-letter JSONL files.")
+    add(
+        "--store_config",
+        help="Online store YAML (feature_repo.store); default: embedded SQLite.",
+    )
+    add(
+        "--store_path",
+        default="out/online.db",
+        help="SQLite path when --store_config is not given.",
+    )
+    add("--reward", default="short_video", help="Reward preset name or YAML path.")
+    add(
+        "--allowed_lateness_s",
+        type=float,
+        default=600.0,
+        help="Seconds an event may lag its user's newest event; later ones: dead letter 'late'",
+    )
+    add(
+        "--model_base",
+        help="Model base path; item embeddings from its newest table, else hashed vectors.",
+    )
+    add(
+        "--embedding_refresh_s",
+        type=float,
+        default=60.0,
+        help="Seconds between checks for a newer item-embedding table.",
+    )
+    add("--write_batch_size", type=int, default=500, help="Rows per online-store write.")
+    add(
+        "--direct_pull_size",
+        type=int,
+        default=500,
+        help="DirectRunner only: Pub/Sub messages pulled per bundle (Beam's default is 10).",
+    )
+    add(
+        "--write_max_buffering_s",
+        type=float,
+        default=0.0,
+        help="Longest a feature row waits to join a write batch, seconds; 0 writes each "
+        "bundle's rows at the end of the bundle (lowest latency).",
+    )
+    add("--write_max_retries", type=int, default=3, help="Retries of a failed store write.")
+    add(
+        "--write_backoff_s",
+        type=float,
+        default=0.2,
+        help="First retry delay, seconds (doubles).",
+    )
+
+
 class StreamingOptions(PipelineOptions):
     @classmethod
     def _add_argparse_args(cls, parser):
-        add = parser.add_argument
-        add("--input_subscription", help="Pub/Sub subscription: projects/P/subscriptions/S.")
-        add(
-            "--input_topic",
-            help="Pub/Sub topic (a temporary subscription is made): projects/P/topics/T.",
-        )
-        add("--dead_letter_topic", help="Pub/Sub topic for dead letters (JSON, payload base64).")
-        add("--dead_letter_dir", help="Directory (local or gs://) for dead-letter JSONL files.")
-        add(
-            "--store_config",
-            help="Online store YAML (feature_repo.store); default: embedded SQLite.",
-        )
-        add(
-            "--store_path",
-            default="out/online.db",
-            help="SQLite path when --store_config is not given.",
-        )
-        add("--reward", default="short_video", help="Reward preset name or YAML path.")
-        add(
-            "--allowed_lateness_s",
-            type=float,
-            default=600.0,
-            help="Seconds an event may lag its user's newest event; later ones: dead letter 'late'",
-        )
-        add(
-            "--model_base",
-            help="Model base path; item embeddings from its newest table, else hashed vectors.",
-        )
-        add(
-            "--embedding_refresh_s",
-            type=float,
-            default=60.0,
-            help="Seconds between checks for a newer item-embedding table.",
-        )
-        add("--write_batch_size", type=int, default=500, help="Rows per online-store write.")
-        add(
-            "--direct_pull_size",
-            type=int,
-            default=500,
-            help="DirectRunner only: Pub/Sub messages pulled per bundle (Beam's default is 10).",
-        )
-        add(
-            "--write_max_buffering_s",
-            type=float,
-            default=0.0,
-            help="Longest a feature row waits to join a write batch, seconds; 0 writes each "
-            "bundle's rows at the end of the bundle (lowest latency).",
-        )
-        add("--write_max_retries", type=int, default=3, help="Retries of a failed store write.")
-        add(
-            "--write_backoff_s",
-            type=float,
-            default=0.2,
-            help="First retry delay, seconds (doubles).",
-        )
+        add_streaming_arguments(parser)
 
     def validate_streaming(self) -> None:
         """Errors name the argument; called before the pipeline is built."""

@@ -1023,7 +1023,7 @@ class StreamWriter:
 # --------------------------------------------------------------------------- CLI
 
 
-def _parser() -> argparse.ArgumentParser:
+def parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtp simulate", description="Simulated short-video engagement stream."
     )
@@ -1071,14 +1071,14 @@ def _drain(records: Iterable[SimRecord], args: argparse.Namespace) -> dict[str, 
 
 def main(argv: list[str] | None = None) -> int:
     """``rtp simulate``: write JSONL + sidecars and/or publish; print a JSON summary."""
-    parser = _parser()
-    args = parser.parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
     if args.out is None and args.publish_topic is None:
-        parser.error("give --out and/or --publish-topic")
+        cli.error("give --out and/or --publish-topic")
     try:
         config = _config_from(args)
     except ValueError as err:
-        parser.error(str(err))
+        cli.error(str(err))
     started = time.perf_counter()
     sim = simulate(config)
     published = None

@@ -9,15 +9,20 @@ Beam tries to download its Prism runner).
 
 from __future__ import annotations
 
-import logging
+import argparse
 import sys
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from beam_pipelines.console import configure_logging
 from beam_pipelines.direct_runner import freeze_startup_heap, tune_direct_runner
 from beam_pipelines.jobs_common import embedding_source, store_config
-from beam_pipelines.options import LOCAL_STREAMING_RUNNER, StreamingOptions
+from beam_pipelines.options import (
+    LOCAL_STREAMING_RUNNER,
+    StreamingOptions,
+    add_streaming_arguments,
+)
 from beam_pipelines.rewards import load_reward_config
 from beam_pipelines.sinks import FeastSinkFactory, WriteDeadLetters
 from beam_pipelines.transforms.coengagement import ITEM_PAIR_ROWS, USER_PAIR_ROWS
@@ -136,11 +141,44 @@ def run(argv: list[str] | None = None, wait: bool = True):
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+BEAM_OPTIONS = f"""\
+Apache Beam's pipeline options are accepted too and go to the runner, e.g.:
+  --runner R            {LOCAL_STREAMING_RUNNER} (default), DataflowRunner, FlinkRunner, ...
+  --project P --region R --temp_location gs://B/tmp --job_name N
+  --setup_file ./setup.py --sdk_container_image IMAGE --num_workers N --max_num_workers N
+See Beam's pipeline options reference for all of them.
+"""
+
+
+def parser() -> argparse.ArgumentParser:
+    """The job's own options, for ``--help`` and usage errors; Beam parses the rest."""
+    p = argparse.ArgumentParser(
+        prog="rtp stream",
+        description=__doc__.split("\n\n")[0],
+        epilog=BEAM_OPTIONS,
+        formatter_class=argparse.RawDescriptionHelpFormatter,  # the epilog as written
+        allow_abbrev=False,  # as Beam's parser: --input is no --input_topic
     )
-    run(sys.argv[1:] if argv is None else argv)
+    add_streaming_arguments(p.add_argument_group("streaming job options"))
+    return p
+
+
+def parse_args(argv: list[str]) -> PipelineOptions:
+    """The job's pipeline options; ``--help`` or a bad or missing argument exits 2
+    with the usage line (and what is wrong), before Beam is asked to run anything."""
+    p = parser()
+    p.parse_known_args(argv)  # the rest are Beam's options (or Beam warns about them)
+    try:
+        return pipeline_options(argv)
+    except ValueError as err:
+        p.error(str(err))
+
+
+def main(argv: list[str] | None = None) -> int:
+    configure_logging()
+    argv = sys.argv[1:] if argv is None else argv
+    parse_args(argv)
+    run(argv)
     return 0
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from models import train_args
 from models.catalog import Catalog, build_catalog
 from models.config import TrainConfig
 from models.dataset import label_examples, point_in_time_features
@@ -365,52 +366,11 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def _positive_int(text: str) -> int:
-    """An integer >= 1 (argparse names the flag in the error)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rtp train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--events", required=True, help="Event log path or glob.")
-    p.add_argument("--items", help="Item metadata: movies.csv or the simulator's items.jsonl.")
-    p.add_argument("--out", required=True, help="Model base directory (versions go below it).")
-    p.add_argument("--format", default="jsonl", choices=("jsonl", "movielens", "parquet"))
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--epochs", type=int, default=TrainConfig().epochs)
-    p.add_argument(
-        "--train-fraction",
-        type=float,
-        default=TrainConfig().train_fraction,
-        help="Share of events (in time order) to train on; 1 trains on all, without validation.",
-    )
-    p.add_argument(
-        "--serving-k",
-        type=_positive_int,
-        default=TrainConfig().serving_k,
-        help="Top-K of the exported retrieval signature (capped at the catalogue size).",
-    )
-    p.add_argument(
-        "--sequential-epochs",
-        type=int,
-        default=SequentialConfig().epochs,
-        help="Epochs of the sequential retriever (0: do not train or export it).",
-    )
-    p.add_argument("--reward", help="Reward preset or YAML (default: by format, as the backfill).")
-    p.add_argument("--history", help="Existing offline history dir (skips the backfill).")
-    p.add_argument(
-        "--join-engine",
-        default="auto",
-        choices=("auto", "feast", "asof"),
-        help="Point-in-time join: Feast historical retrieval, its pandas equivalent, or "
-        "auto (Feast unless its quadratic join would be too large).",
-    )
+    """``models.train_args.parser`` with the sequential retriever's default epochs,
+    which only the TensorFlow side knows (``SequentialConfig``)."""
+    p = train_args.parser()
+    p.set_defaults(sequential_epochs=SequentialConfig().epochs)
     return p
 
 

@@ -1,40 +1,110 @@
 """The ``rtp`` console script: one subcommand per job, each imported lazily so that
-``rtp simulate`` does not pay for TensorFlow and ``rtp stream`` stays light."""
+``rtp simulate`` does not pay for TensorFlow and ``rtp stream`` stays light.
+
+A command's arguments are parsed before anything heavy is imported: ``--help``
+and a bad argument (usage line, exit 2) never wait for TensorFlow. Output is
+quiet by default (``beam_pipelines.console``); ``rtp --verbose <command>`` (or
+``--verbose`` among the command's arguments) brings every library's logs back.
+"""
 
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
+from typing import NamedTuple
 
-# subcommand → (module with ``main(argv) -> int``, one-line help)
-COMMANDS: dict[str, tuple[str, str]] = {
-    "simulate": ("beam_pipelines.simulator", "Write or publish a simulated engagement stream."),
-    "stream": ("beam_pipelines.streaming", "Run the streaming feature job (Pub/Sub → store)."),
-    "backfill": ("beam_pipelines.backfill", "Run the same transforms over a bounded event log."),
-    "train": ("models.train", "Train and export the retrieval and ranking models."),
-    "evaluate": ("models.evaluation.cli", "Replay evaluation of every variant on real data."),
-    "serve": ("serving.app", "Run the recommendation HTTP service."),
-    "demo": ("serving.demo", "Simulate, train, stream; recommendations before and after a shift."),
+from beam_pipelines.console import configure_logging, request_verbose
+
+VERBOSE_FLAGS = ("-v", "--verbose")
+
+
+class Command(NamedTuple):
+    module: str
+    """Module with ``main(argv) -> int``."""
+    help: str
+    args_module: str | None = None
+    """Light module with the command's ``parse_args(argv)`` or ``parser()``, when
+    ``module`` itself imports TensorFlow (default: ``module``)."""
+    tensorflow: bool = False
+    """The command imports TensorFlow: done up front, its banners dropped."""
+
+
+COMMANDS: dict[str, Command] = {
+    "simulate": Command(
+        "beam_pipelines.simulator", "Write or publish a simulated engagement stream."
+    ),
+    "stream": Command(
+        "beam_pipelines.streaming", "Run the streaming feature job (Pub/Sub → store)."
+    ),
+    "backfill": Command(
+        "beam_pipelines.backfill", "Run the same transforms over a bounded event log."
+    ),
+    "train": Command(
+        "models.train",
+        "Train and export the retrieval and ranking models.",
+        args_module="models.train_args",
+        tensorflow=True,
+    ),
+    "evaluate": Command(
+        "models.evaluation.cli", "Replay evaluation of every variant on real data.", tensorflow=True
+    ),
+    "serve": Command("serving.app", "Run the recommendation HTTP service.", tensorflow=True),
+    "demo": Command(
+        "serving.demo",
+        "Simulate, train, stream; recommendations before and after a shift.",
+        tensorflow=True,
+    ),
 }
 
 
 def usage() -> str:
-    lines = ["usage: rtp <command> [options]", "", "commands:"]
-    lines += [f"  {name:<10} {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "rtp <command> --help shows a command's options."]
+    lines = ["usage: rtp [--verbose] <command> [options]", "", "commands:"]
+    lines += [f"  {name:<10} {command.help}" for name, command in COMMANDS.items()]
+    lines += [
+        "",
+        "options:",
+        "  -h, --help     show this message",
+        "  -v, --verbose  every library's logs (Beam, Feast, TensorFlow), not only warnings",
+        "",
+        "rtp <command> --help shows a command's options.",
+    ]
     return "\n".join(lines)
 
 
+def parse_command_args(command: Command, argv: list[str]) -> None:
+    """Parse ``argv`` as the command will: ``--help`` and bad arguments exit here."""
+    module = importlib.import_module(command.args_module or command.module)
+    if hasattr(module, "parse_args"):
+        module.parse_args(argv)
+    else:
+        module.parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
+    args = list(sys.argv[1:] if argv is None else argv)
+    verbose = False
+    while args and args[0] in VERBOSE_FLAGS:
+        verbose, args = True, args[1:]
     if not args or args[0] in ("-h", "--help"):
-        print(usage())
+        print(usage(), file=sys.stdout if args else sys.stderr)
         return 0 if args else 2
     name, rest = args[0], args[1:]
     if name not in COMMANDS:
         print(f"rtp: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    module = importlib.import_module(COMMANDS[name][0])
+    if "--verbose" in rest:
+        verbose, rest = True, [a for a in rest if a != "--verbose"]
+    if verbose:
+        request_verbose()
+    configure_logging(level=logging.WARNING)  # a command's main may ask for more
+    command = COMMANDS[name]
+    parse_command_args(command, rest)
+    if command.tensorflow and not verbose:
+        from serving.quiet import import_tensorflow
+
+        import_tensorflow()
+    module = importlib.import_module(command.module)
     return int(module.main(rest) or 0)
 
 

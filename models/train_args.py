@@ -1,0 +1,59 @@
+"""``rtp train``'s command line, apart from the training so that parsing it (``--help``,
+a bad flag) does not import TensorFlow."""
+
+from __future__ import annotations
+
+import argparse
+
+from models.config import TrainConfig
+
+DESCRIPTION = "``rtp train``: backfill → point-in-time dataset → retrieval + ranker → export."
+
+
+def _positive_int(text: str) -> int:
+    """An integer >= 1 (argparse names the flag in the error)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rtp train", description=DESCRIPTION)
+    p.add_argument("--events", required=True, help="Event log path or glob.")
+    p.add_argument("--items", help="Item metadata: movies.csv or the simulator's items.jsonl.")
+    p.add_argument("--out", required=True, help="Model base directory (versions go below it).")
+    p.add_argument("--format", default="jsonl", choices=("jsonl", "movielens", "parquet"))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=TrainConfig().epochs)
+    p.add_argument(
+        "--train-fraction",
+        type=float,
+        default=TrainConfig().train_fraction,
+        help="Share of events (in time order) to train on; 1 trains on all, without validation.",
+    )
+    p.add_argument(
+        "--serving-k",
+        type=_positive_int,
+        default=TrainConfig().serving_k,
+        help="Top-K of the exported retrieval signature (capped at the catalogue size).",
+    )
+    p.add_argument(
+        "--sequential-epochs",
+        type=int,
+        help="Epochs of the sequential retriever (default: its SequentialConfig's; 0: do not "
+        "train or export it).",
+    )
+    p.add_argument("--reward", help="Reward preset or YAML (default: by format, as the backfill).")
+    p.add_argument("--history", help="Existing offline history dir (skips the backfill).")
+    p.add_argument(
+        "--join-engine",
+        default="auto",
+        choices=("auto", "feast", "asof"),
+        help="Point-in-time join: Feast historical retrieval, its pandas equivalent, or "
+        "auto (Feast unless its quadratic join would be too large).",
+    )
+    return p
