@@ -29,7 +29,7 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from beam_pipelines.console import configure_logging
-from beam_pipelines.event_logs import FORMATS, expand_paths, read_chunks
+from beam_pipelines.event_logs import FORMATS, EventLogParser, expand_paths, read_chunks
 from beam_pipelines.history import arrow_schema
 from beam_pipelines.history_sink import WriteHistoryTables
 from beam_pipelines.jobs_common import embedding_source, store_config
@@ -195,10 +195,10 @@ def run_backfill(argv: list[str]) -> dict[str, Any]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rtp backfill", description=__doc__.split("\n\n")[0])
+    p = EventLogParser(prog="rtp backfill", description=__doc__.split("\n\n")[0])
     p.add_argument("--events", required=True, help="Event log path or glob.")
     p.add_argument("--out", required=True, help="Output directory.")
-    p.add_argument("--format", default="jsonl", choices=FORMATS)
+    p.add_format_argument(FORMATS, fallback="jsonl")
     p.add_argument(
         "--reward",
         help="Reward preset or YAML (default: movielens for that format, else short_video).",

@@ -8,12 +8,14 @@ with ``context.rating``; their timestamps are seconds.
 
 from __future__ import annotations
 
+import argparse
 import collections
 import csv
 import hashlib
 import io
 import json
-from collections.abc import Iterator
+import pathlib
+from collections.abc import Iterator, Sequence
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -25,6 +27,7 @@ from beam_pipelines.events import (
 )
 
 FORMATS = ("jsonl", "movielens", "parquet")
+SUFFIX_FORMATS = {".csv": "movielens", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet"}
 _FILE_SHIFT = 40  # seq = file_index << 40 | record index: 1e12 records per file
 MOVIELENS_COLUMNS = {
     "user": ("user", "userId"),
@@ -43,6 +46,52 @@ def tie_key(user_id: str, item_id: str) -> int:
     """
     digest = hashlib.blake2b(f"{user_id}\x1f{item_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big")
+
+
+def infer_format(pattern: str) -> str | None:
+    """The format a log's file extension names (``SUFFIX_FORMATS``; a glob's too:
+    ``logs/*.parquet``), or None."""
+    return SUFFIX_FORMATS.get(pathlib.PurePath(str(pattern)).suffix.lower())
+
+
+class EventLogParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose ``--format``, when not given, is the one the
+    ``--events`` file extension names (``.csv`` → movielens, ``.jsonl``/``.json`` →
+    jsonl, ``.parquet`` → parquet), else ``fallback``; none, or one this command
+    does not read, is a usage error (exit 2)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._format: tuple[tuple[str, ...], str | None, str] | None = None
+
+    def add_format_argument(
+        self, formats: Sequence[str] = FORMATS, fallback: str | None = None, dest: str = "format"
+    ) -> None:
+        self._format = (tuple(formats), fallback, dest)
+        self.add_argument(
+            "--format",
+            choices=formats,
+            dest=dest,
+            help="Event log format (default: from the --events extension: .csv movielens, "
+            ".jsonl/.json jsonl, .parquet parquet"
+            + (f"; else {fallback}" if fallback else "")
+            + ").",
+        )
+
+    def parse_known_args(self, args=None, namespace=None):
+        parsed, extras = super().parse_known_args(args, namespace)
+        if self._format is None:
+            return parsed, extras
+        formats, fallback, dest = self._format
+        events = getattr(parsed, "events", None)
+        if events is not None and getattr(parsed, dest) is None:
+            fmt, known = infer_format(str(events)) or fallback, ", ".join(formats)
+            if fmt is None:
+                self.error(f"cannot tell the format of {events}: give --format ({known})")
+            if fmt not in formats:
+                self.error(f"{events} looks like {fmt}, not one of {known}: give --format")
+            setattr(parsed, dest, fmt)
+        return parsed, extras
 
 
 def expand_paths(pattern: str) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from beam_pipelines.event_logs import FORMATS, EventLogParser
 from models.config import TrainConfig
 
 DESCRIPTION = "``rtp train``: backfill → point-in-time dataset → retrieval + ranker → export."
@@ -22,11 +23,11 @@ def _positive_int(text: str) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rtp train", description=DESCRIPTION)
+    p = EventLogParser(prog="rtp train", description=DESCRIPTION)
     p.add_argument("--events", required=True, help="Event log path or glob.")
     p.add_argument("--items", help="Item metadata: movies.csv or the simulator's items.jsonl.")
     p.add_argument("--out", required=True, help="Model base directory (versions go below it).")
-    p.add_argument("--format", default="jsonl", choices=("jsonl", "movielens", "parquet"))
+    p.add_format_argument(FORMATS, fallback="jsonl")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     p.add_argument(

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from beam_pipelines.console import configure_logging
+from beam_pipelines.event_logs import EventLogParser
 from beam_pipelines.rewards import load_reward_config
 from models.evaluation import report
 from models.evaluation.adapt import AdaptTracker, read_truth
@@ -63,9 +64,9 @@ def _variants(text: str) -> list[str]:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rtp evaluate", description=__doc__.split("\n")[0])
+    p = EventLogParser(prog="rtp evaluate", description=__doc__.split("\n")[0])
     p.add_argument("--events", required=True, type=pathlib.Path, help="event log file")
-    p.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
+    p.add_format_argument(FORMATS, dest="fmt")
     p.add_argument("--out", required=True, type=pathlib.Path, help="output directory")
     p.add_argument("--k", type=_ks, default=[10, 20, 50], help="cut-offs, e.g. 10,20,50")
     p.add_argument(
