@@ -52,6 +52,7 @@ from feature_repo.features import (
     USER_COENGAGEMENT,
     USER_REALTIME,
 )
+from feature_repo.store import DEFAULT_SQLITE_PATH
 
 LOG = logging.getLogger(__name__)
 MOVIELENS_MIN_TIMESTAMP_MS = 788_918_400_000  # 1995-01-01: MovieLens starts in 1996
@@ -106,7 +107,7 @@ def build(pipeline, args: argparse.Namespace, settings: FeatureSettings, out: pa
         features[tag] | f"History_{view}" >> WriteHistory(out / "offline", view)
     letters = [features[DEAD_LETTERS]]
     if args.online:
-        sink = FeastSinkFactory(store_config(args.store_config, str(out / "online.db")))
+        sink = FeastSinkFactory(store_config(args.store_config, args.store_path))
         finals = (
             (USER_FINAL, USER_REALTIME),
             (ITEM_FINAL, ITEM_REALTIME),
@@ -218,7 +219,13 @@ def parser() -> argparse.ArgumentParser:
         "duplicates (for parity tests against a stream).",
     )
     p.add_argument("--online", action="store_true", help="Also write the final values online.")
-    p.add_argument("--store_config", help="Online store YAML (default: SQLite at <out>/online.db).")
+    p.add_argument("--store_config", help="Online store YAML (default: SQLite at --store_path).")
+    p.add_argument(
+        "--store_path",
+        default=DEFAULT_SQLITE_PATH,
+        help=f"SQLite online store when --store_config is not given (default: "
+        f"{DEFAULT_SQLITE_PATH}, as rtp stream and rtp serve).",
+    )
     return p
 
 

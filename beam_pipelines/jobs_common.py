@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any
 
 from beam_pipelines.embedding_source import EmbeddingSource
-from feature_repo.store import load_store_config, read_store_settings
+from feature_repo.store import load_store_config, read_store_settings, sqlite_settings
 
 
 def store_config(store_config_path: str | None, sqlite_path: str) -> dict[str, Any]:
     """The online store config: a YAML file (any Beam filesystem, ``${VAR}`` expanded
-    from the environment), or the embedded SQLite default."""
+    from the environment), or the embedded SQLite default at ``sqlite_path``."""
     if store_config_path:
         config = read_store_settings(store_config_path)
         load_store_config(config)  # fail here, naming the bad key, not on a worker
         return config
-    root = pathlib.Path(sqlite_path).resolve().parent
-    return {
-        "type": "sqlite",
-        "path": str(pathlib.Path(sqlite_path).resolve()),
-        "registry_path": str(root / "registry.db"),
-        "offline_dir": str(root / "offline"),
-    }
+    return sqlite_settings(sqlite_path)
 
 
 def embedding_source(model_base: str | None, refresh_s: float = 60.0) -> EmbeddingSource:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from feature_repo.store import DEFAULT_SQLITE_PATH
+
 LOCAL_STREAMING_RUNNER = "BundleBasedDirectRunner"
 
 
@@ -29,8 +31,9 @@ def add_streaming_arguments(parser) -> None:
     )
     add(
         "--store_path",
-        default="out/online.db",
-        help="SQLite path when --store_config is not given.",
+        default=DEFAULT_SQLITE_PATH,
+        help=f"SQLite online store when --store_config is not given (default: "
+        f"{DEFAULT_SQLITE_PATH}, as rtp backfill --online and rtp serve).",
     )
     add("--reward", default="short_video", help="Reward preset name or YAML path.")
     add(

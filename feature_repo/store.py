@@ -28,6 +28,26 @@ if TYPE_CHECKING:
     from feast import FeatureStore, RepoConfig
 
 
+# The embedded default's one home, shared by ``rtp stream``, ``rtp backfill --online``
+# and ``rtp serve`` (relative to where they run): the SQLite online store, with
+# the Feast registry and the offline history beside it.
+DEFAULT_STORE_DIR = "data"
+DEFAULT_SQLITE_PATH = f"{DEFAULT_STORE_DIR}/online.db"
+
+
+def sqlite_settings(path: str | os.PathLike[str] = DEFAULT_SQLITE_PATH) -> dict[str, Any]:
+    """Settings of the embedded SQLite store at ``path``, its registry (``registry.db``)
+    and offline history (``offline/``) in the same directory; absolute paths, so a
+    job's workers and a service started elsewhere find the same files."""
+    db = Path(path).resolve()
+    return {
+        "type": "sqlite",
+        "path": str(db),
+        "registry_path": str(db.parent / "registry.db"),
+        "offline_dir": str(db.parent / "offline"),
+    }
+
+
 class StoreUnavailableError(RuntimeError):
     """The online store could not be reached (or did not answer in time)."""
 
@@ -39,10 +59,10 @@ class _StoreConfigBase(BaseModel):
     """Feast project name: namespaces tables and keys, so several deployments can
     share one Redis or Bigtable instance."""
 
-    registry_path: str = "data/registry.db"
+    registry_path: str = f"{DEFAULT_STORE_DIR}/registry.db"
     """Feast file registry (local path or ``gs://`` URI); created on first open."""
 
-    offline_dir: str = "data/offline"
+    offline_dir: str = f"{DEFAULT_STORE_DIR}/offline"
     """Root of the offline Parquet history, laid out as in ``feature_repo.definitions``."""
 
     apply_on_open: bool = True
@@ -59,7 +79,7 @@ class SqliteStoreConfig(_StoreConfigBase):
     type: Literal["sqlite"] = "sqlite"
     """Backend selector."""
 
-    path: str = "data/online.db"
+    path: str = DEFAULT_SQLITE_PATH
     """SQLite database file of the online store; parent directories are created."""
 
 

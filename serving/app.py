@@ -39,8 +39,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from beam_pipelines.console import configure_logging
 from beam_pipelines.events import MAX_ID_CHARS
+from feature_repo.store import DEFAULT_SQLITE_PATH
 from serving.catalog import resolve_version
-from serving.config import TOKEN_ENV, ServingConfig, load_serving_config
+from serving.config import SQLITE_TIMEOUT_S, TOKEN_ENV, ServingConfig, load_serving_config
 from serving.events import EventsRejected, PublishError, validate_body
 from serving.metrics import ServingMetrics
 from serving.recommender import NothingToServe, Recommendation
@@ -310,7 +311,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--models", required=True, help="Model base (rtp train --out).")
     p.add_argument("--host", default="127.0.0.1", help="Listen address (default: loopback).")
     p.add_argument("--port", type=int, default=8080)
-    p.add_argument("--store-config", help="Online store YAML (default: SQLite data/online.db).")
+    p.add_argument("--store-config", help="Online store YAML (default: SQLite at --store-path).")
+    p.add_argument(
+        "--store-path",
+        help=f"SQLite online store (default: {DEFAULT_SQLITE_PATH}, where rtp stream and "
+        "rtp backfill --online write, unless --config names a store).",
+    )
     p.add_argument(
         "--model-backend",
         choices=("inprocess", "grpc", "rest"),
@@ -333,7 +339,7 @@ def parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> ServingConfig:
     """The typed config: ``--config`` (if any), then the flags on top."""
-    from feature_repo.store import load_store_config
+    from feature_repo.store import load_store_config, sqlite_settings
 
     data: dict[str, Any] = {}
     if args.config:
@@ -354,8 +360,12 @@ def config_from_args(args: argparse.Namespace) -> ServingConfig:
     if args.model_version is not None:
         models["version"] = args.model_version
     data["models"] = models
+    if args.store_config and args.store_path:
+        raise ValueError("give --store-config or --store-path, not both")
     if args.store_config:
         data["store"] = load_store_config(args.store_config)
+    elif args.store_path:
+        data["store"] = {**sqlite_settings(args.store_path), "timeout_s": SQLITE_TIMEOUT_S}
     token = args.token or os.environ.get(TOKEN_ENV)
     if token:
         data["token"] = token

@@ -29,6 +29,7 @@ from feature_repo.store import SqliteStoreConfig, StoreConfig
 from models.blend import BLEND_CANDIDATES, BLEND_WEIGHT
 
 TOPIC_PATTERN = r"^projects/[^/]+/topics/[^/]+$"
+SQLITE_TIMEOUT_S = 0.5  # seconds per call to the embedded SQLite store (a local file)
 TOKEN_ENV = "RTP_SERVE_TOKEN"
 
 
@@ -227,8 +228,11 @@ class ServingConfig(_Config):
     models: ModelsConfig = Field(default_factory=InProcessModelsConfig)
     """Where the retrieval and ranker models run."""
 
-    store: StoreConfig = Field(default_factory=lambda: SqliteStoreConfig(timeout_s=0.5))
-    """Online feature store (``feature_repo.store``); SQLite by default."""
+    store: StoreConfig = Field(
+        default_factory=lambda: SqliteStoreConfig(timeout_s=SQLITE_TIMEOUT_S)
+    )
+    """Online feature store (``feature_repo.store``); by default SQLite at
+    ``feature_repo.store.DEFAULT_SQLITE_PATH``, where the jobs write by default."""
 
     ranking: RankingConfig = Field(default_factory=RankingConfig)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)

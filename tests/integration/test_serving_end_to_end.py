@@ -133,7 +133,9 @@ def burst(log: Path, user_id: str, items: list[str], durations: dict[str, int]) 
 
 def test_loop_end_to_end(tmp_path: Path) -> None:
     log, topics, durations = simulate(tmp_path)
-    run_backfill(["--events", str(log), "--out", str(tmp_path / "features"), "--online"])
+    features = tmp_path / "features"
+    store = ["--store_path", str(features / "online.db")]
+    run_backfill(["--events", str(log), "--out", str(features), "--online", *store])
     base = train(tmp_path, log, tmp_path / "features" / "offline")
     events_per_user = Counter(json.loads(line)["user_id"] for line in log.read_text().splitlines())
     users = [u for u, _ in events_per_user.most_common(5)]
@@ -176,9 +178,9 @@ def test_loop_end_to_end(tmp_path: Path) -> None:
     with_burst.write_text(log.read_text() + "\n".join(lines) + "\n")
     # The same pipeline as before the burst (hashed item vectors; the service re-pools
     # the last events in the model's space), so before and after differ by the burst only.
-    run_backfill(
-        ["--events", str(with_burst), "--out", str(tmp_path / "features_after"), "--online"]
-    )
+    after_dir = tmp_path / "features_after"
+    store = ["--store_path", str(after_dir / "online.db")]
+    run_backfill(["--events", str(with_burst), "--out", str(after_dir), "--online", *store])
     with TestClient(create_app(serving_config(base, tmp_path / "features_after"))) as client:
         after = {user: recommend(client, user) for user in chosen}
 

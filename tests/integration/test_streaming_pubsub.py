@@ -281,8 +281,12 @@ def run(pubsub_emulator, tmp_path_factory):
                 event = parse_event(r.data)
                 if (event.user_id, event.event_id) in accounting.applied_keys:
                     out.write(r.data + b"\n")
-    summary = run_backfill(["--events", str(applied), "--out", str(tmp / "backfill"), "--online"])
-    with _reader(tmp / "backfill" / "online.db") as client:
+    backfilled_db = tmp / "backfill" / "online.db"
+    store = ["--store_path", str(backfilled_db)]
+    summary = run_backfill(
+        ["--events", str(applied), "--out", str(tmp / "backfill"), "--online", *store]
+    )
+    with _reader(backfilled_db) as client:
         backfilled = {
             USER_REALTIME: client.read(USER_REALTIME, sorted(expected.users)),
             ITEM_REALTIME: client.read(ITEM_REALTIME, sorted(expected.items)),

@@ -22,7 +22,7 @@ OPTIONS = {
     "backfill": "--events",
     "train": "--serving-k",
     "evaluate": "--variants",
-    "serve": "--store-config",
+    "serve": "--store-path",
     "demo": "--no-stream",
 }
 # A bad command line per command: a missing required option, an unknown flag, a bad value.
