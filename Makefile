@@ -1,5 +1,6 @@
 # The two set-up commands of the README: `make demo` and `make test`.
-# Each creates .venv, installs the project and what the tests need, then runs.
+# Each creates .venv, installs the project with every extra (pipeline, train,
+# serve) and what the tests need, then runs.
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,7 @@ $(STAMP): setup.py
 		|| (echo "Python 3.11 is required: set PYTHON=/path/to/python3.11"; exit 1)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[all,test]'
 	touch $(STAMP)
 
 system-deps:

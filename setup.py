@@ -2,14 +2,11 @@
 
 from setuptools import find_packages, setup
 
-# Pinned together: these resolve cleanly on Python 3.11 (TFRS needs Keras 2,
-# hence tf-keras at the TensorFlow version).
-RUNTIME = [
+# The base install is the pipeline (the streaming and backfill jobs, the feature
+# store, the simulator): what Dataflow workers install from --setup_file, so they
+# stay free of TensorFlow, FastAPI and matplotlib. ``[pipeline]`` names it for images.
+PIPELINE = [
     "apache-beam[gcp]==2.77.0",
-    "tensorflow==2.21.0",
-    "tensorflow-recommenders==0.7.7",
-    "tf-keras==2.21.0",
-    "tensorflow-serving-api==2.21.0",
     "feast[redis,gcp]==0.67.0",
     "google-cloud-pubsub>=2.18,<3",
     "pydantic>=2.7,<3",
@@ -17,13 +14,33 @@ RUNTIME = [
     "numpy>=1.26,<3",
     "pandas>=2.1,<3",
     "pyarrow>=14",
+    "orjson>=3.9,<4",  # the backfill's parser; the recommendation response
+]
+
+# Pinned together: these resolve cleanly on Python 3.11 (TFRS needs Keras 2,
+# hence tf-keras at the TensorFlow version). The service needs them all too: it
+# loads the SavedModels through models.registry (TFRS layers, Keras 2) and talks
+# to TF Serving with tensorflow-serving-api's stubs.
+TENSORFLOW = [
+    "tensorflow==2.21.0",
+    "tensorflow-recommenders==0.7.7",
+    "tf-keras==2.21.0",
+    "tensorflow-serving-api==2.21.0",
+]
+
+TRAIN = [
+    *TENSORFLOW,
+    "matplotlib>=3.8,<4",  # rtp evaluate's plots
+    "tqdm>=4.66,<5",  # rtp evaluate's progress bars
+]
+
+SERVE = [
+    *TENSORFLOW,
     "fastapi>=0.110,<1",
     "uvicorn[standard]>=0.29,<1",
     "orjson>=3.9,<4",  # the recommendation response
     "httpx>=0.27,<1",  # the REST TF Serving backend
     "prometheus-client>=0.20,<1",
-    "matplotlib>=3.8,<4",
-    "tqdm>=4.66,<5",
 ]
 
 TEST = [
@@ -41,7 +58,13 @@ setup(
     python_requires=">=3.11,<3.12",
     packages=find_packages(include=["beam_pipelines*", "models*", "serving*", "feature_repo*"]),
     package_data={"feature_repo": ["*.yaml"]},
-    install_requires=RUNTIME,
-    extras_require={"test": TEST},
+    install_requires=PIPELINE,
+    extras_require={
+        "pipeline": PIPELINE,
+        "train": TRAIN,
+        "serve": SERVE,
+        "all": list(dict.fromkeys([*TRAIN, *SERVE])),  # rtp demo and every command
+        "test": TEST,
+    },
     entry_points={"console_scripts": ["rtp = serving.cli:main"]},
 )
