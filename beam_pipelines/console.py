@@ -39,7 +39,9 @@ def configure_logging(verbose: bool | None = None, level: int | str = logging.IN
     """
     verbose = verbose_requested() if verbose is None else verbose
     if isinstance(level, str):
-        level = logging.getLevelName(level.upper())
+        name, level = level.upper(), logging.getLevelNamesMapping().get(level.upper())
+        if level is None:
+            raise ValueError(f"unknown log level {name!r}")
     root = logging.getLogger()
     if not root.handlers:
         handler = logging.StreamHandler()

@@ -333,7 +333,13 @@ def parser() -> argparse.ArgumentParser:
         default=1,
         help="Server processes (each loads the models; /metrics is per process).",
     )
-    p.add_argument("--log-level", default="info")
+    p.add_argument(
+        "--log-level",
+        type=str.lower,
+        default="info",
+        choices=("critical", "error", "warning", "info", "debug"),
+        help="Of the service's own logs and uvicorn's (others: warnings unless rtp --verbose).",
+    )
     return p
 
 

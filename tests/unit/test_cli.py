@@ -216,3 +216,15 @@ def test_progress_off_a_terminal_is_one_line_per_stage(
     err = capsys.readouterr().err
     assert "\r" not in err
     assert err.startswith("replay: 5 ev in ") and err.count("\n") == 1
+
+
+def test_an_unknown_log_level_is_an_error_naming_it() -> None:
+    with pytest.raises(ValueError, match="unknown log level 'LOUD'"):
+        console.configure_logging(level="loud")
+
+
+def test_serve_log_level_is_checked_at_the_edge(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["serve", "--models", "m", "--log-level", "loud"])
+    assert exit_info.value.code == 2
+    assert "argument --log-level: invalid choice: 'loud'" in capsys.readouterr().err
