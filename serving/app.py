@@ -37,7 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from beam_pipelines.console import configure_logging
+from beam_pipelines.console import configure_logging, verbose_requested
 from beam_pipelines.events import MAX_ID_CHARS
 from feature_repo.store import DEFAULT_SQLITE_PATH
 from serving.catalog import resolve_version
@@ -411,6 +411,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def app_from_env() -> FastAPI:
     """The app of a worker process started by ``main(["--workers", N, ...])``."""
+    if not verbose_requested():  # a fresh process: TensorFlow's banners once per worker
+        from serving.quiet import import_tensorflow
+
+        import_tensorflow()
     return create_app(load_serving_config(json.loads(os.environ[CONFIG_ENV])))
 
 
