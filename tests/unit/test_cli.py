@@ -41,7 +41,7 @@ TF_LINE = ("I0000", "W0000", "E0000", "absl::", "oneDNN", "cuda", "cuInit", "ten
 @pytest.fixture(autouse=True)
 def logging_restored(monkeypatch: pytest.MonkeyPatch):
     """``cli.main`` configures logging and may set ``RTP_VERBOSE``: undone after each test."""
-    monkeypatch.delenv(console.VERBOSE_ENV, raising=False)
+    monkeypatch.setenv(console.VERBOSE_ENV, "")  # not verbose; unset again after the test
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     levels = {name: logging.getLogger(name).level for name in console.OWN_LOGGERS}
@@ -228,3 +228,21 @@ def test_serve_log_level_is_checked_at_the_edge(capsys: pytest.CaptureFixture[st
         cli.main(["serve", "--models", "m", "--log-level", "loud"])
     assert exit_info.value.code == 2
     assert "argument --log-level: invalid choice: 'loud'" in capsys.readouterr().err
+
+
+def test_the_streaming_module_run_directly_exits_2_too(capsys: pytest.CaptureFixture[str]) -> None:
+    from beam_pipelines import streaming
+
+    with pytest.raises(SystemExit) as exit_info:
+        streaming.main(["--input_topic", "projects/p/topics/t"])
+    assert exit_info.value.code == 2
+    assert "dead letters need a home" in capsys.readouterr().err
+
+
+def test_verbose_among_the_command_arguments_is_taken_out(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["simulate", "--help", "--verbose"])
+    assert exit_info.value.code == 0
+    assert console.verbose_requested()
