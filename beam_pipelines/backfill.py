@@ -32,7 +32,7 @@ from beam_pipelines.console import configure_logging
 from beam_pipelines.event_logs import FORMATS, EventLogParser, expand_paths, read_chunks
 from beam_pipelines.history import arrow_schema
 from beam_pipelines.history_sink import WriteHistoryTables
-from beam_pipelines.jobs_common import embedding_source, store_config
+from beam_pipelines.jobs_common import check_log_inputs, embedding_source, store_config
 from beam_pipelines.rewards import load_reward_config
 from beam_pipelines.sinks import FeastSinkFactory, WriteDeadLetters
 from beam_pipelines.transforms.coengagement import ITEM_PAIR_ROWS, USER_PAIR_ROWS
@@ -176,7 +176,7 @@ def run_backfill(argv: list[str]) -> dict[str, Any]:
     args = parser().parse_args(argv)
     out = pathlib.Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    reward = args.reward or ("movielens" if args.format == "movielens" else "short_video")
+    reward = reward_name(args)
     settings = FeatureSettings(
         rewards=load_reward_config(reward),
         embeddings=embedding_source(args.model_base),
@@ -193,6 +193,10 @@ def run_backfill(argv: list[str]) -> dict[str, Any]:
     summary = summarize(result, time.perf_counter() - started, args)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def reward_name(args: argparse.Namespace) -> str:
+    return args.reward or ("movielens" if args.format == "movielens" else "short_video")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -231,7 +235,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     configure_logging(level=logging.WARNING)  # the summary is the output
-    summary = run_backfill(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    cli = parser()
+    args = cli.parse_args(argv)
+    check_log_inputs(cli, args.events, reward_name(args))
+    summary = run_backfill(argv)
     print(json.dumps(summary, indent=2))
     return 0
 

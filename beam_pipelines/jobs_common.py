@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 from typing import Any
 
 from beam_pipelines.embedding_source import EmbeddingSource
+from beam_pipelines.event_logs import expand_paths
+from beam_pipelines.rewards import load_reward_config
 from feature_repo.store import load_store_config, read_store_settings, sqlite_settings
 
 
@@ -20,3 +23,14 @@ def store_config(store_config_path: str | None, sqlite_path: str) -> dict[str, A
 
 def embedding_source(model_base: str | None, refresh_s: float = 60.0) -> EmbeddingSource:
     return EmbeddingSource(model_base=model_base, refresh_s=refresh_s)
+
+
+def check_log_inputs(parser: argparse.ArgumentParser, events: str, reward: str) -> None:
+    """A usage error (the usage line, exit 2) unless ``events`` matches a file and
+    ``reward`` is a preset or a valid reward YAML: before a job starts, not as a
+    traceback from inside it."""
+    try:
+        expand_paths(events)
+        load_reward_config(reward)
+    except (OSError, ValueError) as err:
+        parser.error(str(err))

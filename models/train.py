@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from beam_pipelines.jobs_common import check_log_inputs
 from models import train_args
 from models.catalog import Catalog, build_catalog
 from models.config import TrainConfig
@@ -376,7 +377,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    args = parser().parse_args(sys.argv[1:] if argv is None else argv)
+    cli = parser()
+    args = cli.parse_args(sys.argv[1:] if argv is None else argv)
+    check_log_inputs(cli, args.events, args.reward or default_reward(args.format))
     metrics = train(args)
     print(
         json.dumps(

@@ -246,3 +246,25 @@ def test_verbose_among_the_command_arguments_is_taken_out(
         cli.main(["simulate", "--help", "--verbose"])
     assert exit_info.value.code == 0
     assert console.verbose_requested()
+
+
+@pytest.mark.parametrize(
+    ("name", "argv", "message"),
+    [
+        ("backfill", ["--events", "/no/log.jsonl"], "no event log matches '/no/log.jsonl'"),
+        ("train", ["--events", "/no/ratings.csv"], "no event log matches '/no/ratings.csv'"),
+        ("backfill", ["--reward", "nosuch"], "reward config 'nosuch' is neither a preset"),
+    ],
+)
+def test_a_missing_log_or_an_unknown_reward_is_a_usage_error(
+    name: str, argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    module = {"backfill": "beam_pipelines.backfill", "train": "models.train"}[name]
+    main = __import__(module, fromlist=["main"]).main
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--events", str(events), "--out", str(tmp_path / "out"), *argv])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: rtp {name} ") and message in err
