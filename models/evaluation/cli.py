@@ -181,7 +181,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], ReplayResult]:
             "rank": "other candidates scoring >= the target, seen items excluded",
         },
         "dataset": report.dataset_stats(log, result),
-        "variants": report.variant_metrics(result, args.k),
+        "variants": report.variant_metrics(result, args.k, log),
         "time_to_adapt": tracker.summary() if tracker else None,
         "wall_time_s": {k: round(v, 4) for k, v in wall.items()},  # a tiny run takes ms
         "notes": notes,

@@ -45,12 +45,39 @@ def dataset_stats(log: EventLog, result: ReplayResult) -> dict[str, Any]:
     }
 
 
-def variant_metrics(result: ReplayResult, ks: list[int]) -> dict[str, Any]:
+FIRST_EVENTS = 10  # the new-user slice: a user's first events of the test stream
+
+
+def slices(log: EventLog, result: ReplayResult) -> dict[str, np.ndarray]:
+    """Target masks of EVALUATION.md's slices besides all and warm: ``cold_item`` (the
+    target had no training interaction) and ``new_user_first_10`` (the first 10 test
+    events of users with no training event)."""
+    train = slice(0, log.n_train)
+    trained_items = np.zeros(log.n_items, dtype=bool)
+    trained_items[log.item_idx[train][log.interaction[train]]] = True
+    cold_item = ~trained_items[log.item_idx[result.positions]]
+    seen = np.zeros(log.n_users, dtype=np.int64)
+    first = np.zeros(len(result.positions), dtype=bool)
+    wanted = dict(zip(result.positions.tolist(), range(len(result.positions)), strict=True))
+    for k in range(log.n_train, len(log.events)):
+        user = int(log.user_idx[k])
+        target = wanted.get(k)
+        if target is not None:
+            first[target] = not result.warm[target] and seen[user] < FIRST_EVENTS
+        seen[user] += 1
+    return {"cold_item": cold_item, "new_user_first_10": first}
+
+
+def variant_metrics(
+    result: ReplayResult, ks: list[int], log: EventLog | None = None
+) -> dict[str, Any]:
+    masks = slices(log, result) if log is not None else {}
     out = {}
     for name, ranks in result.ranks.items():
         out[name] = {
             "all": summarize(ranks, ks),
             "warm": summarize(ranks[result.warm], ks),
+            **{slice_: summarize(ranks[mask], ks) for slice_, mask in masks.items()},
             "fit_s": round(result.fit_seconds[name], 3),
             "score_s": round(result.score_seconds[name], 3),
         }
@@ -118,6 +145,16 @@ def write_report(out_dir: pathlib.Path, document: dict[str, Any]) -> pathlib.Pat
         *metrics_table(document["variants"], ks, "warm"),
         "",
     ]
+    first = next(iter(document["variants"].values()), {})
+    for group, title in (
+        ("cold_item", "Cold items (the target had no training interaction)"),
+        (
+            "new_user_first_10",
+            f"The first {FIRST_EVENTS} test events of users with no training event",
+        ),
+    ):
+        if group in first:
+            lines += [f"## {title}", "", *metrics_table(document["variants"], ks, group), ""]
     lines += _adapt_section(document.get("time_to_adapt"))
     lines += _notes(document)
     lines += [

@@ -117,3 +117,16 @@ def test_top_unseen_and_blend_by_hand() -> None:
     rows, scores = blend(np.array([1, 2]), np.array([0.6, 0.3]), np.array([3, 2]), co, 2.0)
     assert rows.tolist() == [1, 2, 3]
     np.testing.assert_allclose(scores, [1.2, 0.7, 0.5])
+
+
+def test_report_slices_by_hand(tmp_path) -> None:
+    from models.evaluation.report import slices
+
+    log = _log(tmp_path)
+    world = World(log, coengagement=True)
+    apply_training(world, show_progress=False)
+    result = replay(world, [CoEngagementRolling()], show_progress=False)
+    masks = slices(log, result)
+    # Targets (u4, E), (u1, A), (u1, C), (u1, B): training interacted with A and B only.
+    assert masks["cold_item"].tolist() == [True, False, True, False]
+    assert masks["new_user_first_10"].tolist() == [True, True, True, True]
