@@ -22,6 +22,7 @@ from tests.tfserving_standin.tiny_export import export_tiny
 pytestmark = pytest.mark.timeout(600)
 ITEMS = [f"i{i:04d}" for i in range(300)]
 VERSION = 1
+TWO_TOWER = "retrieval"  # the configured default is now the sequential retriever
 DIM = 16
 
 
@@ -64,7 +65,9 @@ def test_packed_call_answers_like_the_signature(model_base: Path, model: str) ->
 
 
 def test_backend_predicts_through_the_packed_call(model_base: Path) -> None:
-    backend = InProcessBackend(InProcessModelsConfig(), str(model_base), VERSION)
+    backend = InProcessBackend(
+        InProcessModelsConfig(retrieval_model=TWO_TOWER), str(model_base), VERSION
+    )
     backend.open()
     try:
         assert all(isinstance(f, inprocess._PackedCall) for f in backend._functions.values())
@@ -104,7 +107,7 @@ def model_set(model_base: Path, config: InProcessModelsConfig) -> ModelSet:
 
 
 def test_fused_ranking_can_be_turned_off(model_base: Path) -> None:
-    models = model_set(model_base, InProcessModelsConfig(fused=False))
+    models = model_set(model_base, InProcessModelsConfig(retrieval_model=TWO_TOWER, fused=False))
     assert models.fused is None
     models.close()
 
@@ -113,7 +116,9 @@ def test_fused_ranking_can_be_turned_off(model_base: Path) -> None:
 def test_fused_ranking_answers_like_the_separate_calls(
     model_base: Path, timeout_s: float | None
 ) -> None:
-    models = model_set(model_base, InProcessModelsConfig(timeout_s=timeout_s))
+    models = model_set(
+        model_base, InProcessModelsConfig(retrieval_model=TWO_TOWER, timeout_s=timeout_s)
+    )
     try:
         assert models.fused is not None
         rng = np.random.default_rng(3)

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.timeout(600)
 ITEMS = [f"i{i:04d}" for i in range(600)]
 VERSION = 3
 DIM = 8
+TWO_TOWER = "retrieval"  # the configured default is now the sequential retriever
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def model_set(config, model_base: Path, version: int = VERSION) -> ModelSet:
     models = ModelSet(
         make_backend(config, str(model_base), version),
         load_catalog(model_base, VERSION),
-        "retrieval",
+        TWO_TOWER,
         "ranker",
     )
     models.open()
@@ -75,9 +76,9 @@ def test_grpc_and_rest_answer_like_the_inprocess_models(
 ) -> None:
     grpc_address, rest_url, _ = tfserving
     configs = {
-        "inprocess": InProcessModelsConfig(),
-        "grpc": GrpcModelsConfig(address=grpc_address, timeout_s=5),
-        "rest": RestModelsConfig(url=rest_url, timeout_s=5),
+        "inprocess": InProcessModelsConfig(retrieval_model=TWO_TOWER),
+        "grpc": GrpcModelsConfig(address=grpc_address, retrieval_model=TWO_TOWER, timeout_s=5),
+        "rest": RestModelsConfig(url=rest_url, retrieval_model=TWO_TOWER, timeout_s=5),
     }
     snapshot = items(len(ITEMS))
     answers = {}
@@ -149,8 +150,8 @@ def test_tensor_codec_matches_tensorflow() -> None:
 def test_slow_server_hits_the_timeout(model_base: Path, tfserving: tuple[str, str, Path]) -> None:
     grpc_address, rest_url, delay_file = tfserving
     for config in (
-        GrpcModelsConfig(address=grpc_address, timeout_s=0.3),
-        RestModelsConfig(url=rest_url, timeout_s=0.3),
+        GrpcModelsConfig(address=grpc_address, retrieval_model=TWO_TOWER, timeout_s=0.3),
+        RestModelsConfig(url=rest_url, retrieval_model=TWO_TOWER, timeout_s=0.3),
     ):
         models = model_set(config, model_base)
         delay_file.write_text("2.0")
