@@ -43,11 +43,13 @@ def tfserving(model_base: Path) -> Iterator[tuple[str, str, Path]]:
         yield server.address, f"http://{servers.HOST}:{rest_port}", delay_file
 
 
-def model_set(config, model_base: Path, version: int = VERSION) -> ModelSet:
+def model_set(
+    config, model_base: Path, version: int = VERSION, retrieval: str = TWO_TOWER
+) -> ModelSet:
     models = ModelSet(
         make_backend(config, str(model_base), version),
         load_catalog(model_base, VERSION),
-        TWO_TOWER,
+        retrieval,
         "ranker",
     )
     models.open()
@@ -111,6 +113,35 @@ def test_grpc_and_rest_answer_like_the_inprocess_models(
         np.testing.assert_array_equal(answers[name + "-ranked"][1], expected_scores)
     rows, scores = answers["inprocess-ranked"]
     assert len(rows) == len(scores) == 100 and not set(rows.tolist()) & set(recent.tolist())
+
+
+def test_grpc_and_rest_serve_the_sequential_retriever_like_inprocess(
+    model_base: Path, tfserving: tuple[str, str, Path]
+) -> None:
+    grpc_address, rest_url, _ = tfserving
+    configs = {  # the default retrieval model: the sequential retriever
+        "inprocess": InProcessModelsConfig(),
+        "grpc": GrpcModelsConfig(address=grpc_address, timeout_s=5),
+        "rest": RestModelsConfig(url=rest_url, timeout_s=5),
+    }
+    history = {
+        "user_recent_items": [ITEMS[7], "unknown", ITEMS[3]],
+        "user_recent_ts_ms": [3_000_000, 2_000_000, 1_000_000],
+        "user_recent_rewards": [1.0, 0.0, 0.5],
+    }
+    answers = {}
+    for name, config in configs.items():
+        models = model_set(config, model_base, retrieval="sequential")
+        try:
+            assert models.sequential, name
+            answers[name] = models.sequence_candidates(history)
+        finally:
+            models.close()
+    rows, probability = answers["inprocess"]
+    assert len(rows) == 500 and 0 < probability.sum() <= 1.0
+    for name in ("grpc", "rest"):
+        assert answers[name][0].tolist() == rows.tolist(), name
+        np.testing.assert_array_equal(answers[name][1], probability)
 
 
 def test_unknown_version_is_not_found(model_base: Path, tfserving: tuple[str, str, Path]) -> None:
