@@ -1,10 +1,20 @@
 """Recommendation service latency and throughput, against a bare in-process ranker call.
 
 Setup (in a temporary directory): a real export (``models.export``, the layer sizes
-of ``rtp train``, untrained weights) over ``--items`` items whose retrieval returns
-500 candidates; ``user_realtime`` and ``item_realtime`` rows for ``--users`` users
-and every item in the embedded SQLite store. Then, for each model path and each
-``--workers`` count, ``rtp serve --workers N`` runs as a subprocess on a loopback port:
+of ``rtp train``, untrained weights: two-tower retrieval, DCN ranker and the
+sequential retriever) over ``--items`` items whose retrieval returns 500 candidates;
+``user_realtime``, ``item_realtime``, ``user_coengagement`` (50 interacted items) and
+``item_coengagement`` (200 neighbours with pair counts) rows for ``--users`` users and
+every item in the embedded SQLite store. Then, for each ``--stacks`` entry, each
+model path and each ``--workers`` count, ``rtp serve --workers N`` runs as a
+subprocess on a loopback port. Stacks (the same export, ``models.retrieval_model``):
+
+* ``sequential``: the default, the sequential retriever's and the co-engagement
+  source's candidates blended (``serving.recommender._blended``; no ranker call);
+* ``two_tower``: two-tower retrieval + DCN ranker on 500 candidates (what a version
+  exported without the sequential model serves).
+
+Model paths:
 
 * ``inprocess``: the embedded default (SavedModels in the service process);
 * ``grpc``: TF Serving over gRPC, served by the test stand-in
@@ -20,7 +30,9 @@ warm-up. An error is any non-200 answer, and a 200 served by a fallback is count
 apart (``fallbacks``). The reference is a bare ranker call (the SavedModel's
 ``serving_default`` on 500 prebuilt rows, no features, no HTTP) timed in this
 process, again right before each measure (``bare_*``): ``ratio_p50``/``ratio_p99``
-are service latency over it, ``ratio_cpu`` CPU per request over CPU per call.
+are service latency over it, ``ratio_cpu`` CPU per request over CPU per call; the
+same for both stacks, so their ratios compare. ``bare_sequential_*`` is the sequential
+retriever's ``candidate_rows`` on one user's 50 events, timed the same way.
 Medians over ``--repeats`` runs. ``server_cpu_ms_per_request`` is the CPU time the
 service and the model server (the stand-in, for ``grpc``) spent per request, read
 from ``/proc``, ``service_cpu_ms_per_request`` the service's alone, and
@@ -29,7 +41,8 @@ what latency and throughput cannot, and ``cpu_bound_rps_2_cores`` = 2000 / (serv
 client CPU ms) bounds the requests per second two dedicated cores could serve.
 Prints one JSON object per measure.
 
-Run: ``python -m benchmarks.bench_serving [--repeats 3] [--workers 1,2]``.
+Run: ``python -m benchmarks.bench_serving [--repeats 3] [--workers 1,2]
+[--stacks sequential,two_tower]``.
 """
 
 from __future__ import annotations
@@ -59,7 +72,9 @@ CANDIDATES = 500
 K = 20
 DIM = f.EMBEDDING_DIM
 RECENT_N = 50
+NEIGHBOURS = 200  # beam_pipelines.state.coengagement.MAX_NEIGHBOURS
 VERSION = 1
+STACKS = {"sequential": "sequential", "two_tower": "retrieval"}  # → models.retrieval_model
 
 
 def user_rows(n: int, items: list[str], now_ms: int, rng: np.random.Generator) -> list[dict]:
@@ -105,12 +120,45 @@ def item_rows(items: list[str], now_ms: int, rng: np.random.Generator) -> list[d
     return rows
 
 
+def coengagement_rows(
+    users: list[dict], items: list[str], now_ms: int, rng: np.random.Generator
+) -> tuple[list[dict], list[dict]]:
+    """``user_coengagement`` (each user's recent items as its pair window) and
+    ``item_coengagement`` rows (``NEIGHBOURS`` other items, largest count first)."""
+    user_pairs = [
+        {
+            f.USER_KEY: u[f.USER_KEY],
+            f.EVENT_TIMESTAMP: now_ms,
+            "user_interacted_items": u["user_recent_items"],
+        }
+        for u in users
+    ]
+    item_pairs = []
+    for i, item in enumerate(items):
+        picks = rng.choice(len(items) - 1, NEIGHBOURS, replace=False)
+        picks += picks >= i  # never the item itself
+        counts = np.sort(rng.zipf(2.0, NEIGHBOURS).clip(max=1000))[::-1]
+        item_pairs.append(
+            {
+                f.ITEM_KEY: item,
+                f.EVENT_TIMESTAMP: now_ms,
+                "item_neighbors": [items[j] for j in picks],
+                "item_neighbor_pairs": counts.astype(float).tolist(),
+            }
+        )
+    return user_pairs, item_pairs
+
+
+def item_ids(n: int) -> list[str]:
+    return [f"item-{i:06d}" for i in range(n)]
+
+
 def prepare(work: Path, n_items: int, n_users: int) -> tuple[Path, Path]:
     """(model base, store config YAML)."""
     from tests.tfserving_standin.tiny_export import export_tiny
 
     rng = np.random.default_rng(0)
-    items = [f"item-{i:06d}" for i in range(n_items)]
+    items = item_ids(n_items)
     models = work / "models"
     log(f"exporting models for {n_items} items (retrieval top-{CANDIDATES}) ...")
     export_tiny(models, items, dim=DIM, k=CANDIDATES + RECENT_N, version=VERSION, full_size=True)
@@ -123,9 +171,13 @@ def prepare(work: Path, n_items: int, n_users: int) -> tuple[Path, Path]:
     log(f"writing features of {n_users} users and {n_items} items ...")
     from feature_repo.store import load_store_config
 
+    users = user_rows(n_users, items, now_ms, rng)
+    user_pairs, item_pairs = coengagement_rows(users, items, now_ms, rng)
     with FeatureStoreClient(load_store_config(store_yaml)) as store:
-        store.write_rows(f.USER_REALTIME, user_rows(n_users, items, now_ms, rng))
+        store.write_rows(f.USER_REALTIME, users)
         store.write_rows(f.ITEM_REALTIME, item_rows(items, now_ms, rng))
+        store.write_rows(f.USER_COENGAGEMENT, user_pairs)
+        store.write_rows(f.ITEM_COENGAGEMENT, item_pairs)
     return models, store_yaml
 
 
@@ -149,6 +201,7 @@ class BareRanker:
             )
             for name, spec in specs.items()
         }
+        self.output = "engagement_probability"
         for _ in range(20):
             self.function(**self.inputs)
 
@@ -158,10 +211,33 @@ class BareRanker:
         cpu_started = time.process_time()
         for _ in range(calls):
             started = time.perf_counter()
-            self.function(**self.inputs)["engagement_probability"].numpy()
+            self.function(**self.inputs)[self.output].numpy()
             times.append((time.perf_counter() - started) * 1000)
         cpu_ms = (time.process_time() - cpu_started) * 1000 / calls
         return {"p50_ms": _pct(times, 50), "p99_ms": _pct(times, 99), "cpu_ms_per_call": cpu_ms}
+
+
+class BareSequential(BareRanker):
+    """The sequential retriever's ``candidate_rows`` on one user's ``RECENT_N`` events,
+    in this process, timed like ``BareRanker``."""
+
+    def __init__(self, model_base: Path, items: list[str]) -> None:
+        prepare_tensorflow()
+        import tensorflow as tf
+
+        self.loaded = tf.saved_model.load(str(model_base / "sequential" / str(VERSION)))
+        self.function = self.loaded.signatures["candidate_rows"]
+        rng = np.random.default_rng(2)
+        self.inputs = {
+            "user_recent_items": tf.constant([rng.choice(items, RECENT_N).tolist()]),
+            "user_recent_ts_ms": tf.constant(
+                [[10**12 - 1000 * j for j in range(RECENT_N)]], tf.int64
+            ),
+            "user_recent_rewards": tf.constant(rng.random((1, RECENT_N)), tf.float32),
+        }
+        self.output = "item_rows"
+        for _ in range(20):
+            self.function(**self.inputs)
 
 
 def cpu_s(pids: Sequence[int]) -> float:
@@ -186,18 +262,21 @@ def service(
     address: str | None,
     settings: str,
     workers: int = 1,
+    stack: str = "sequential",
 ) -> Iterator[tuple[int, list[int]]]:
-    """``rtp serve`` (``python -m serving.app``) on a free loopback port."""
+    """``rtp serve`` (``python -m serving.app``) on a free loopback port, serving
+    ``stack`` (a key of ``STACKS``)."""
     port = servers.free_port()
     args = [sys.executable, "-m", "serving.app", "--models", str(models), "--port", str(port)]
     args += ["--store-config", str(store_yaml), "--log-level", "warning"]
     args += ["--workers", str(workers)]
-    config = Path(store_yaml).parent / f"serving-{backend}.yaml"
+    config = Path(store_yaml).parent / f"serving-{backend}-{stack}.yaml"
     # Seeded exploration, and a generous model timeout: a noisy machine should not
     # turn a slow call into a fallback in the middle of a measurement.
     timeout = "" if backend == "inprocess" else ", timeout_s: 2.0"
     config.write_text(
-        f"model_base: {models}\nmodels: {{type: {backend}{timeout}}}\n"
+        f"model_base: {models}\n"
+        f"models: {{type: {backend}, retrieval_model: {STACKS[stack]}{timeout}}}\n"
         f"ranking: {{seed: 1}}\n{settings}"
     )
     args += ["--config", str(config)]
@@ -353,71 +432,91 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workers", default="2", help="rtp serve --workers, comma-separated (default 2)."
     )
     parser.add_argument(
+        "--stacks",
+        default="sequential,two_tower",
+        help=f"Comma-separated, of {sorted(STACKS)} (default both, in one session).",
+    )
+    parser.add_argument(
         "--settings", default="", help="Extra serving YAML lines, e.g. 'limits: {workers: 4}'."
     )
     args = parser.parse_args(argv)
+    stacks = args.stacks.split(",")
+    if unknown := set(stacks) - set(STACKS):
+        parser.error(f"--stacks: unknown {sorted(unknown)}, expected some of {sorted(STACKS)}")
     from tests.tfserving_standin.launch import standin
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         models, store_yaml = prepare(Path(tmp), args.items, args.users)
-        bare = BareRanker(models)
-        reference = bare.measure(300)
-        emit(
-            "bare_ranker_call",
-            candidates=CANDIDATES,
-            **{k: round(v, 3) for k, v in reference.items()},
-        )
+        bare = {"ranker": BareRanker(models)}
+        if "sequential" in stacks:
+            bare["sequential"] = BareSequential(models, item_ids(args.items))
+        for name, model in bare.items():
+            reference = model.measure(300)
+            emit(
+                f"bare_{name}_call",
+                **({"candidates": CANDIDATES} if name == "ranker" else {"events": RECENT_N}),
+                **{k: round(v, 3) for k, v in reference.items()},
+            )
         for backend in args.backends.split(","):
             for workers in (int(n) for n in args.workers.split(",")):
-                with contextlib.ExitStack() as stack:
+                with contextlib.ExitStack() as resources:
                     address, model_pids = None, []
                     if backend != "inprocess":
                         log("starting the TF Serving stand-in ...")
-                        server, rest_port = stack.enter_context(standin(models, rest=True))
+                        server, rest_port = resources.enter_context(standin(models, rest=True))
                         address = server.address if backend == "grpc" else f"127.0.0.1:{rest_port}"
                         model_pids.append(server.process.pid)
-                    log(f"starting rtp serve ({backend}, {workers} workers) ...")
-                    port, service_pids = stack.enter_context(
-                        service(models, store_yaml, backend, address, args.settings, workers)
-                    )
-                    for concurrency, requests in (
-                        (1, max(100, args.requests // 4)),
-                        (16, args.requests),
-                    ):
-                        log(
-                            f"{backend}, {workers} workers: concurrency {concurrency}, "
-                            f"{requests} requests x {args.repeats}"
-                        )
-                        reference = bare.measure(200)
-                        result = measure(
-                            port,
-                            service_pids,
-                            model_pids,
-                            concurrency,
-                            requests,
-                            args.users,
-                            args.repeats,
-                        )
-                        emit(
-                            "serving_latency",
-                            backend=backend,
-                            workers=workers,
-                            concurrency=concurrency,
-                            candidates=CANDIDATES,
-                            k=K,
-                            requests_per_run=requests,
-                            **result,
-                            bare_p50_ms=round(reference["p50_ms"], 3),
-                            bare_p99_ms=round(reference["p99_ms"], 3),
-                            bare_cpu_ms_per_call=round(reference["cpu_ms_per_call"], 3),
-                            ratio_p50=round(result["p50_ms"] / reference["p50_ms"], 2),
-                            ratio_p99=round(result["p99_ms"] / reference["p99_ms"], 2),
-                            ratio_cpu=round(
-                                result["server_cpu_ms_per_request"] / reference["cpu_ms_per_call"],
-                                2,
-                            ),
-                        )
+                    for stack in stacks:
+                        log(f"starting rtp serve ({backend}, {stack}, {workers} workers) ...")
+                        with service(
+                            models, store_yaml, backend, address, args.settings, workers, stack
+                        ) as (port, service_pids):
+                            for concurrency, requests in (
+                                (1, max(100, args.requests // 4)),
+                                (16, args.requests),
+                            ):
+                                log(
+                                    f"{backend}, {stack}, {workers} workers: concurrency "
+                                    f"{concurrency}, {requests} requests x {args.repeats}"
+                                )
+                                references = {n: m.measure(200) for n, m in bare.items()}
+                                result = measure(
+                                    port,
+                                    service_pids,
+                                    model_pids,
+                                    concurrency,
+                                    requests,
+                                    args.users,
+                                    args.repeats,
+                                )
+                                emit(
+                                    "serving_latency",
+                                    backend=backend,
+                                    stack=stack,
+                                    workers=workers,
+                                    concurrency=concurrency,
+                                    candidates=CANDIDATES,
+                                    k=K,
+                                    requests_per_run=requests,
+                                    **result,
+                                    **against(result, references),
+                                )
     return 0
+
+
+def against(result: dict[str, Any], references: dict[str, dict[str, float]]) -> dict[str, float]:
+    """The bare calls measured right before ``result`` and the ratios to the ranker's."""
+    out = {}
+    for name, reference in references.items():
+        prefix = "bare" if name == "ranker" else f"bare_{name}"
+        out[f"{prefix}_p50_ms"] = round(reference["p50_ms"], 3)
+        out[f"{prefix}_p99_ms"] = round(reference["p99_ms"], 3)
+        out[f"{prefix}_cpu_ms_per_call"] = round(reference["cpu_ms_per_call"], 3)
+    ranker = references["ranker"]
+    out["ratio_p50"] = round(result["p50_ms"] / ranker["p50_ms"], 2)
+    out["ratio_p99"] = round(result["p99_ms"] / ranker["p99_ms"], 2)
+    out["ratio_cpu"] = round(result["server_cpu_ms_per_request"] / ranker["cpu_ms_per_call"], 2)
+    return out
 
 
 if __name__ == "__main__":

@@ -2,16 +2,17 @@
 
 Per request: the user's pair window (``user_coengagement``) and the neighbour rows
 (``item_coengagement``) of its newest ``RECENT_ITEMS`` items, two reads of the
-online store; the cosine (``beam_pipelines.state.coengagement.cosine_scores``)
-normalises by each item's accepted event count from the item snapshot. Rows the
-catalogue does not know (items newer than the model version) add nothing.
+online store; the cosine (``beam_pipelines.state.coengagement.cosine_scores``, summed
+over the stored pairs) normalises by each item's accepted event count from the item
+snapshot. Rows the catalogue does not know (items newer than the model version) add
+nothing.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from beam_pipelines.state.coengagement import RECENT_ITEMS, cosine_scores
+from beam_pipelines.state.coengagement import RECENT_ITEMS, recency_weights
 from feature_repo import features as f
 from serving.catalog import ItemCatalog
 from serving.features import ItemSnapshot, LazyStore
@@ -32,24 +33,31 @@ def coengagement_scores(
     recent_newest_first: list[str],
     n_recent: int = RECENT_ITEMS,
 ) -> np.ndarray:
-    """``[catalogue]`` cosine co-engagement of every row with the user's recent items."""
+    """``[catalogue]`` cosine co-engagement of every row with the user's recent items:
+    ``cosine_scores`` of their neighbour rows, summed from the ``R × 200`` stored pairs
+    instead of an ``[R, catalogue]`` matrix (per request, that matrix grows with the
+    catalogue: 16 MB at 100k items)."""
     recent = list(reversed(recent_newest_first[:n_recent]))  # oldest first
-    scores = np.zeros(len(catalog))
-    if not recent:
-        return scores
+    if not recent or not len(catalog):
+        return np.zeros(len(catalog))
     rows = store.read(f.ITEM_COENGAGEMENT, recent)
     counts = items.column(EVENT_COUNT)
-    pairs = np.zeros((len(recent), len(catalog)))
-    recent_counts = np.ones(len(recent))
-    for r, item_id in enumerate(recent):
-        own = catalog.index.get(item_id)
-        if own is not None:
-            recent_counts[r] = counts[own]
-        row = rows.get(item_id)
-        if not row:
-            continue
-        cols = catalog.rows(list(row.get("item_neighbors") or []))
-        values = np.asarray(row.get("item_neighbor_pairs") or [], dtype=np.float64)
-        known = cols >= 0
-        pairs[r, cols[known]] = values[known]
-    return cosine_scores(pairs, recent_counts, counts)
+    own = catalog.rows(recent)
+    recent_counts = np.where(own >= 0, counts[own], 1.0)
+    weights = recency_weights(len(recent))
+    row_weight = weights / np.sqrt(np.maximum(recent_counts, 1.0))
+    neighbours: list[str] = []
+    pairs: list[float] = []
+    lengths = []
+    for item_id in recent:
+        row = rows.get(item_id) or {}
+        ids, values = row.get("item_neighbors") or [], row.get("item_neighbor_pairs") or []
+        n = min(len(ids), len(values))
+        neighbours += ids[:n]
+        pairs += values[:n]
+        lengths.append(n)
+    cols = catalog.rows(neighbours)
+    values = np.asarray(pairs, dtype=np.float64) * np.repeat(row_weight, lengths)
+    known = cols >= 0
+    mixed = np.bincount(cols[known], weights=values[known], minlength=len(catalog))
+    return mixed / np.sqrt(np.maximum(counts, 1.0)) / weights.sum()

@@ -22,6 +22,7 @@ from tests.tfserving_standin.tiny_export import export_tiny
 pytestmark = pytest.mark.timeout(600)
 ITEMS = [f"i{i:04d}" for i in range(300)]
 VERSION = 1
+TWO_TOWER = "retrieval"  # the configured default is now the sequential retriever
 DIM = 16
 
 
@@ -65,7 +66,7 @@ def test_packed_call_answers_like_the_signature(model_base: Path, model: str) ->
 
 def test_backend_predicts_through_the_packed_call(model_base: Path) -> None:
     backend = InProcessBackend(
-        InProcessModelsConfig(retrieval_model="retrieval"), str(model_base), VERSION
+        InProcessModelsConfig(retrieval_model=TWO_TOWER), str(model_base), VERSION
     )
     backend.open()
     try:
@@ -106,7 +107,7 @@ def model_set(model_base: Path, config: InProcessModelsConfig) -> ModelSet:
 
 
 def test_fused_ranking_can_be_turned_off(model_base: Path) -> None:
-    models = model_set(model_base, InProcessModelsConfig(retrieval_model="retrieval", fused=False))
+    models = model_set(model_base, InProcessModelsConfig(retrieval_model=TWO_TOWER, fused=False))
     assert models.fused is None
     models.close()
 
@@ -116,7 +117,7 @@ def test_fused_ranking_answers_like_the_separate_calls(
     model_base: Path, timeout_s: float | None
 ) -> None:
     models = model_set(
-        model_base, InProcessModelsConfig(retrieval_model="retrieval", timeout_s=timeout_s)
+        model_base, InProcessModelsConfig(retrieval_model=TWO_TOWER, timeout_s=timeout_s)
     )
     try:
         assert models.fused is not None

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.timeout(600)
 ITEMS = [f"i{i:04d}" for i in range(600)]
 VERSION = 3
 DIM = 8
+TWO_TOWER = "retrieval"  # the configured default is now the sequential retriever
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +43,13 @@ def tfserving(model_base: Path) -> Iterator[tuple[str, str, Path]]:
         yield server.address, f"http://{servers.HOST}:{rest_port}", delay_file
 
 
-def model_set(config, model_base: Path, version: int = VERSION) -> ModelSet:
+def model_set(
+    config, model_base: Path, version: int = VERSION, retrieval: str = TWO_TOWER
+) -> ModelSet:
     models = ModelSet(
         make_backend(config, str(model_base), version),
         load_catalog(model_base, VERSION),
-        "retrieval",
+        retrieval,
         "ranker",
     )
     models.open()
@@ -75,9 +78,9 @@ def test_grpc_and_rest_answer_like_the_inprocess_models(
 ) -> None:
     grpc_address, rest_url, _ = tfserving
     configs = {
-        "inprocess": InProcessModelsConfig(retrieval_model="retrieval"),
-        "grpc": GrpcModelsConfig(retrieval_model="retrieval", address=grpc_address, timeout_s=5),
-        "rest": RestModelsConfig(retrieval_model="retrieval", url=rest_url, timeout_s=5),
+        "inprocess": InProcessModelsConfig(retrieval_model=TWO_TOWER),
+        "grpc": GrpcModelsConfig(address=grpc_address, retrieval_model=TWO_TOWER, timeout_s=5),
+        "rest": RestModelsConfig(url=rest_url, retrieval_model=TWO_TOWER, timeout_s=5),
     }
     snapshot = items(len(ITEMS))
     answers = {}
@@ -112,12 +115,38 @@ def test_grpc_and_rest_answer_like_the_inprocess_models(
     assert len(rows) == len(scores) == 100 and not set(rows.tolist()) & set(recent.tolist())
 
 
+def test_grpc_and_rest_serve_the_sequential_retriever_like_inprocess(
+    model_base: Path, tfserving: tuple[str, str, Path]
+) -> None:
+    grpc_address, rest_url, _ = tfserving
+    configs = {  # the default retrieval model: the sequential retriever
+        "inprocess": InProcessModelsConfig(),
+        "grpc": GrpcModelsConfig(address=grpc_address, timeout_s=5),
+        "rest": RestModelsConfig(url=rest_url, timeout_s=5),
+    }
+    history = {
+        "user_recent_items": [ITEMS[7], "unknown", ITEMS[3]],
+        "user_recent_ts_ms": [3_000_000, 2_000_000, 1_000_000],
+        "user_recent_rewards": [1.0, 0.0, 0.5],
+    }
+    answers = {}
+    for name, config in configs.items():
+        models = model_set(config, model_base, retrieval="sequential")
+        try:
+            assert models.sequential, name
+            answers[name] = models.sequence_candidates(history)
+        finally:
+            models.close()
+    rows, probability = answers["inprocess"]
+    assert len(rows) == 500 and 0 < probability.sum() <= 1.0
+    for name in ("grpc", "rest"):
+        assert answers[name][0].tolist() == rows.tolist(), name
+        np.testing.assert_array_equal(answers[name][1], probability)
+
+
 def test_unknown_version_is_not_found(model_base: Path, tfserving: tuple[str, str, Path]) -> None:
     grpc_address, rest_url, _ = tfserving
-    for config in (
-        GrpcModelsConfig(retrieval_model="retrieval", address=grpc_address),
-        RestModelsConfig(retrieval_model="retrieval", url=rest_url),
-    ):
+    for config in (GrpcModelsConfig(address=grpc_address), RestModelsConfig(url=rest_url)):
         backend = make_backend(config, str(model_base), VERSION + 1)
         with pytest.raises(ModelUnavailableError, match=r"NOT_FOUND|HTTP 404"):
             backend.open()
@@ -152,8 +181,8 @@ def test_tensor_codec_matches_tensorflow() -> None:
 def test_slow_server_hits_the_timeout(model_base: Path, tfserving: tuple[str, str, Path]) -> None:
     grpc_address, rest_url, delay_file = tfserving
     for config in (
-        GrpcModelsConfig(retrieval_model="retrieval", address=grpc_address, timeout_s=0.3),
-        RestModelsConfig(retrieval_model="retrieval", url=rest_url, timeout_s=0.3),
+        GrpcModelsConfig(address=grpc_address, retrieval_model=TWO_TOWER, timeout_s=0.3),
+        RestModelsConfig(url=rest_url, retrieval_model=TWO_TOWER, timeout_s=0.3),
     ):
         models = model_set(config, model_base)
         delay_file.write_text("2.0")

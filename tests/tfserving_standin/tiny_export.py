@@ -1,7 +1,8 @@
 """A real export (``models.export.export_all``) with small, untrained models.
 
 The architectures, signatures, table and ``models.config`` are exactly what
-``rtp train`` writes; only the weights are random, which is all a protocol or
+``rtp train`` writes (retrieval, ranker and, unless ``sequential=False``, the
+sequential retriever); only the weights are random, which is all a protocol or
 latency test needs. Runs in a few seconds.
 """
 
@@ -24,13 +25,16 @@ def export_tiny(
     table: np.ndarray | None = None,
     full_size: bool = False,
     popular: dict[str, float] | None = None,
+    sequential: bool = True,
 ) -> int:
     """Write version ``version`` for ``item_ids``; returns the version.
 
     ``table`` (``[len(item_ids), dim]``) fixes the item embeddings; by default they
     are random unit vectors. ``popular``: training engagement counts per item
     (default none, an empty ``popular.json``). ``full_size`` uses the layer sizes ``rtp train`` uses
-    (``models.config.TrainConfig`` defaults), for latency measurements.
+    (``models.config.TrainConfig`` and ``models.sequential.SequentialConfig`` defaults),
+    for latency measurements. ``sequential=False`` writes the two-model export of a
+    version trained without the sequential retriever (the service's two-tower stack).
     """
     import tensorflow as tf
 
@@ -71,4 +75,34 @@ def export_tiny(
         k=k,
         version=version,
         popular=popular,
+        sequential=_sequential_module(item_ids, k, full_size) if sequential else None,
     )
+
+
+def _sequential_module(item_ids: Sequence[str], k: int, full_size: bool):
+    """``export_all``'s ``sequential``: an untrained ``SequentialModule`` built as
+    ``models.sequence_training`` builds it, over a catalogue of the ids without content."""
+    from models import sequential as sq
+    from models.catalog import Catalog
+    from models.item_features import ItemVocab, encode_items
+    from models.sequential_export import MIN_K, SequentialModule
+
+    config = sq.SequentialConfig() if full_size else sq.SequentialConfig(dim=16, blocks=1)
+    n = len(item_ids)
+    # In the export's order, not sorted: the model's rows are rows of the item table.
+    empty = np.full(n, "", dtype=object)
+    catalog = Catalog(np.asarray(list(item_ids), dtype=object), empty, empty, np.zeros(n, np.int64))
+    vocab = ItemVocab.fit(catalog.item_ids, catalog)
+    encoder = sq.ItemEncoder(
+        encode_items(catalog, vocab),
+        len(vocab.item_ids),
+        len(vocab.genres),
+        vocab.title_buckets,
+        config.dim,
+    )
+    model = sq.SequentialRetriever(encoder, config)
+    width = config.max_len
+    model.query(  # builds every layer before the export traces its signatures
+        np.full((1, width), -1, np.int32), np.zeros((1, width), np.int64), np.zeros((1, width))
+    )
+    return lambda version: SequentialModule(model, catalog.item_ids, max(k, MIN_K), version)
