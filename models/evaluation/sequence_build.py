@@ -72,7 +72,7 @@ def build(
         variants.append(Full(streaming, blend))
     notes = [
         f"sequential retriever: {config.blocks} causal self-attention blocks, {config.dim}-d, "
-        f"last {config.max_len} events, full softmax; {config.epochs} epochs in "
+        f"last {config.max_len} events, full softmax; {len(trained.losses)} epochs in "
         f"{trained.seconds:.0f} s on the {log.n_train} training-period events, "
         f"final loss {trained.losses[-1]:.3f}",
         f"full: union of each source's top {blend.candidates} (sequential, co-engagement) "

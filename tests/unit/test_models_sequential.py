@@ -27,6 +27,13 @@ def test_gap_and_reward_buckets_by_hand() -> None:
     assert sq.reward_buckets(rewards, valid).numpy().tolist() == [[0, 0, 3, 4, 7]]
 
 
+def test_epochs_shrink_to_the_step_budget() -> None:
+    config = sq.SequentialConfig(epochs=12, batch_size=64, max_steps=3000)
+    assert sq.epochs_within(3007, config) == 12  # ml-latest-small: 47 steps an epoch
+    assert sq.epochs_within(32_000, config) == 6  # 500 steps an epoch
+    assert sq.epochs_within(10**7, config) == 1
+
+
 def test_training_windows_label_the_next_target() -> None:
     rows = np.array([3, 1, 2])
     seq = [(rows, np.array([1, 2, 3]) * 1000, np.zeros(3, np.float32), np.array([1, 0, 1], bool))]
