@@ -70,8 +70,10 @@ class RetrievalModule(tf.Module):
     ):
         super().__init__()
         self.query_tower = query_tower
-        self.index = tfrs.layers.factorized_top_k.BruteForce(k=min(k, len(item_ids)))
+        self.k = min(k, len(item_ids))
+        self.index = tfrs.layers.factorized_top_k.BruteForce(k=self.k)
         self.index.index(tf.constant(table, tf.float32), tf.constant(item_ids.astype(str)))
+        self.table = tf.Variable(tf.constant(table, tf.float32), trainable=False, name="table")
         self.model_version = tf.Variable(str(version), trainable=False, name="model_version")
         specs = tensor_specs(QUERY_INPUTS, table.shape[1])
         self.serve = tf.function(self._serve, input_signature=[specs])
@@ -86,11 +88,10 @@ class RetrievalModule(tf.Module):
         return {QUERY_EMBEDDING: self.query_tower(inputs)}
 
     def _rows(self, inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        # BruteForce.call without its final gather of identifiers: the same score
-        # function over the same candidate variable, the same top_k.
-        index = self.index
-        scores = index._compute_score(self.query_tower(inputs), index._candidates)
-        values, rows = tf.math.top_k(scores, k=index._k)
+        # What BruteForce computes (dot products, then top_k) over our own copy of the
+        # table, through public ops only, without its final gather of identifiers.
+        scores = tf.matmul(self.query_tower(inputs), self.table, transpose_b=True)
+        values, rows = tf.math.top_k(scores, k=self.k)
         return {SCORES: values, ITEM_ROWS: rows}
 
     def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
