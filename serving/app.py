@@ -243,15 +243,31 @@ def create_app(config: ServingConfig, service: Service | None = None) -> FastAPI
     async def not_allowed(request: Request, _: Exception) -> JSONResponse:
         return error_response(405, "method_not_allowed", f"{request.method} {request.url.path}")
 
+    # Requests in flight (running or waiting for a worker), counted on the event loop.
+    in_flight = {"n": 0}
+    capacity = limits.workers + limits.max_waiting
+
     async def recommendations(request: Request) -> JSONResponse:
         user_id, k, surface = recommendation_params(request, limits.default_k, limits.max_k)
         assert service.recommender is not None
+        if in_flight["n"] >= capacity:
+            metrics.errors.labels("overloaded").inc()
+            response = error_response(
+                503, "overloaded", f"{in_flight['n']} requests in flight; retry later"
+            )
+            response.headers["Retry-After"] = str(limits.retry_after_s)
+            return response
         recommend = functools.partial(service.recommender.recommend, user_id, k)
+        in_flight["n"] += 1
+        metrics.in_flight.inc()
         try:
             result = await asyncio.get_running_loop().run_in_executor(pool["recommend"], recommend)
         except NothingToServe as e:
             metrics.errors.labels("nothing_to_serve").inc()
             return error_response(503, "unavailable", str(e))
+        finally:
+            in_flight["n"] -= 1
+            metrics.in_flight.dec()
         if result.fallback is not None:
             metrics.fallbacks.labels(result.fallback, result.reason or "").inc()
         return FastJSONResponse(recommendation_body(result, surface, k))

@@ -218,6 +218,15 @@ class LimitsConfig(_Config):
     """Recommendations computed at once (threads); further requests wait their turn.
     A few threads contend less for the GIL than the server's default of 40."""
 
+    max_waiting: int = Field(64, ge=0, le=100_000)
+    """Recommendation requests that may wait for a worker; past ``workers +
+    max_waiting`` in flight a request is shed at once with 503 ``overloaded`` and
+    ``Retry-After``, so under overload the accepted ones keep their latency instead
+    of every request queueing without bound."""
+
+    retry_after_s: int = Field(1, ge=1)
+    """``Retry-After`` (seconds) of a shed request."""
+
 
 class ServingConfig(_Config):
     """Everything ``rtp serve`` needs."""

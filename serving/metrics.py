@@ -52,6 +52,11 @@ class ServingMetrics:
             ["outcome"],
             registry=r,
         )
+        self.in_flight = Gauge(
+            "rtp_serving_recommendations_in_flight",
+            "Recommendation requests running or waiting for a worker.",
+            registry=r,
+        )
         self.model_version = Gauge(
             "rtp_serving_model_version",
             "Model version being served.",

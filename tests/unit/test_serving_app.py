@@ -313,3 +313,50 @@ def test_metrics_count_latency_fallbacks_and_events(client: TestClient) -> None:
     assert 'rtp_serving_request_seconds_count{route="/v1/recommendations",status="2xx"} 2.0' in text
     assert 'rtp_serving_fallbacks_total{fallback="trending",reason="unknown_user"} 1.0' in text
     assert 'rtp_serving_events_total{outcome="malformed_json"} 1.0' in text
+
+
+def test_overload_is_shed_with_503_and_retry_after() -> None:
+    """workers 1 + max_waiting 1: with two requests held in flight, a third is shed at
+    once (503 ``overloaded``, ``Retry-After``); once they finish, requests are served."""
+    import threading
+
+    release = threading.Event()
+    started = threading.Semaphore(0)
+
+    class Blocking(FakeRecommender):
+        def recommend(self, user_id: str, k: int) -> Recommendation:
+            started.release()
+            release.wait(10)
+            return super().recommend(user_id, k)
+
+    service = FakeService()
+    service.recommender = Blocking()
+    config = ServingConfig(
+        model_base="unused", token=TOKEN, limits={"workers": 1, "max_waiting": 1}
+    )
+    with TestClient(create_app(config, service)) as client:  # type: ignore[arg-type]
+        results: list[int] = []
+
+        def ask() -> None:
+            results.append(client.get("/v1/recommendations?user_id=u", headers=AUTH).status_code)
+
+        held = [threading.Thread(target=ask) for _ in range(2)]
+        for thread in held:
+            thread.start()
+        assert started.acquire(timeout=10)  # one runs; the other waits for the worker
+        gauge = "rtp_serving_recommendations_in_flight 2.0"
+        for _ in range(500):
+            if gauge in client.get("/metrics", headers=AUTH).text:
+                break
+            release.wait(0.01)
+        shed = client.get("/v1/recommendations?user_id=v", headers=AUTH)
+        assert shed.status_code == 503
+        assert shed.json()["error"] == "overloaded"
+        assert shed.headers["Retry-After"] == "1"
+        release.set()
+        for thread in held:
+            thread.join(10)
+        assert results == [200, 200]
+        assert client.get("/v1/recommendations?user_id=w", headers=AUTH).status_code == 200
+        metrics = client.get("/metrics", headers=AUTH).text
+        assert 'rtp_serving_errors_total{kind="overloaded"}' in metrics
