@@ -218,7 +218,7 @@ class LimitsConfig(_Config):
     """Recommendations computed at once (threads); further requests wait their turn.
     A few threads contend less for the GIL than the server's default of 40."""
 
-    max_waiting: int = Field(64, ge=0, le=100_000)
+    max_waiting: int = Field(16, ge=0, le=100_000)
     """Recommendation requests that may wait for a worker; past ``workers +
     max_waiting`` in flight a request is shed at once with 503 ``overloaded`` and
     ``Retry-After``, so under overload the accepted ones keep their latency instead
