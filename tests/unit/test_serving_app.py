@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from beam_pipelines.events import EngagementEvent
 from serving import fallbacks as fb
@@ -360,3 +362,58 @@ def test_overload_is_shed_with_503_and_retry_after() -> None:
         assert client.get("/v1/recommendations?user_id=w", headers=AUTH).status_code == 200
         metrics = client.get("/metrics", headers=AUTH).text
         assert 'rtp_serving_errors_total{kind="overloaded"}' in metrics
+
+
+# --- fuzzing: no input makes the HTTP layer answer 5xx ---------------------------------
+
+_QUERY_KEYS = st.sampled_from(["user_id", "k", "surface", "color", "", "user_id[]"])
+_QUERY_VALUES = st.text(st.characters(codec="utf-8"), max_size=40) | st.integers().map(str)
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=True) | st.integers() | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=6)
+    ),
+    max_leaves=20,
+)
+
+
+_FIXTURE_OK = [HealthCheck.function_scoped_fixture]
+
+
+@pytest.fixture(scope="module")
+def fuzz_client() -> Iterator[TestClient]:
+    config = ServingConfig(model_base="unused", token=TOKEN, limits={"max_body_bytes": 4096})
+    with TestClient(create_app(config, FakeService())) as test_client:  # type: ignore[arg-type]
+        yield test_client
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(st.tuples(_QUERY_KEYS, _QUERY_VALUES), max_size=5))
+def test_any_query_gets_a_4xx_or_an_answer_never_5xx(fuzz_client: TestClient, pairs) -> None:
+    response = fuzz_client.get("/v1/recommendations", params=pairs, headers=AUTH)
+    assert response.status_code < 500, response.text
+    assert "error" in response.json() or response.status_code == 200
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    _JSON
+    | st.builds(lambda e, k, v: {**event(), k: v}, st.none(), st.text(max_size=12), _JSON)
+    | st.lists(st.builds(lambda v: {**event(), "watch_ms": v}, _JSON), max_size=3)
+)
+def test_any_event_body_gets_a_4xx_or_202_never_5xx(fuzz_client: TestClient, body) -> None:
+    response = fuzz_client.post("/v1/events", content=json.dumps(body), headers=AUTH)
+    assert response.status_code < 500, response.text
+
+
+@settings(
+    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.binary(max_size=600))
+def test_any_bytes_as_an_event_body_get_a_4xx_never_5xx(fuzz_client: TestClient, raw) -> None:
+    response = fuzz_client.post("/v1/events", content=raw, headers=AUTH)
+    assert response.status_code < 500, response.text
