@@ -165,17 +165,21 @@ class Recommender:
         """The sequential retriever's and the co-engagement source's candidates,
         ordered by ``models.blend`` (the order ``rtp evaluate``'s ``full`` measures)."""
         models, n = parts.models, self.ranking.blend_candidates
-        seq_rows, probability = models.sequence_candidates(user)
-        keep = np.isin(seq_rows, postrank.unseen_rows(seq_rows, recent))
-        seq_rows, probability = seq_rows[keep][:n], probability[keep][:n]
         catalog = models.catalog
         try:
             window = coengagement.interacted_items(self.store, user_id)
             co = coengagement.coengagement_scores(self.store, catalog, parts.items.snapshot, window)
         except StoreUnavailableError as e:
             LOG.warning("co-engagement not read, sequential candidates only: %s", e)
-            co = np.zeros(len(catalog))
-        co[recent[recent >= 0]] = 0.0
+            window, co = [], np.zeros(len(catalog))
+        # Not shown again: the recent events' items and every item of the pair window
+        # (the replay excludes all seen items; the window is what the store knows).
+        seen = np.union1d(recent[recent >= 0], catalog.rows(window))
+        seen = seen[seen >= 0]
+        seq_rows, probability = models.sequence_candidates(user)
+        keep = np.isin(seq_rows, postrank.unseen_rows(seq_rows, seen))
+        seq_rows, probability = seq_rows[keep][:n], probability[keep][:n]
+        co[seen] = 0.0
         co_rows = np.flatnonzero(co > 0)
         co_rows = co_rows[np.lexsort((co_rows, -co[co_rows]))][:n]
         rows, scores = blend(seq_rows, probability, co_rows, co, self.ranking.blend_weight)
