@@ -29,7 +29,7 @@ from beam_pipelines.state.coengagement import (
     pair_updates,
 )
 from beam_pipelines.state.records import ScoredEvent
-from beam_pipelines.transforms.state import STR_KEYED, _NewestRows, replay_key
+from beam_pipelines.transforms.state import STR_KEYED, NewestRows, replay_key
 from feature_repo.features import EVENT_TIMESTAMP, ITEM_KEY, USER_KEY
 
 USER_PAIR_ROWS = "user_pair_rows"
@@ -68,7 +68,7 @@ class _WindowFn(beam.DoFn):
     STATE = ReadModifyWriteStateSpec("pair_window", PickleCoder())
 
     def start_bundle(self):
-        self._rows = _NewestRows(lambda user_id, state: user_pair_row(user_id, *state))
+        self._rows = NewestRows(lambda user_id, state: user_pair_row(user_id, *state))
 
     def process(
         self,
@@ -79,10 +79,10 @@ class _WindowFn(beam.DoFn):
     ):
         user_id, event = element
         stored, newest_ms = state.read() or (None, 0)
-        pairs, updates = _step(stored, event)
+        pair_window, updates = _step(stored, event)
         newest_ms = max(newest_ms, event.timestamp_ms)
-        state.write((pairs, newest_ms))
-        self._rows.update(user_id, (pairs, newest_ms), timestamp, window)
+        state.write((pair_window, newest_ms))
+        self._rows.update(user_id, (pair_window, newest_ms), timestamp, window)
         for key, neighbours in updates:
             yield key, (neighbours, event.timestamp_ms)
 
@@ -95,7 +95,7 @@ class _NeighboursFn(beam.DoFn):
     STATE = ReadModifyWriteStateSpec("neighbours", PickleCoder())
 
     def start_bundle(self):
-        self._rows = _NewestRows(lambda item_id, state: item_pair_row(item_id, *state))
+        self._rows = NewestRows(lambda item_id, state: item_pair_row(item_id, *state))
 
     def process(
         self,

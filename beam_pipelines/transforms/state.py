@@ -112,7 +112,7 @@ class _UserStepper:
         return UserKeyState(user, seen), None
 
 
-class _NewestRows:
+class NewestRows:
     """The newest state of each key updated in a bundle, as feature rows at its end.
 
     The store keeps only an entity's newest row, so building (and shuffling) a
@@ -140,7 +140,7 @@ class _UserStateFn(beam.DoFn):
         self._stepper = stepper
 
     def start_bundle(self):
-        self._rows = _NewestRows(user_row)
+        self._rows = NewestRows(user_row)
 
     def process(
         self,
@@ -235,7 +235,7 @@ class _ItemStateFn(beam.DoFn):
 
     def start_bundle(self):
         config = self._config
-        self._rows = _NewestRows(lambda item_id, state: item_row(item_id, state, config))
+        self._rows = NewestRows(lambda item_id, state: item_row(item_id, state, config))
 
     def process(
         self,
