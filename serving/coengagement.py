@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from beam_pipelines.state.coengagement import RECENT_ITEMS, recency_weights
+from beam_pipelines.state.coengagement import RECENT_ITEMS, sparse_cosine_scores
 from feature_repo import features as f
 from serving.catalog import ItemCatalog
 from serving.features import ItemSnapshot, LazyStore
@@ -34,7 +34,7 @@ def coengagement_scores(
     n_recent: int = RECENT_ITEMS,
 ) -> np.ndarray:
     """``[catalogue]`` cosine co-engagement of every row with the user's recent items:
-    ``cosine_scores`` of their neighbour rows, summed from the ``R × 200`` stored pairs
+    ``sparse_cosine_scores`` of their neighbour rows, from the ``R × 200`` stored pairs
     instead of an ``[R, catalogue]`` matrix (per request, that matrix grows with the
     catalogue: 16 MB at 100k items)."""
     recent = list(reversed(recent_newest_first[:n_recent]))  # oldest first
@@ -44,20 +44,22 @@ def coengagement_scores(
     counts = items.column(EVENT_COUNT)
     own = catalog.rows(recent)
     recent_counts = np.where(own >= 0, counts[own], 1.0)
-    weights = recency_weights(len(recent))
-    row_weight = weights / np.sqrt(np.maximum(recent_counts, 1.0))
+    which: list[int] = []
     neighbours: list[str] = []
     pairs: list[float] = []
-    lengths = []
-    for item_id in recent:
+    for r, item_id in enumerate(recent):
         row = rows.get(item_id) or {}
         ids, values = row.get("item_neighbors") or [], row.get("item_neighbor_pairs") or []
         n = min(len(ids), len(values))
+        which += [r] * n
         neighbours += ids[:n]
         pairs += values[:n]
-        lengths.append(n)
     cols = catalog.rows(neighbours)
-    values = np.asarray(pairs, dtype=np.float64) * np.repeat(row_weight, lengths)
     known = cols >= 0
-    mixed = np.bincount(cols[known], weights=values[known], minlength=len(catalog))
-    return mixed / np.sqrt(np.maximum(counts, 1.0)) / weights.sum()
+    return sparse_cosine_scores(
+        np.asarray(which, np.int64)[known],
+        cols[known],
+        np.asarray(pairs, np.float64)[known],
+        recent_counts,
+        counts,
+    )

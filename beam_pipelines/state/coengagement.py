@@ -96,11 +96,26 @@ def cosine_scores(
     ``rows``: ``[R, n_items]`` pair counts of the R recent items (oldest first);
     ``recent_counts``: their event counts ``n_a``; ``counts``: every item's ``n_j``.
     """
-    if len(rows) == 0:
+    which, cols = np.nonzero(rows)
+    return sparse_cosine_scores(which, cols, rows[which, cols], recent_counts, counts, decay)
+
+
+def sparse_cosine_scores(
+    which: np.ndarray,
+    cols: np.ndarray,
+    pairs: np.ndarray,
+    recent_counts: np.ndarray,
+    counts: np.ndarray,
+    decay: float = DECAY,
+) -> np.ndarray:
+    """``cosine_scores`` from the nonzero pairs alone: ``pairs[k]`` is the count of recent
+    item ``which[k]`` (0 = oldest of ``len(recent_counts)``) with catalogue row ``cols[k]``."""
+    if len(recent_counts) == 0:
         return np.zeros(len(counts), dtype=np.float64)
-    weights = recency_weights(len(rows), decay)
-    inv_recent = 1.0 / np.sqrt(np.maximum(np.asarray(recent_counts, np.float64), 1.0))
-    mixed = (weights * inv_recent) @ rows
+    weights = recency_weights(len(recent_counts), decay)
+    row_weight = weights / np.sqrt(np.maximum(np.asarray(recent_counts, np.float64), 1.0))
+    values = np.asarray(pairs, dtype=np.float64) * row_weight[np.asarray(which, np.int64)]
+    mixed = np.bincount(np.asarray(cols, np.int64), weights=values, minlength=len(counts))
     return mixed / np.sqrt(np.maximum(counts, 1.0)) / weights.sum()
 
 
