@@ -98,3 +98,29 @@ def train_sequence(
         "sequential retriever: trained in %.0f s, loss %s", seconds, [round(x, 3) for x in losses]
     )
     return TrainedSequence(model, config, vocab, losses, seconds)
+
+
+def train_more(
+    trained: TrainedSequence,
+    sequences: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
+    epochs: int,
+    verbose: int = 0,
+) -> TrainedSequence:
+    """Continue training ``trained`` on ``sequences`` for ``epochs`` more epochs (the
+    same vocabulary: items new to these sequences keep their content vector)."""
+    if epochs < 1:
+        return trained
+    started = time.perf_counter()
+    config = dataclasses.replace(trained.config, epochs=epochs)
+    windows = sq.training_windows(sequences, config.max_len)
+    losses = sq.fit(trained.model, windows, config, verbose=verbose)
+    seconds = time.perf_counter() - started
+    LOG.info(
+        "sequential retriever: %d more epochs in %.0f s, loss %s",
+        len(losses),
+        seconds,
+        [round(x, 3) for x in losses],
+    )
+    return dataclasses.replace(
+        trained, losses=trained.losses + losses, seconds=trained.seconds + seconds
+    )

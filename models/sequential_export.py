@@ -10,6 +10,10 @@ first, any length; longer lists are cut to the model's N, shorter ones padded):
   best first, over the full catalogue (items the user has seen are not removed).
 - ``candidate_rows``: the same inputs → ``scores`` and ``item_rows`` int32, rows of
   the version's item table (``item_embeddings/<version>``) instead of id strings.
+- ``rank_candidates`` (when trained with a candidate ranker,
+  ``models.candidate_ranker``): ``candidate_features`` float32 ``[-1, F]`` (the
+  columns of ``models.candidate_features.FEATURES``) → ``score`` (the order),
+  ``engagement_probability`` and ``expected_reward`` per candidate.
 
 Ids unknown to the export (empty strings pad) count as padding. The item table is
 computed once at export (id + content vectors), so a request costs one pass of
@@ -24,6 +28,9 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow as tf
 
+from models.candidate_features import FEATURES
+from models.candidate_ranker import EXPECTED_REWARD as RANKER_REWARD
+from models.candidate_ranker import LOGIT
 from models.sequential import SequentialRetriever
 
 SEQUENTIAL = "sequential"
@@ -32,6 +39,13 @@ SCORES, ITEM_IDS, ITEM_ROWS = "scores", "item_ids", "item_rows"
 MIN_K = 500  # top rows exported at least: the blend takes 200 after the recent 50 are dropped
 LOG_NORMALIZER = "log_normalizer"  # logsumexp of all catalogue scores: P = exp(score - it)
 ROWS_SIGNATURE = "candidate_rows"
+RANK_SIGNATURE = "rank_candidates"
+CANDIDATE_FEATURES = "candidate_features"
+SCORE, ENGAGEMENT_PROBABILITY, EXPECTED_REWARD = (
+    "score",
+    "engagement_probability",
+    "expected_reward",
+)
 
 
 def input_signature() -> dict[str, tf.TensorSpec]:
@@ -53,9 +67,17 @@ def _right_aligned(values: tf.Tensor, max_len: int, pad) -> tf.Tensor:
 class SequentialModule(tf.Module):
     """The trained model, the catalogue's id → row table and the exported item table."""
 
-    def __init__(self, model: SequentialRetriever, item_ids: np.ndarray, k: int, version: int):
+    def __init__(
+        self,
+        model: SequentialRetriever,
+        item_ids: np.ndarray,
+        k: int,
+        version: int,
+        ranker: tf.keras.Model | None = None,
+    ):
         super().__init__()
         self.model = model
+        self.ranker = ranker
         ids = tf.constant(np.asarray(item_ids).astype(str))
         self.item_ids = ids
         self.lookup = tf.lookup.StaticHashTable(
@@ -68,6 +90,10 @@ class SequentialModule(tf.Module):
         specs = input_signature()
         self.serve = tf.function(self._serve, input_signature=[specs])
         self.rows = tf.function(self._rows, input_signature=[specs])
+        if ranker is not None:
+            width = len(FEATURES)
+            spec = tf.TensorSpec([None, width], tf.float32, name=CANDIDATE_FEATURES)
+            self.rank = tf.function(self._rank, input_signature=[spec])
 
     def _top(self, inputs: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         items = _right_aligned(inputs["user_recent_items"], self.max_len, "")
@@ -91,11 +117,22 @@ class SequentialModule(tf.Module):
         values, rows, normalizer = self._top(inputs)
         return {SCORES: values, ITEM_ROWS: rows, LOG_NORMALIZER: normalizer}
 
-    def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
+    def _rank(self, features: tf.Tensor) -> dict[str, tf.Tensor]:
+        out = self.ranker(features)
         return {
+            SCORE: self.ranker.score(features),
+            ENGAGEMENT_PROBABILITY: tf.sigmoid(out[LOGIT]),
+            EXPECTED_REWARD: out[RANKER_REWARD],
+        }
+
+    def signatures(self) -> dict[str, tf.types.experimental.ConcreteFunction]:
+        out = {
             "serving_default": self.serve.get_concrete_function(),
             ROWS_SIGNATURE: self.rows.get_concrete_function(),
         }
+        if self.ranker is not None:
+            out[RANK_SIGNATURE] = self.rank.get_concrete_function()
+        return out
 
 
 def warmup_batches(

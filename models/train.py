@@ -26,6 +26,7 @@ import tensorflow as tf
 
 from beam_pipelines.jobs_common import check_log_inputs
 from models import train_args
+from models.candidate_training import EventArrays
 from models.catalog import Catalog, build_catalog
 from models.config import TrainConfig
 from models.dataset import label_examples, point_in_time_features
@@ -36,9 +37,9 @@ from models.metrics import auc, recall_at, rmse, seen_before, target_ranks
 from models.pooling import half_lives_s
 from models.ranker import RankerModel, predict, train_ranker
 from models.retrieval import TwoTowerModel, positive_probability, query_embeddings, train_retrieval
-from models.sequence_training import TrainedSequence, train_sequence, user_sequences
 from models.sequential import SequentialConfig
 from models.sequential_export import MIN_K, SequentialModule
+from models.stack_training import TrainedStack, measure_orders, train_stack
 from models.towers import ItemTower, QueryTower
 from models.training_data import ExampleArrays, before, build_arrays
 
@@ -213,7 +214,7 @@ class Trained:
     ranker: RankerModel
     table: np.ndarray  # [catalogue, dim] item embeddings, rows as data.catalog
     metrics: dict[str, Any]
-    sequential: TrainedSequence | None = None
+    sequential: TrainedStack | None = None
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -248,9 +249,14 @@ def fit(args: argparse.Namespace, config: TrainConfig, started: float) -> Traine
     _stage(_metrics_line("ranker", ranker_metrics, len(data.valid)), started)
     sequential = None
     if args.sequential_epochs > 0:
-        sequential = fit_sequential(data, args, config)
+        sequential = fit_stack(data, args, config)
         timings["sequential_s"] = sequential.seconds
-        _stage(f"sequential retriever trained, loss {sequential.losses[-1]:.3f}", started)
+        _stage(
+            f"sequential retriever and candidate ranker trained, loss "
+            f"{sequential.sequential.losses[-1]:.3f}; candidate order "
+            f"{json.dumps(sequential.measured)}",
+            started,
+        )
     metrics = {
         "events": len(data.log.frame),
         "split_boundary": list(data.boundary) if data.boundary else None,
@@ -263,39 +269,51 @@ def fit(args: argparse.Namespace, config: TrainConfig, started: float) -> Traine
         "timings_s": timings,
     }
     if sequential is not None:
-        metrics["sequential"] = {"losses": sequential.losses, "config": vars(sequential.config)}
+        metrics["sequential"] = {
+            "losses": sequential.sequential.losses,
+            "config": vars(sequential.sequential.config),
+        }
+        metrics["candidate_ranker"] = {
+            **sequential.measured,
+            "held_out_users": sequential.ranker_users,
+            "labels": sequential.ranker_examples,
+        }
     return Trained(data, retrieval, ranker, table, metrics, sequential)
 
 
-def fit_sequential(
-    data: Prepared, args: argparse.Namespace, config: TrainConfig
-) -> TrainedSequence:
-    """The sequential retriever on the training split: every event is history, the
-    interactions of the evaluation protocol are targets (every rating for MovieLens,
-    engaged events otherwise)."""
+def log_arrays(data: Prepared, fmt: str) -> EventArrays:
+    """The whole log (training and validation events) as the stack's event columns:
+    every event is history; the evaluation protocol's interactions (every rating
+    for MovieLens, engaged events otherwise) are targets."""
     frame = data.log.frame
-    split = time_split(len(frame), config.train_fraction)
-    train = frame.iloc[:split]
-    users = train["user_id"].astype("category").cat.codes.to_numpy()
-    is_target = (
-        np.ones(len(train), dtype=bool)
-        if args.format == "movielens"
-        else train["engaged"].to_numpy(dtype=bool)
+    return EventArrays(
+        frame["user_id"].astype("category").cat.codes.to_numpy().astype(np.int64),
+        data.catalog.indices(frame["item_id"]),
+        frame["timestamp_ms"].to_numpy(dtype=np.int64),
+        frame["reward"].to_numpy(dtype=np.float32),
+        (
+            np.ones(len(frame), dtype=bool)
+            if fmt == "movielens"
+            else frame["engaged"].to_numpy(dtype=bool)
+        ),
+        len(data.catalog),
     )
-    sequences = user_sequences(
-        users,
-        data.catalog.indices(train["item_id"]),
-        train["timestamp_ms"].to_numpy(dtype=np.int64),
-        train["reward"].to_numpy(dtype=np.float32),
-        is_target,
-    )
+
+
+def fit_stack(data: Prepared, args: argparse.Namespace, config: TrainConfig) -> TrainedStack:
+    """The sequential retriever and the candidate ranker on the training split; the
+    order the service should use measured on the validation split (``measure_orders``)."""
+    events = log_arrays(data, args.format)
+    n_train = time_split(len(data.log.frame), config.train_fraction)
     seq_config = SequentialConfig(
         max_len=config.max_history,
         epochs=args.sequential_epochs,
         seed=config.seed,
         ignore_zero_reward=bool(data.log.rewards.exposure_event_types),
     )
-    return train_sequence(data.catalog, sequences, seq_config)
+    stack = train_stack(data.catalog, events, n_train, seq_config)
+    stack.measured = measure_orders(stack, events, n_train)
+    return stack
 
 
 def export_trained(trained: Trained, model_base: str | pathlib.Path, config: TrainConfig) -> int:
@@ -321,11 +339,13 @@ def export_trained(trained: Trained, model_base: str | pathlib.Path, config: Tra
 def _sequential_module(trained: Trained, config: TrainConfig) -> Any:
     if trained.sequential is None:
         return None
+    stack = trained.sequential
     return lambda version: SequentialModule(
-        trained.sequential.model,
+        stack.sequential.model,
         trained.data.catalog.item_ids,
         max(config.serving_k, MIN_K),
         version,
+        ranker=stack.ranker,
     )
 
 

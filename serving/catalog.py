@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import pathlib
 from collections.abc import Sequence
 
@@ -17,6 +18,7 @@ import numpy as np
 
 TABLE_DIR = "item_embeddings"
 TABLE_FILE = "item_embeddings.parquet"
+INFO_FILE = "model_info.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +29,9 @@ class ItemCatalog:
     item_ids: np.ndarray
     embeddings: np.ndarray
     index: dict[str, int] = dataclasses.field(repr=False)
+    candidate_order: str | None = None
+    """How this version's training measured the new stack's candidates best ordered
+    (``blend`` or ``ranker``, ``model_info.json``); None: not measured."""
 
     def __len__(self) -> int:
         return len(self.item_ids)
@@ -87,6 +92,9 @@ def load_catalog(model_base: str | pathlib.Path, version: int) -> ItemCatalog:
     index = {item: row for row, item in enumerate(ids)}
     if len(index) != len(ids):
         raise ValueError(f"{path}: duplicate item ids")
-    catalog = ItemCatalog(version, ids, embeddings, index)
+    info_path = path.parent / INFO_FILE
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    order = (info.get("candidate_ranker") or {}).get("order")
+    catalog = ItemCatalog(version, ids, embeddings, index, order)
     catalog.unit_embeddings  # noqa: B018  (computed now, not by the first request)
     return catalog

@@ -142,11 +142,15 @@ class RankingConfig(_Config):
     signature has, else its only float output."""
 
     order: Literal["auto", "blend", "ranker"] = "auto"
-    """How candidates are ordered. ``blend``: the sequential retriever's candidates
-    and the streaming co-engagement source's, by ``models.blend`` (co-engagement
-    cosine + ``blend_weight`` × P_seq); ``ranker``: retrieval's candidates by the
-    ranker's score. ``auto``: ``blend`` when the retrieval model is sequential (it
-    measured better, ``rtp evaluate``), else ``ranker``."""
+    """How candidates are ordered. With the sequential retriever the candidates are
+    its top rows and the streaming co-engagement source's (``blend_candidates`` of
+    each); ``blend`` orders them by ``models.blend`` (co-engagement cosine +
+    ``blend_weight`` × P_seq), ``ranker`` by the candidate ranker exported with the
+    model (``models.candidate_ranker``: log P(engage) + w · E[reward | engage]).
+    ``auto`` follows the version's own measurement: the order that scored better on
+    its training run's validation events (``model_info.json``), else ``blend``.
+    With the two-tower retriever, ``ranker`` and ``auto`` order its candidates by
+    the DCN ranker."""
 
     blend_weight: float = Field(BLEND_WEIGHT, ge=0.0)
     """Weight of the sequential model's probability in the blend."""

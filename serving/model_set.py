@@ -27,6 +27,7 @@ SCORE_OUTPUTS = ("engagement_probability", "engagement_logit", "score", "scores"
 ROWS_SIGNATURE, ROWS_OUTPUT = "candidate_rows", "item_rows"  # models.export's names
 SCORES_OUTPUT = "scores"
 LOG_NORMALIZER = "log_normalizer"  # models.sequential_export: P(item) = exp(score - it)
+RANK_SIGNATURE, RANK_INPUT, RANK_OUTPUT = "rank_candidates", "candidate_features", "score"
 
 
 def user_value(user: Mapping[str, Any], name: str, spec: TensorSpec) -> np.ndarray:
@@ -135,6 +136,7 @@ class ModelSet:
         self.rows_signature: str | None = None  # set by open when usable
         self.fused: Any = None  # a serving.fused.FusedRanking, set by open when usable
         self.sequential = False  # set by open: retrieval answers next-item probabilities
+        self.candidate_ranker = False  # set by open: the sequential model ranks candidates
 
     @property
     def ready(self) -> bool:
@@ -163,7 +165,15 @@ class ModelSet:
             and LOG_NORMALIZER
             in self.backend.signature(self.retrieval_model, ROWS_SIGNATURE).outputs
         )
+        self.candidate_ranker = self.sequential and self._has_rank_signature()
         self.fused = None if self.sequential else self._fused_ranking()
+
+    def _has_rank_signature(self) -> bool:
+        try:
+            signature = self.backend.signature(self.retrieval_model, RANK_SIGNATURE)
+        except KeyError:
+            return False
+        return RANK_INPUT in signature.inputs and RANK_OUTPUT in signature.outputs
 
     def _fused_ranking(self) -> Any:
         """A ``FusedRanking`` if the backend has the loaded functions and, on one
@@ -239,6 +249,13 @@ class ModelSet:
         normalizer = float(np.asarray(outputs[LOG_NORMALIZER]).reshape(-1)[0])
         rows = np.where((rows >= 0) & (rows < len(self.catalog)), rows, -1)
         return rows, np.exp(scores - normalizer)
+
+    def rank_candidates(self, features: np.ndarray) -> np.ndarray:
+        """The candidate ranker's order score of each row of ``features``
+        (``models.candidate_features.FEATURES`` columns)."""
+        inputs = {RANK_INPUT: np.asarray(features, dtype=np.float32)}
+        outputs = self.backend.predict(self.retrieval_model, inputs, RANK_SIGNATURE)
+        return np.asarray(outputs[RANK_OUTPUT], dtype=np.float64).reshape(-1)
 
     def ranker_inputs(
         self, user: Mapping[str, Any], rows: np.ndarray, items: ItemSnapshot

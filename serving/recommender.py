@@ -22,6 +22,7 @@ import numpy as np
 from beam_pipelines.state.config import StateConfig
 from feature_repo.store import FeatureStoreClient, StoreUnavailableError
 from models.blend import blend
+from models.candidate_features import candidate_features
 from serving import coengagement, postrank
 from serving import fallbacks as fb
 from serving.backends import ModelUnavailableError
@@ -157,7 +158,9 @@ class Recommender:
 
     def _blends(self, models: ModelSet) -> bool:
         order = self.ranking.order
-        return order == "blend" or (order == "auto" and models.sequential)
+        if order == "blend":
+            return True
+        return models.sequential and (order == "auto" or models.candidate_ranker)
 
     def _blended(
         self, parts: Parts, user_id: str, user: Mapping[str, Any], recent: np.ndarray
@@ -182,8 +185,30 @@ class Recommender:
         co[seen] = 0.0
         co_rows = np.flatnonzero(co > 0)
         co_rows = co_rows[np.lexsort((co_rows, -co[co_rows]))][:n]
-        rows, scores = blend(seq_rows, probability, co_rows, co, self.ranking.blend_weight)
+        if self._ranks_candidates(models):
+            rows, features = candidate_features(
+                seq_rows,
+                np.log(np.maximum(probability, 1e-300)),
+                co_rows,
+                co,
+                parts.items.snapshot.column(coengagement.EVENT_COUNT),
+                float(user.get("user_event_count") or 0),
+                n,
+            )
+            scores = models.rank_candidates(features)
+            order = np.lexsort((rows, -scores))
+            rows, scores = rows[order], scores[order]
+        else:
+            rows, scores = blend(seq_rows, probability, co_rows, co, self.ranking.blend_weight)
         return rows[: self.ranking.candidates], scores[: self.ranking.candidates]
+
+    def _ranks_candidates(self, models: ModelSet) -> bool:
+        """The candidate ranker orders the blend's candidates: with ``order: ranker``,
+        or ``auto`` when this version's training measured it better than the blend."""
+        order = self.ranking.order
+        if not models.candidate_ranker:
+            return False
+        return order == "ranker" or (order == "auto" and models.catalog.candidate_order == "ranker")
 
     def _embedding(
         self,

@@ -35,7 +35,7 @@ from models.evaluation.world import World
 
 LOG = logging.getLogger("rtp.evaluate")
 STREAMING_SOURCES = ("coengagement_rolling",)
-SEQUENTIAL = ("sequential_static", "sequential_streaming", "full")
+SEQUENTIAL = ("sequential_static", "sequential_streaming", "full", "full_ranker")
 TWO_TOWER = ("two_tower_static", "two_tower_streaming", "two_tower_full")
 ALL_VARIANTS = (*BASELINES, *STREAMING_SOURCES, *SEQUENTIAL, *TWO_TOWER)
 TRAIN_FRACTION = 0.8

@@ -21,6 +21,7 @@ from beam_pipelines.events import EngagementEvent, ValidationConfig
 from beam_pipelines.rewards import RewardConfig
 from beam_pipelines.state.records import ScoredEvent
 from beam_pipelines.transforms.rewards import score_event
+from models.candidate_training import EventArrays
 
 FORMATS = ("movielens", "jsonl")
 DEFAULT_REWARD = {"movielens": "movielens", "jsonl": "short_video"}
@@ -110,6 +111,17 @@ class EventLog:
     @property
     def n_items(self) -> int:
         return len(self.items)
+
+    def arrays(self) -> EventArrays:
+        """The columns the sequence and candidate code reads (computed once)."""
+        cached = self.__dict__.get("_arrays")
+        if cached is None:
+            rewards = np.fromiter((e.reward for e in self.events), np.float32, len(self.events))
+            cached = EventArrays(
+                self.user_idx, self.item_idx, self.ts_ms, rewards, self.interaction, self.n_items
+            )
+            self.__dict__["_arrays"] = cached
+        return cached
 
 
 def build_log(

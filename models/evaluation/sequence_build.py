@@ -15,15 +15,18 @@ import numpy as np
 import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from beam_pipelines.rewards import load_reward_config
 from models import sequential as sq
+from models.candidate_training import RANKER_USER_SHARE
 from models.catalog import Catalog, build_catalog
 from models.evaluation.data import DEFAULT_REWARD, EventLog
 from models.evaluation.sequence_variants import (
     BlendConfig,
     Full,
+    FullRanked,
     SequentialStatic,
     SequentialStreaming,
 )
-from models.sequence_training import TrainedSequence, train_sequence, user_sequences
+from models.sequence_training import TrainedSequence
+from models.stack_training import train_stack
 
 
 @dataclasses.dataclass
@@ -43,14 +46,6 @@ def log_catalog(log: EventLog, items: pathlib.Path | None) -> Catalog:
     )
 
 
-def training_sequences(log: EventLog) -> list[tuple[np.ndarray, ...]]:
-    train = slice(0, log.n_train)
-    rewards = np.array([e.reward for e in log.events[train]], dtype=np.float32)
-    return user_sequences(
-        log.user_idx[train], log.item_idx[train], log.ts_ms[train], rewards, log.interaction[train]
-    )
-
-
 def build(
     log: EventLog, args: argparse.Namespace, names: list[str], show_progress: bool
 ) -> BuiltSequence:
@@ -60,7 +55,15 @@ def build(
     )
     if args.epochs is not None:
         config = dataclasses.replace(config, epochs=args.epochs)
-    trained = train_sequence(log_catalog(log, args.items), training_sequences(log), config)
+    wants_ranker = "full_ranker" in names
+    stack = train_stack(
+        log_catalog(log, args.items),
+        log.arrays(),
+        log.n_train,
+        config,
+        share=RANKER_USER_SHARE if wants_ranker else 0.0,
+    )
+    trained = stack.sequential
     streaming = SequentialStreaming(trained, show_progress)
     variants: list[Any] = []
     if "sequential_static" in names:
@@ -70,12 +73,25 @@ def build(
     blend = BlendConfig()
     if "full" in names:
         variants.append(Full(streaming, blend))
+    if wants_ranker and stack.ranker is not None:
+        variants.append(FullRanked(streaming, stack.score, blend))
+    held_out = (
+        f", {stack.ranker_users} newest training users held out for the candidate ranker"
+        if stack.ranker_users
+        else ""
+    )
     notes = [
         f"sequential retriever: {config.blocks} causal self-attention blocks, {config.dim}-d, "
         f"last {config.max_len} events, full softmax; {len(trained.losses)} epochs in "
-        f"{trained.seconds:.0f} s on the {log.n_train} training-period events, "
+        f"{trained.seconds:.0f} s on the {log.n_train} training-period events{held_out}, "
         f"final loss {trained.losses[-1]:.3f}",
         f"full: union of each source's top {blend.candidates} (sequential, co-engagement) "
         f"ordered by co-engagement cosine + {blend.weight:g} x P_sequential(item)",
     ]
+    if stack.ranker is not None:
+        notes.append(
+            f"full_ranker: the same candidates ordered by the candidate ranker (log P(engage) "
+            f"+ w E[reward|engage]), trained on {stack.ranker_examples} interactions of the "
+            f"held-out users against their own candidates; stack trained in {stack.seconds:.0f} s"
+        )
     return BuiltSequence(variants, trained, notes)

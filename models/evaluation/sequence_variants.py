@@ -20,11 +20,15 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+from collections.abc import Callable
 from typing import Protocol
 
 import numpy as np
 
+from models import candidate_training
 from models.blend import BLEND_CANDIDATES, BLEND_WEIGHT, blend
+from models.candidate_features import candidate_features
+from models.candidate_training import top_unseen
 from models.evaluation.data import EventLog
 from models.evaluation.progress import progress
 from models.evaluation.world import World
@@ -58,29 +62,7 @@ def histories(
     log: EventLog, positions: np.ndarray, max_len: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The user's last ``max_len`` events strictly before each position (right-aligned)."""
-    rows = np.full((len(positions), max_len), -1, dtype=np.int64)
-    ts = np.zeros((len(positions), max_len), dtype=np.int64)
-    rewards = np.zeros((len(positions), max_len), dtype=np.float32)
-    past: dict[int, collections.deque[int]] = collections.defaultdict(
-        lambda: collections.deque(maxlen=max_len)
-    )
-    wanted = iter(np.sort(positions))
-    out_row = {int(p): i for i, p in enumerate(positions)}
-    nxt = next(wanted, None)
-    for k in range(len(log.events)):
-        if nxt is None:
-            break
-        while nxt is not None and nxt == k:
-            user = int(log.user_idx[k])
-            h = list(past[user])
-            if h:
-                i = out_row[k]
-                rows[i, -len(h) :] = log.item_idx[h]
-                ts[i, -len(h) :] = log.ts_ms[h]
-                rewards[i, -len(h) :] = [log.events[j].reward for j in h]
-            nxt = next(wanted, None)
-        past[int(log.user_idx[k])].append(k)
-    return rows, ts, rewards
+    return candidate_training.histories(log.arrays(), positions, max_len)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -118,6 +100,8 @@ class SequentialStreaming:
 
     def fit(self, world: World) -> None:
         log = world.log
+        if getattr(self, "_fitted", None) == (id(log), world.applied):
+            return  # ``full`` and ``full_ranker`` share this variant's queries
         self._table = self.model.item_table().astype(np.float64)
         positions = np.arange(world.applied, len(log.events))
         rows, ts, rewards = histories(log, positions, self.model.max_len)
@@ -129,6 +113,7 @@ class SequentialStreaming:
         ]
         self._queries = np.concatenate(parts).astype(np.float64)
         self._start = world.applied
+        self._fitted = (id(log), world.applied)
 
     def scores(self, world: World, user: int) -> np.ndarray:
         return self._table @ self._queries[world.applied - self._start]
@@ -190,29 +175,84 @@ class Full:
         self.coengagement.fit(world)
         self.sequential.fit(world)
 
-    def scores(self, world: World, user: int) -> np.ndarray:
+    def candidates(self, world: World, user: int) -> Candidates:
+        """Both sources' rows for ``user`` now, as the service computes them."""
         assert world.coengagement is not None
         logits = self.sequential.scores(world, user)
         co = world.coengagement.score(world.windows[user].recent(), world.item_events)
         seen = world.seen_items(user)
         n = self.blend.candidates
         seq_rows = top_unseen(logits, seen, n)
+        co[seen] = 0.0
         co_rows = top_unseen(co, seen, n, positive=True)
         probability = np.zeros_like(logits)
         probability[seq_rows] = softmax(logits)[seq_rows]
-        rows, blended = blend(seq_rows, probability[seq_rows], co_rows, co, self.blend.weight)
-        out = POPULARITY_TIE_BREAK * world.counts + probability * self.blend.weight + co
-        out[rows] = _CANDIDATE_OFFSET + blended + POPULARITY_TIE_BREAK * world.counts[rows]
+        return Candidates(logits, probability, seq_rows, co, co_rows)
+
+    def scores(self, world: World, user: int) -> np.ndarray:
+        c = self.candidates(world, user)
+        rows, blended = blend(
+            c.seq_rows, c.probability[c.seq_rows], c.co_rows, c.co, self.blend.weight
+        )
+        return self._below(world, c, rows, blended)
+
+    def _below(
+        self, world: World, c: Candidates, rows: np.ndarray, ordered: np.ndarray
+    ) -> np.ndarray:
+        """The candidates by ``ordered``, the rest of the catalogue below by the blend."""
+        out = POPULARITY_TIE_BREAK * world.counts + c.probability * self.blend.weight + c.co
+        out[rows] = _CANDIDATE_OFFSET + ordered + POPULARITY_TIE_BREAK * world.counts[rows]
         return out
 
 
-def top_unseen(scores: np.ndarray, seen: np.ndarray, n: int, positive: bool = False) -> np.ndarray:
-    """The ``n`` best rows outside ``seen`` (only scores > 0 with ``positive``), best first."""
-    masked = scores.astype(np.float64, copy=True)
-    masked[seen] = -np.inf
-    if positive:
-        masked[masked <= 0] = -np.inf
-    k = min(n, masked.size)
-    top = np.argpartition(-masked, k - 1)[:k]
-    top = top[np.isfinite(masked[top])]
-    return top[np.argsort(-masked[top], kind="stable")]
+@dataclasses.dataclass
+class Candidates:
+    logits: np.ndarray  # sequential logits, every row
+    probability: np.ndarray  # softmax probability on the sequential rows, 0 elsewhere
+    seq_rows: np.ndarray
+    co: np.ndarray  # co-engagement cosine, every row (0 on seen rows)
+    co_rows: np.ndarray
+
+
+class FullRanked(Full):
+    """The same candidates ordered by the candidate ranker (``models.candidate_ranker``)."""
+
+    name = "full_ranker"
+
+    def __init__(
+        self,
+        sequential: SequentialStreaming,
+        score: Callable[[np.ndarray], np.ndarray],
+        blend: BlendConfig | None = None,
+    ):
+        super().__init__(sequential, blend)
+        self.score = score
+
+    def fit(self, world: World) -> None:
+        super().fit(world)
+        log = world.log
+        before = np.zeros(len(log.events), dtype=np.int64)
+        seen: collections.Counter[int] = collections.Counter()
+        for k, u in enumerate(log.user_idx.tolist()):
+            before[k] = seen[u]
+            seen[u] += 1
+        self._user_events_before = before
+
+    def scores(self, world: World, user: int) -> np.ndarray:
+        c = self.candidates(world, user)
+        log_prob = c.logits[c.seq_rows] - _logsumexp(c.logits)
+        rows, x = candidate_features(
+            c.seq_rows,
+            log_prob,
+            c.co_rows,
+            c.co,
+            world.item_events,
+            float(self._user_events_before[world.applied]),
+            self.blend.candidates,
+        )
+        return self._below(world, c, rows, self.score(x))
+
+
+def _logsumexp(x: np.ndarray) -> float:
+    m = x.max()
+    return float(m + np.log(np.exp(x - m).sum()))

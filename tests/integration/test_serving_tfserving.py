@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.candidate_features import FEATURES
 from serving.backends import ModelUnavailableError, make_backend
 from serving.catalog import load_catalog
 from serving.config import GrpcModelsConfig, InProcessModelsConfig, RestModelsConfig
@@ -54,6 +55,16 @@ def model_set(
     )
     models.open()
     return models
+
+
+def backend_configs(tfserving: tuple[str, str, Path]) -> dict:
+    """In-process, gRPC and REST configs of the same export."""
+    grpc_address, rest_url, _ = tfserving
+    return {
+        "inprocess": InProcessModelsConfig(),
+        "grpc": GrpcModelsConfig(address=grpc_address, timeout_s=5),
+        "rest": RestModelsConfig(url=rest_url, timeout_s=5),
+    }
 
 
 def user() -> dict:
@@ -118,12 +129,7 @@ def test_grpc_and_rest_answer_like_the_inprocess_models(
 def test_grpc_and_rest_serve_the_sequential_retriever_like_inprocess(
     model_base: Path, tfserving: tuple[str, str, Path]
 ) -> None:
-    grpc_address, rest_url, _ = tfserving
-    configs = {  # the default retrieval model: the sequential retriever
-        "inprocess": InProcessModelsConfig(),
-        "grpc": GrpcModelsConfig(address=grpc_address, timeout_s=5),
-        "rest": RestModelsConfig(url=rest_url, timeout_s=5),
-    }
+    configs = backend_configs(tfserving)  # the sequential retriever, the default
     history = {
         "user_recent_items": [ITEMS[7], "unknown", ITEMS[3]],
         "user_recent_ts_ms": [3_000_000, 2_000_000, 1_000_000],
@@ -142,6 +148,26 @@ def test_grpc_and_rest_serve_the_sequential_retriever_like_inprocess(
     for name in ("grpc", "rest"):
         assert answers[name][0].tolist() == rows.tolist(), name
         np.testing.assert_array_equal(answers[name][1], probability)
+
+
+def test_grpc_and_rest_rank_candidates_like_inprocess(
+    model_base: Path, tfserving: tuple[str, str, Path]
+) -> None:
+    """The candidate ranker rides in the sequential model's version
+    (``rank_candidates``): every backend gives the same scores."""
+    configs = backend_configs(tfserving)
+    features = np.random.default_rng(3).normal(size=(300, len(FEATURES))).astype(np.float32)
+    scores = {}
+    for name, config in configs.items():
+        models = model_set(config, model_base, retrieval="sequential")
+        try:
+            assert models.candidate_ranker, name
+            scores[name] = models.rank_candidates(features)
+        finally:
+            models.close()
+    assert scores["inprocess"].shape == (300,)
+    for name in ("grpc", "rest"):
+        np.testing.assert_allclose(scores[name], scores["inprocess"], rtol=1e-6, err_msg=name)
 
 
 def test_unknown_version_is_not_found(model_base: Path, tfserving: tuple[str, str, Path]) -> None:

@@ -105,4 +105,22 @@ def _sequential_module(item_ids: Sequence[str], k: int, full_size: bool):
     model.query(  # builds every layer before the export traces its signatures
         np.full((1, width), -1, np.int32), np.zeros((1, width), np.int64), np.zeros((1, width))
     )
-    return lambda version: SequentialModule(model, catalog.item_ids, max(k, MIN_K), version)
+    ranker = _candidate_ranker()
+    return lambda version: SequentialModule(
+        model, catalog.item_ids, max(k, MIN_K), version, ranker=ranker
+    )
+
+
+def _candidate_ranker():
+    """An untrained ``models.candidate_ranker.CandidateRanker``, normalisation adapted
+    to random features, built by one call."""
+    import tensorflow as tf
+
+    from models.candidate_features import FEATURES
+    from models.candidate_ranker import CandidateRanker, CandidateRankerConfig
+
+    ranker = CandidateRanker(CandidateRankerConfig(hidden=(16,), reward_weight=0.5))
+    sample = np.random.default_rng(0).normal(size=(64, len(FEATURES))).astype(np.float32)
+    ranker.normalize.adapt(sample)
+    ranker(tf.constant(sample))
+    return ranker

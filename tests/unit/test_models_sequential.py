@@ -141,3 +141,32 @@ def test_exposure_events_are_not_inputs_when_the_log_has_them(trained) -> None:
     out = blind.encode(rows, ts, rewards, table)[:, -1, :].numpy()
     shifted = blind.encode(np.array([[-1, 1, 2, -1]]), ts[1:], rewards[1:], table)[:, -1, :]
     np.testing.assert_allclose(out[1], shifted.numpy()[0], rtol=1e-5, atol=1e-6)
+
+
+def test_candidate_ranker_rides_in_the_same_version(trained, tmp_path) -> None:
+    """The candidate ranker is exported as the sequential model's ``rank_candidates``
+    signature (one version for everything): save → load → the same scores."""
+    from models.candidate_features import FEATURES
+    from models.candidate_ranker import (
+        CandidateRankerConfig,
+        predict_scores,
+        train_candidate_ranker,
+    )
+
+    catalog, model = trained
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(256, len(FEATURES))).astype(np.float32)
+    engaged = (x[:, 0] > 0.5).astype(np.float32)
+    reward = np.where(engaged > 0, 1.0, 0.0).astype(np.float32)
+    config = CandidateRankerConfig(hidden=(8,), epochs=2, batch_size=64, reward_weight=0.5)
+    ranker = train_candidate_ranker(x, engaged, reward, config)
+    module = SequentialModule(model.model, catalog.item_ids, k=5, version=7, ranker=ranker)
+    tf.saved_model.save(module, str(tmp_path), signatures=module.signatures())
+    rank = tf.saved_model.load(str(tmp_path)).signatures["rank_candidates"]
+    out = rank(candidate_features=tf.constant(x[:10]))
+    np.testing.assert_allclose(out["score"].numpy(), predict_scores(ranker, x[:10]), rtol=1e-5)
+    p = out["engagement_probability"].numpy()
+    assert np.all((p > 0) & (p < 1))
+    np.testing.assert_allclose(
+        out["score"].numpy(), np.log(p) + 0.5 * out["expected_reward"].numpy(), rtol=1e-4
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 
 from beam_pipelines.state.config import StateConfig
 from feature_repo.store import StoreUnavailableError
+from models.candidate_features import FEATURES
 from serving import fallbacks as fb
 from serving import postrank
 from serving.backends import ModelUnavailableError
@@ -44,6 +46,7 @@ class FakeModels:
 
     version = 7
     sequential = False  # the ranker orders: the blend has its own test
+    candidate_ranker = False
 
     def __init__(self, fail: bool = False) -> None:
         self.catalog = catalog()
@@ -270,3 +273,41 @@ def test_ranker_order_can_be_chosen_for_a_sequential_retriever() -> None:
     result = recommender(PairStore({"u": user()}), models, order="ranker").recommend("u", 3)
     assert [r.item_id for r in result.items] == ["a", "c", "d"]
     assert len(models.rank_calls) == 1
+
+
+class CandidateRankerModels(SequentialModels):
+    """The sequential retriever with a candidate ranker that prefers low P_seq."""
+
+    candidate_ranker = True
+
+    def __init__(self, measured: str | None) -> None:
+        super().__init__()
+        self.catalog = dataclasses.replace(catalog(), candidate_order=measured)
+        self.features: list[np.ndarray] = []
+
+    def rank_candidates(self, features: np.ndarray) -> np.ndarray:
+        self.features.append(features)
+        return features[:, FEATURES.index("seq_log_prob")] * -1.0
+
+
+@pytest.mark.parametrize(
+    ("order", "measured", "ranked"),
+    [("auto", "ranker", True), ("auto", "blend", False), ("auto", None, False),
+     ("ranker", "blend", True), ("blend", "ranker", False)],
+)  # fmt: skip
+def test_candidate_ranker_orders_when_measured_or_chosen(order, measured, ranked) -> None:
+    models = CandidateRankerModels(measured)
+    row = user(user_event_count=4)
+    result = recommender(PairStore({"u": row}), models, order=order).recommend("u", 3)
+    assert models.rank_calls == []  # never the two-tower stack's ranker
+    if not ranked:
+        assert [r.item_id for r in result.items] == ["d", "a", "c"]  # the blend
+        assert models.features == []
+        return
+    # candidates: a, c, d, e (b is recent); the ranker prefers low P_seq: d, e tie (0.05)
+    assert [r.item_id for r in result.items] == ["d", "e", "c"]
+    (features,) = models.features
+    assert features.shape == (4, len(FEATURES))
+    assert features[:, FEATURES.index("user_log_events")] == pytest.approx(np.log1p(4.0))
+    co = features[:, FEATURES.index("co_cosine")]
+    assert co.tolist() == pytest.approx([0.0, 0.0, 2.0, 0.0])  # rows a, c, d, e
