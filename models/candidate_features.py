@@ -76,3 +76,13 @@ def candidate_features(
     return rows, np.stack(columns, axis=1).astype(np.float32) if n else np.zeros(
         (0, len(FEATURES)), np.float32
     )
+
+
+def blend_scores(features: np.ndarray, weight: float) -> np.ndarray:
+    """``models.blend``'s order from the same rows: cosine + weight · P_seq (the
+    stand-in ranker of a version trained without one)."""
+    x = np.asarray(features, np.float64)
+    seq = np.where(
+        x[:, FEATURES.index("seq_present")] > 0, np.exp(x[:, FEATURES.index("seq_log_prob")]), 0.0
+    )
+    return x[:, FEATURES.index("co_cosine")] + weight * seq

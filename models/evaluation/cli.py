@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], ReplayResult]:
             "exposures (the ranker's item_impressions_*) can see that the item was just shown, "
             "a leak of the logging policy that the non-neural variants do not use"
         )
-    needs_pairs = {"coengagement_rolling", "full"} & set(args.variants)
+    needs_pairs = {"coengagement_rolling", "full", "full_ranker"} & set(args.variants)
     world = World(log, embeddings=embeddings, coengagement=bool(needs_pairs))
     t0 = time.perf_counter()
     apply_training(world, show)

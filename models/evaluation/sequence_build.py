@@ -15,6 +15,7 @@ import numpy as np
 import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from beam_pipelines.rewards import load_reward_config
 from models import sequential as sq
+from models.candidate_features import blend_scores
 from models.candidate_training import RANKER_USER_SHARE
 from models.catalog import Catalog, build_catalog
 from models.evaluation.data import DEFAULT_REWARD, EventLog
@@ -73,8 +74,9 @@ def build(
     blend = BlendConfig()
     if "full" in names:
         variants.append(Full(streaming, blend))
-    if wants_ranker and stack.ranker is not None:
-        variants.append(FullRanked(streaming, stack.score, blend))
+    if wants_ranker:
+        score = stack.score if stack.ranker is not None else _blend_scorer(blend.weight)
+        variants.append(FullRanked(streaming, score, blend))
     held_out = (
         f", {stack.ranker_users} newest training users held out for the candidate ranker"
         if stack.ranker_users
@@ -88,6 +90,8 @@ def build(
         f"full: union of each source's top {blend.candidates} (sequential, co-engagement) "
         f"ordered by co-engagement cosine + {blend.weight:g} x P_sequential(item)",
     ]
+    if wants_ranker and stack.ranker is None:
+        notes.append("full_ranker: no held-out user had a usable example; ordered by the blend")
     if stack.ranker is not None:
         notes.append(
             f"full_ranker: the same candidates ordered by the candidate ranker (log P(engage) "
@@ -95,3 +99,7 @@ def build(
             f"held-out users against their own candidates; stack trained in {stack.seconds:.0f} s"
         )
     return BuiltSequence(variants, trained, notes)
+
+
+def _blend_scorer(weight: float):
+    return lambda features: blend_scores(features, weight)

@@ -90,7 +90,7 @@ def test_every_variant_trains_on_the_training_period_only(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert list(metrics["variants"]) == [
         "popularity", "popularity_rolling", "itemknn_recent", "coengagement_rolling",
-        "sequential_static", "sequential_streaming", "full",
+        "sequential_static", "sequential_streaming", "full", "full_ranker",
         "two_tower_static", "two_tower_streaming", "two_tower_full",
     ]  # fmt: skip
     n_targets = metrics["dataset"]["n_targets"]

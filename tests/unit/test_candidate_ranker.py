@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.candidate_features import FEATURES, LOG_PROB_FLOOR, candidate_features
+from models.candidate_features import FEATURES, LOG_PROB_FLOOR, blend_scores, candidate_features
 from models.candidate_training import EventArrays, examples, histories, ranker_users
 
 N_ITEMS = 6
@@ -114,3 +114,19 @@ def test_no_example_sees_a_later_event() -> None:
     cut = examples(later, np.array([1]), model, candidates=4, negatives=10, end=len(pairs))
     np.testing.assert_array_equal(before.features, cut.features)
     np.testing.assert_array_equal(before.item_row, cut.item_row)
+
+
+def test_blend_scores_reproduce_the_blend_from_the_features() -> None:
+    from models.blend import blend
+
+    co = np.zeros(N_ITEMS)
+    co[[2, 4]] = [0.5, 0.25]
+    seq_rows, seq_p = np.array([3, 2, 0]), np.array([0.5, 0.3, 0.1])
+    rows, x = candidate_features(
+        seq_rows, np.log(seq_p), np.array([2, 4]), co, np.ones(N_ITEMS), 1, 10
+    )
+    expected_rows, expected = blend(seq_rows, seq_p, np.array([2, 4]), co, 2.0)
+    got = blend_scores(x, 2.0)
+    order = np.lexsort((rows, -got))
+    assert rows[order].tolist() == expected_rows.tolist()
+    np.testing.assert_allclose(got[order], expected)
