@@ -54,12 +54,6 @@ def add_streaming_arguments(parser) -> None:
     )
     add("--write_batch_size", type=int, default=500, help="Rows per online-store write.")
     add(
-        "--direct_pull_size",
-        type=int,
-        default=500,
-        help="DirectRunner only: Pub/Sub messages pulled per bundle (Beam's default is 10).",
-    )
-    add(
         "--write_max_buffering_s",
         type=float,
         default=0.0,

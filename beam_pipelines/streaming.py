@@ -16,7 +16,7 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from beam_pipelines.console import configure_logging
-from beam_pipelines.direct_runner import freeze_startup_heap, tune_direct_runner
+from beam_pipelines.direct_runner import freeze_startup_heap
 from beam_pipelines.jobs_common import embedding_source, store_config
 from beam_pipelines.options import (
     LOCAL_STREAMING_RUNNER,
@@ -129,8 +129,6 @@ def pipeline_options(argv: list[str] | None) -> PipelineOptions:
 def run(argv: list[str] | None = None, wait: bool = True):
     options = pipeline_options(argv)
     local = options.view_as(StandardOptions).runner in (LOCAL_STREAMING_RUNNER, "DirectRunner")
-    if local:
-        tune_direct_runner(options.view_as(StreamingOptions).direct_pull_size)
     pipeline = beam.Pipeline(options=options)
     build(pipeline, options.view_as(StreamingOptions))
     if local:

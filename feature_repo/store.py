@@ -1,8 +1,10 @@
 """Typed client of the Feast feature store: one config per online backend, a
 lifecycle (``open``/``close`` or ``with``), row writes, entity reads and a ping.
 
-The backend is chosen by the config's ``type`` (``sqlite``, ``redis``, ``bigtable``)
-from ``_BACKENDS``. Feast and the backend client libraries are imported lazily, so
+The backend is chosen by the config's ``type`` (``sqlite``, ``redis``, ``bigtable``):
+our Feast online store class of that type (``feature_repo.online_stores``), named
+by its path in the Feast ``RepoConfig``. Feast and the backend client libraries are
+imported lazily, so
 validating a config needs neither. Timestamps: ``features.EVENT_TIMESTAMP`` is epoch
 milliseconds (int) or a timezone-aware ``datetime``; timeouts are in seconds.
 """
@@ -11,10 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib
 import os
-import socket
-import sqlite3
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Coroutine, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, Self
@@ -151,30 +152,6 @@ def read_store_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
     return dict(data)
 
 
-def _import_extra(module: str, extra: str) -> Any:
-    try:
-        return __import__(module, fromlist=["_"])
-    except ImportError as e:
-        raise ImportError(f"{module} is missing: pip install 'feast[{extra}]'") from e
-
-
-@contextlib.contextmanager
-def _environ(name: str, value: str | None) -> Iterator[None]:
-    """Set the environment variable ``name`` to ``value`` (if any) inside the block."""
-    if value is None:
-        yield
-        return
-    previous = os.environ.get(name)
-    os.environ[name] = value
-    try:
-        yield
-    finally:
-        if previous is None:
-            del os.environ[name]
-        else:
-            os.environ[name] = previous
-
-
 @functools.cache
 def _value_types() -> dict[str, Any]:
     """Feast's ValueType per schema kind (Feast imported on first use)."""
@@ -202,189 +179,53 @@ def _local_file(path: str) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Backends: how each one is configured in Feast, pinged and recognised as down.
-# They touch Feast internals (the online store's client) in the few places where
-# Feast offers no timeout or hides failures; each such place says why.
+# Backends: our Feast online stores (``feature_repo.online_stores``), one per type.
 # ---------------------------------------------------------------------------
 
 
-class _Backend:
-    def __init__(self, config: Any) -> None:
-        self.config = config
+def online_store_settings(config: StoreConfig) -> dict[str, Any]:
+    """Feast ``online_store`` section of ``config``: our store class for its type
+    (``online_stores.ONLINE_STORE_TYPES``) with its settings."""
+    from feature_repo.online_stores import ONLINE_STORE_TYPES
 
-    def online_store(self) -> dict[str, Any]:
-        """Feast ``online_store`` section."""
-        raise NotImplementedError
-
-    def attach(self, online_store: Any) -> None:
-        """Prepare Feast's online store object before its first call."""
-
-    def release(self, online_store: Any) -> None:
-        """Close the connections of Feast's online store object."""
-        _release_clients(online_store)
-
-    def ping(self, online_store: Any, repo_config: RepoConfig) -> None:
-        """Cheap round trip; raises one of ``unavailable_errors`` when down."""
-        raise NotImplementedError
-
-    def unavailable_errors(self) -> tuple[type[BaseException], ...]:
-        """Client exceptions meaning "store unreachable or too slow"."""
-        raise NotImplementedError
-
-
-class _SqliteBackend(_Backend):
-    def online_store(self) -> dict[str, Any]:
-        return {"type": "sqlite", "path": _local_file(self.config.path)}
-
-    def attach(self, online_store: Any) -> None:
-        # Feast commits every write batch; in the default rollback-journal mode each
-        # commit syncs the file (~60 ms here), which capped the streaming job at a
-        # few writes/s. WAL appends instead and lets readers (the service) run
-        # beside the writer; synchronous=NORMAL stays durable across process crashes.
-        from feast.infra.online_stores.sqlite import _initialize_conn
-
-        conn = _initialize_conn(_local_file(self.config.path))
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute(f"PRAGMA busy_timeout={int(self.config.timeout_s * 1000)}")
-        online_store._conn = conn
-
-    def ping(self, online_store: Any, repo_config: RepoConfig) -> None:
-        path = repo_config.online_store.path
-        with contextlib.closing(sqlite3.connect(path, timeout=self.config.timeout_s)) as conn:
-            conn.execute("SELECT 1").fetchone()
-
-    def unavailable_errors(self) -> tuple[type[BaseException], ...]:
-        return (sqlite3.OperationalError, OSError)
-
-
-class _RedisBackend(_Backend):
-    def online_store(self) -> dict[str, Any]:
-        conn = self.config.connection_string
-        defaults = {
-            "socket_timeout": self.config.timeout_s,
-            "socket_connect_timeout": self.config.timeout_s,
-            # redis-py retries a failed connect 3 times with up to 10 s of backoff;
-            # callers own retries (Beam retries bundles, the service falls back).
-            "retry": "null",
-        }
-        for param, value in defaults.items():
-            if f"{param}=" not in conn:
-                conn += f",{param}={value}"
+    store: dict[str, Any] = {"type": ONLINE_STORE_TYPES[config.type], "timeout_s": config.timeout_s}
+    if isinstance(config, SqliteStoreConfig):
+        store["path"] = _local_file(config.path)
+    elif isinstance(config, RedisStoreConfig):
         # Feast's Redis store skips a write whose event time is not strictly newer.
         # Rows carry the entity's newest event time, so an older event applied later
         # (within the allowed lateness) repeats it and its update would be lost.
         # The writer already keeps each entity's newest row per batch, in order:
         # last write wins, as on SQLite and Bigtable, and one round trip instead of two.
-        store: dict[str, Any] = {"type": "redis", "connection_string": conn, "skip_dedup": True}
-        if self.config.key_ttl_s:
-            store["key_ttl_seconds"] = self.config.key_ttl_s
-        return store
-
-    def ping(self, online_store: Any, repo_config: RepoConfig) -> None:
-        # Feast's own client, so the ping uses the same host, auth and TLS.
-        online_store._get_client(repo_config.online_store).ping()
-
-    def unavailable_errors(self) -> tuple[type[BaseException], ...]:
-        exceptions = _import_extra("redis.exceptions", "redis")
-        return (exceptions.ConnectionError, exceptions.TimeoutError)
-
-
-class _BigtableBackend(_Backend):
-    def online_store(self) -> dict[str, Any]:
-        return {
-            "type": "bigtable",
-            "project_id": self.config.project,
-            "instance": self.config.instance,
-        }
-
-    def attach(self, online_store: Any) -> None:
-        # Feast builds tables without timeouts (the client default is 600 s per read
-        # or write, retrying while the server is down) and ignores the per-row
-        # statuses of mutate_rows, so a failed write would pass silently. Give it a
-        # client whose tables are bounded by timeout_s and raise on failed mutations.
-        bigtable = _import_extra("google.cloud.bigtable", "gcp")
-        # Both clients read the variable once, in their constructors.
-        with _environ("BIGTABLE_EMULATOR_HOST", self.config.emulator_host):
-            client = bigtable.Client(project=self.config.project, admin=True)
-            data_client = client._veneer_data_client
-        data_client.get_table = _bounded_get_table(data_client.get_table, self.config.timeout_s)
-        online_store._client = client
-
-    def ping(self, online_store: Any, repo_config: RepoConfig) -> None:
-        if self.config.emulator_host:
-            # The emulator answers instantly; a refused port should not cost timeout_s
-            # of gRPC retries.
-            host, port = self.config.emulator_host.rsplit(":", 1)
-            socket.create_connection((host, int(port)), timeout=self.config.timeout_s).close()
-        table = online_store._client._veneer_data_client.get_table(
-            self.config.instance, f"{repo_config.project}.{f.USER_ENTITY}"
+        store.update(connection_string=config.connection_string, skip_dedup=True)
+        if config.key_ttl_s:
+            store["key_ttl_seconds"] = config.key_ttl_s
+    else:
+        store.update(
+            project_id=config.project,
+            instance=config.instance,
+            emulator_host=config.emulator_host,
         )
-        not_found = _import_extra("google.api_core.exceptions", "gcp").NotFound
-        with contextlib.suppress(not_found):  # the server answered: table not applied
-            table.read_row(b"ping")
-
-    def release(self, online_store: Any) -> None:
-        client = getattr(online_store, "_client", None)
-        if client is not None and client._table_data_client is not None:
-            client._table_data_client.close()
-        _release_clients(online_store)
-
-    def unavailable_errors(self) -> tuple[type[BaseException], ...]:
-        api = _import_extra("google.api_core.exceptions", "gcp")
-        mutations = _import_extra("google.cloud.bigtable.data.exceptions", "gcp")
-        return (
-            api.ServiceUnavailable,
-            api.DeadlineExceeded,
-            api.RetryError,
-            mutations.MutationsExceptionGroup,
-            mutations.RetryExceptionGroup,
-            BigtableWriteError,
-            OSError,
-        )
+    return store
 
 
-class BigtableWriteError(RuntimeError):
-    """Bigtable rejected some mutations of a batch (Feast would drop them silently)."""
+def _online_store_class(config: StoreConfig) -> Any:
+    """Our Feast online store class of ``config.type`` (imports Feast)."""
+    from feature_repo.online_stores import ONLINE_STORE_TYPES
+
+    module, name = ONLINE_STORE_TYPES[config.type].rsplit(".", 1)
+    return getattr(importlib.import_module(module), name)
 
 
-def _bounded_get_table(get_table: Any, timeout_s: float) -> Any:
-    defaults = {
-        "default_read_rows_operation_timeout": timeout_s,
-        "default_read_rows_attempt_timeout": timeout_s,
-        "default_mutate_rows_operation_timeout": timeout_s,
-        "default_mutate_rows_attempt_timeout": timeout_s,
-        "default_operation_timeout": timeout_s,
-        "default_attempt_timeout": timeout_s,
-    }
-
-    @functools.wraps(get_table)
-    def bounded(*args: Any, **kwargs: Any) -> Any:
-        table = get_table(*args, **{**defaults, **kwargs})
-        table.bulk_mutate_rows = _raise_failed_mutations(table.bulk_mutate_rows)
-        return table
-
-    return bounded
-
-
-def _raise_failed_mutations(bulk_mutate_rows: Any) -> Any:
-    from google.cloud.bigtable.data.exceptions import MutationsExceptionGroup
-
-    @functools.wraps(bulk_mutate_rows)
-    def checked(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return bulk_mutate_rows(*args, **kwargs)
-        except MutationsExceptionGroup as e:  # the legacy Table would swallow it
-            raise BigtableWriteError(f"bigtable write failed: {e}") from e
-
-    return checked
-
-
-_BACKENDS: dict[str, type[_Backend]] = {
-    "sqlite": _SqliteBackend,
-    "redis": _RedisBackend,
-    "bigtable": _BigtableBackend,
-}
+def _finish(close: Coroutine[Any, Any, None]) -> None:
+    """Run Feast's async close hook to its end. Our stores' hooks never wait on
+    I/O, so one step finishes them, inside a running event loop or not."""
+    try:
+        close.send(None)
+    except StopIteration:
+        return
+    close.close()
+    raise RuntimeError("an online store's close() waited on I/O; it must not")
 
 
 # ---------------------------------------------------------------------------
@@ -457,6 +298,10 @@ class FeatureStoreClient:
     ``write_rows`` takes rows of ``features.FEATURE_VIEWS[view]`` (join key, every
     feature, ``EVENT_TIMESTAMP``); ``read`` returns features by entity id. Float
     features are stored as float32, so values come back rounded to float32.
+
+    Writes and ``online_read`` go through an instance of our Feast online store
+    (``feature_repo.online_stores``) that the client owns; ``read``, the
+    definitions and historical retrieval through Feast's ``FeatureStore``.
     """
 
     def __init__(self, config: StoreConfig | Mapping[str, Any]) -> None:
@@ -465,9 +310,10 @@ class FeatureStoreClient:
         if not isinstance(config, _StoreConfigBase):
             raise TypeError(f"config must be a StoreConfig or a mapping, got {config!r}")
         self.config: StoreConfig = config
-        self._backend = _BACKENDS[config.type](config)
         self._store: FeatureStore | None = None
+        self._online: Any = None
         self._views: dict[str, Any] = {}
+        self._ping_view: Any = None
 
     @property
     def store(self) -> FeatureStore:
@@ -483,12 +329,12 @@ class FeatureStoreClient:
         from feast import FeatureStore
 
         try:
-            with self._unavailable_as("open"):
+            with self.unavailable_as("open"):
                 self._store = FeatureStore(config=self._repo_config())
-                self._backend.attach(self._store._get_provider().online_store)
+                self._online = _online_store_class(self.config)()
             self.ping()
             if self.config.apply_on_open:
-                with self._unavailable_as("apply"):
+                with self.unavailable_as("apply"):
                     self._store.apply(self._definitions())
         except BaseException:
             self.close()
@@ -496,10 +342,17 @@ class FeatureStoreClient:
         return self
 
     def close(self) -> None:
-        """Release the Feast store and its connections; the client can be reopened."""
+        """Release the Feast store and its connections; the client can be reopened.
+
+        Feast's SQLite and Redis stores have no synchronous close: their connections
+        go with the store objects dropped here."""
         store, self._store = self._store, None
-        if store is not None:
-            self._backend.release(store._get_provider().online_store)
+        online, self._online = self._online, None
+        self._views.clear()
+        for closing in (online, store):
+            if closing is not None:
+                with contextlib.suppress(Exception):
+                    _finish(closing.close())
 
     def __enter__(self) -> Self:
         return self.open()
@@ -510,8 +363,11 @@ class FeatureStoreClient:
     def ping(self) -> None:
         """Round trip to the online store; raises ``StoreUnavailableError`` if down."""
         store = self.store
-        with self._unavailable_as("ping"):
-            self._backend.ping(store._get_provider().online_store, store.config)
+        if self._ping_view is None:  # from the definitions: the registry may have none yet
+            views = self._definitions()
+            self._ping_view = next(v for v in views if v.name == f.USER_REALTIME)
+        with self.unavailable_as("ping"):
+            self._online.ping(store.config, self._ping_view)
 
     def write_rows(self, view: str, rows: Sequence[Mapping[str, Any]]) -> int:
         """Write feature rows online; returns the number of entities written.
@@ -524,17 +380,27 @@ class FeatureStoreClient:
         if not data[f.EVENT_TIMESTAMP]:
             return 0
         batch = _proto_rows(view, data)
-        with self._unavailable_as(f"write {view}"):
-            store = self.store
-            feature_view = self._feature_view(view)
-            store._get_provider().online_write_batch(store.config, feature_view, batch, None)
+        with self.unavailable_as(f"write {view}"):
+            feature_view = self.feature_view(view)
+            self._online.online_write_batch(self.store.config, feature_view, batch, None)
         return len(batch)
 
-    def _feature_view(self, view: str) -> Any:
+    def feature_view(self, view: str) -> Any:
+        """Feast's ``FeatureView`` named ``view``, as applied in the registry."""
         cached = self._views.get(view)
         if cached is None:
             cached = self._views[view] = self.store.get_feature_view(view)
         return cached
+
+    def online_read(
+        self, view: str, keys: Sequence[Any], names: Sequence[str]
+    ) -> list[tuple[datetime | None, dict[str, Any] | None]]:
+        """The online store's raw answer for Feast ``EntityKey`` protos ``keys``:
+        ``(event time, {name: ValueProto})`` per key, ``(None, None)`` if absent
+        (some stores answer a missing key with empty values at epoch 0 instead)."""
+        with self.unavailable_as(f"read {view}"):
+            feature_view = self.feature_view(view)
+            return self._online.online_read(self.store.config, feature_view, keys, list(names))
 
     def read(self, view: str, entity_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         """Latest features of each entity id (``None`` when the store has none).
@@ -545,7 +411,7 @@ class FeatureStoreClient:
         ids = list(dict.fromkeys(entity_ids))
         if not ids:
             return {}
-        with self._unavailable_as(f"read {view}"):
+        with self.unavailable_as(f"read {view}"):
             response = self.store.get_online_features(
                 features=f.feature_refs(view), entity_rows=[{key: i} for i in ids]
             )
@@ -559,7 +425,7 @@ class FeatureStoreClient:
             project=self.config.feast_project,
             provider="local",
             registry=_local_file(registry) if _is_local(registry) else registry,
-            online_store=self._backend.online_store(),
+            online_store=online_store_settings(self.config),
             offline_store={"type": "file"},
             entity_key_serialization_version=3,
         )
@@ -570,10 +436,12 @@ class FeatureStoreClient:
         return build_definitions(self.config.offline_dir)
 
     @contextlib.contextmanager
-    def _unavailable_as(self, action: str) -> Iterator[None]:
+    def unavailable_as(self, action: str) -> Iterator[None]:
+        """Raise the online store's "unreachable" errors inside the block as
+        ``StoreUnavailableError`` naming the backend and ``action``."""
         try:
             yield
-        except self._backend.unavailable_errors() as e:
+        except _online_store_class(self.config).unavailable_errors() as e:
             raise StoreUnavailableError(
                 f"{self.config.type} online store unavailable during {action}: {e}"
             ) from e
@@ -606,17 +474,6 @@ def _proto_rows(
         )
         for i, entity in enumerate(data[key])
     ]
-
-
-def _release_clients(online_store: Any) -> None:
-    # Feast's online stores have no synchronous close (OnlineStore.close is async and
-    # a no-op); they keep their connection in ``_conn`` (sqlite) or ``_client``.
-    for attribute in ("_conn", "_client"):
-        client = getattr(online_store, attribute, None)
-        if client is not None:
-            with contextlib.suppress(Exception):
-                client.close()
-            setattr(online_store, attribute, None)
 
 
 def _response_by_entity(response: Any, view: str, ids: list[str]) -> dict[str, Any]:

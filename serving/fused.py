@@ -50,7 +50,7 @@ class FusedRanking:
     ) -> None:
         import tensorflow as tf
 
-        from serving.backends.inprocess import _FlatCall
+        from serving.backends.inprocess import TensorCall
 
         # The user's inputs of both models, one row each, flattened into one vector
         # per dtype; the recent rows follow the int64 values. Two eager tensors per
@@ -118,7 +118,7 @@ class FusedRanking:
             (None, embeddings.shape[1]), tf.float32, name="embeddings"
         )
         concrete = tf.function(ranked, autograph=False).get_concrete_function(specs)
-        self._call = _FlatCall(concrete, list(specs))
+        self._call = TensorCall(concrete)
         self._constant = tf.constant
         self._embeddings = tf.constant(embeddings.astype(np.float32, copy=False))
         self._items: tuple[ItemSnapshot | None, Any] = (None, None)

@@ -73,9 +73,17 @@ class CachingStateCoder(Coder):
         return hash(self.__getstate__())
 
 
+# The stateful DoFns run without the cache. They change a state object in place and
+# keep it until their bundle ends (``NewestRows``), and on stock Beam every write
+# encodes at once: when two keys' states encode to the same bytes, the second
+# key's read would pop the first key's object, still held and changed by it (two
+# new items with the same first event did). The cache was safe only while a
+# patched DirectRunner deferred encoding to the bundle's commit (issue #15 removed it).
+
+
 def user_state_coder() -> CachingStateCoder:
-    return CachingStateCoder(encode_user, decode_user)
+    return CachingStateCoder(encode_user, decode_user, cache_size=0)
 
 
 def item_state_coder() -> CachingStateCoder:
-    return CachingStateCoder(encode_item, decode_item)
+    return CachingStateCoder(encode_item, decode_item, cache_size=0)

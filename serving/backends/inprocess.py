@@ -55,29 +55,20 @@ class _KeywordCall:
         return self.function(**{k: tf.constant(v) for k, v in inputs.items()})
 
 
-class _FlatCall:
-    """Calls a function with positional tensors in its placeholder order.
+class TensorCall:
+    """Calls a ``ConcreteFunction`` of one dict argument with a dict of tensors.
 
-    ``ConcreteFunction.__call__`` re-binds and type-checks the keyword inputs on
-    every call, about a millisecond of Python (holding the GIL) for the ranker's 29
-    inputs; ``_call_flat`` skips that. It is TensorFlow-internal, so it is only used
-    when the placeholders match the input names one for one (``names``: the
-    expected names, default the signature's); otherwise ``ValueError``.
+    Public TensorFlow only: the function's own ``__call__``, which binds and checks
+    its inputs on every call (Python holding the GIL, growing with the number of
+    inputs). Callers keep that number small: ``_PackedCall`` and ``serving.fused``
+    hand a function of a few stacked tensors, unstacked in the graph.
     """
 
-    def __init__(self, function: Any, names: list[str] | None = None) -> None:
-        if names is None:
-            _, specs = function.structured_input_signature
-            names = sorted(specs)
-        n_args = len(function.inputs) - len(function.captured_inputs)
-        self.names = [t.name.split(":")[0] for t in function.inputs[:n_args]]
-        if sorted(self.names) != sorted(names) or not hasattr(function, "_call_flat"):
-            raise ValueError("placeholders do not match the inputs")
+    def __init__(self, function: Any) -> None:
         self.function = function
 
     def call_tensors(self, tensors: Mapping[str, Any]) -> Any:
-        args = [tensors[name] for name in self.names]
-        return self.function._call_flat(args, self.function.captured_inputs)
+        return self.function(dict(tensors))
 
     def __call__(self, inputs: Mapping[str, np.ndarray]) -> Any:
         import tensorflow as tf
@@ -128,7 +119,7 @@ class _PackedCall:
             for key, names, dtype, inner in self.groups
         }
         concrete = tf.function(unpack_and_call, autograph=False).get_concrete_function(packed_specs)
-        self.function = _FlatCall(concrete, list(packed_specs))
+        self.function = TensorCall(concrete)
 
     def pack(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         """``[B, n, ...]`` arrays by packed name."""
@@ -156,12 +147,11 @@ def _guarded(call: Callable[..., T], *args: Any) -> T:
 
 
 def _caller(function: Any) -> Any:
-    """The cheapest of ``_PackedCall``, ``_FlatCall``, ``_KeywordCall`` that applies."""
-    for kind in (_PackedCall, _FlatCall):
-        try:
-            return kind(function)
-        except (ValueError, AttributeError, TypeError) as e:
-            LOG.info("%s does not apply: %s", kind.__name__, e)
+    """``_PackedCall`` of a signature if its inputs pack, else ``_KeywordCall``."""
+    try:
+        return _PackedCall(function)
+    except (ValueError, AttributeError, TypeError) as e:
+        LOG.info("%s does not apply: %s", _PackedCall.__name__, e)
     return _KeywordCall(function)
 
 

@@ -20,16 +20,8 @@ from apache_beam.utils.timestamp import Timestamp
 STREAMING_RUNNER = "BundleBasedDirectRunner"
 
 
-def _tuned_runner() -> None:
-    """The local-runner tuning the streaming job applies (beam_pipelines.direct_runner)."""
-    from beam_pipelines.direct_runner import tune_direct_runner
-
-    tune_direct_runner(pull_size=500)
-
-
 def streaming_pipeline() -> TestPipeline:
     """A streaming TestPipeline (TestStream, stateful DoFns, watermark timers)."""
-    _tuned_runner()
     options = PipelineOptions()
     options.view_as(StandardOptions).streaming = True
     return TestPipeline(runner=STREAMING_RUNNER, options=options)
@@ -37,7 +29,6 @@ def streaming_pipeline() -> TestPipeline:
 
 def state_pipeline() -> TestPipeline:
     """A bounded TestPipeline on the runner the streaming job uses (stateful DoFns)."""
-    _tuned_runner()
     return TestPipeline(runner=STREAMING_RUNNER)
 
 

@@ -7,6 +7,7 @@ import pickle
 import pytest
 
 from beam_pipelines.state import StateConfig
+from beam_pipelines.state.keyed import decode_item, encode_item
 from beam_pipelines.state.updaters import update_item
 from beam_pipelines.transforms.state_coders import CachingStateCoder, item_state_coder
 from tests.helpers.events import T0_MS, scored
@@ -20,7 +21,7 @@ def _item(n: int):
 
 
 def test_reading_back_what_was_just_written_skips_decoding_once():
-    coder = item_state_coder()
+    coder = CachingStateCoder(encode_item, decode_item)
     state = _item(3)
     data = coder.encode(state)
     assert coder.decode(data) is state  # from the cache
@@ -40,3 +41,11 @@ def test_the_cache_is_bounded_and_not_pickled():
     assert clone.decode(coder.encode(7)) == 7
     with pytest.raises(ValueError, match="cache_size"):
         CachingStateCoder(repr, eval, cache_size=-1)
+
+
+def test_the_state_dofns_coders_hand_out_fresh_objects():
+    # Two keys whose states encode alike must never share one object (see the module).
+    coder = item_state_coder()
+    state = _item(3)
+    data = coder.encode(state)
+    assert coder.decode(data) is not state
