@@ -35,6 +35,7 @@ def _value(kind: str, seed: int) -> Any:
         f.FLOAT: seed / 4,
         f.INT: seed * 1_000_003,
         f.STRING: f"s{seed}",
+        f.BYTES: f"b{seed}\x00\xff".encode("latin-1"),
     }
     if kind in scalar:
         return scalar[kind]

@@ -40,7 +40,7 @@ class _TimerFn(beam.DoFn):
 def test_cached_specs_equal_beams_and_wrappers_are_not_cached():
     assert direct_runner.cache_dofn_specs()
     original = userstate.get_dofn_specs._rtp_original
-    for dofn in (_TimerFn(), _ItemStateFn(StateConfig()), beam.Map(len).dofn):
+    for dofn in (_TimerFn(), _ItemStateFn(StateConfig(), 600_000, None), beam.Map(len).dofn):
         assert userstate.get_dofn_specs(dofn) == original(dofn)
         assert userstate.get_dofn_specs(dofn) == original(dofn)  # from the cache
     assert userstate.is_stateful_dofn(_TimerFn())
