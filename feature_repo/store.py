@@ -559,9 +559,29 @@ class FeatureStoreClient:
         streaming job reads a key's state at its first event, and
         ``get_online_features`` costs several milliseconds a call.
         """
-        key, schema = _view_schema(view)
+        _, schema = _view_schema(view)
         if schema.get(feature) != f.BYTES:
             raise ValueError(f"{view} has no bytes feature {feature!r}")
+        found = {}
+        for entity, (_, values) in self._online_read(view, entity_ids, [feature]).items():
+            value = (values or {}).get(feature)
+            if value is not None and value.WhichOneof("val") == "bytes_val":
+                found[entity] = value.bytes_val
+        return found
+
+    def read_event_times(self, view: str, entity_ids: Sequence[str]) -> dict[str, int]:
+        """Event time (epoch ms) of each stored entity's row; absent ids are left out."""
+        _, schema = _view_schema(view)
+        rows = self._online_read(view, entity_ids, list(schema)[:1])
+        return {
+            entity: int(ts.timestamp() * 1000)
+            for entity, (ts, values) in rows.items()
+            if ts is not None and values
+        }
+
+    def _online_read(self, view: str, entity_ids: Sequence[str], features: list[str]) -> dict:
+        """``entity → (event time, {feature: Value})`` from the provider."""
+        key, _ = _view_schema(view)
         ids = list(dict.fromkeys(entity_ids))
         if not ids:
             return {}
@@ -572,14 +592,9 @@ class FeatureStoreClient:
         with self._unavailable_as(f"read {view}"):
             store = self.store
             rows = store._get_provider().online_read(
-                store.config, self._feature_view(view), keys, [feature]
+                store.config, self._feature_view(view), keys, features
             )
-        found = {}
-        for entity, (_, values) in zip(ids, rows, strict=True):
-            value = (values or {}).get(feature)
-            if value is not None and value.WhichOneof("val") == "bytes_val":
-                found[entity] = value.bytes_val
-        return found
+        return dict(zip(ids, rows, strict=True))
 
     def _repo_config(self) -> RepoConfig:
         from feast import RepoConfig

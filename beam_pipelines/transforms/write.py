@@ -98,9 +98,12 @@ def read_letter(payload: bytes) -> tuple[str, dict]:
     return data["view"], row
 
 
-def state_rows(view: str, rows: list[dict], started_ms: int) -> tuple[list[dict], list[dict]]:
+def state_rows(
+    view: str, rows: list[dict], started_ms: int | None
+) -> tuple[list[dict], list[dict]]:
     """The feature rows without their state, and the ``keyed_state`` rows of that
-    state plus the view's progress mark (none if no row carries state)."""
+    state plus the view's progress mark ``started_ms`` (none if None or if no row
+    carries state)."""
     key = FEATURE_VIEWS[view][0]
     features, states = [], []
     for row in rows:
@@ -117,7 +120,7 @@ def state_rows(view: str, rows: list[dict], started_ms: int) -> tuple[list[dict]
                 STATE_FEATURE: state,
             }
         )
-    if states:
+    if states and started_ms is not None:
         mark = {STATE_KEY: progress_key(view), EVENT_TIMESTAMP: started_ms}
         states.append({**mark, STATE_FEATURE: str(started_ms).encode()})
     return features, states
