@@ -10,6 +10,7 @@ Beam tries to download its Prism runner).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import apache_beam as beam
@@ -63,10 +64,12 @@ def sink_factory(options: StreamingOptions) -> FeastSinkFactory:
 def settings_from(options: StreamingOptions) -> FeatureSettings:
     restore = None
     if options.restore_state:
+        # A key's first event cannot be applied before its state is read: while the
+        # store is down the stage waits (and holds back the stages before it).
         retry = RetryPolicy(
             options.write_max_retries,
             options.write_backoff_s,
-            options.write_retry_budget_s,
+            math.inf,
             max(options.write_backoff_s, 5.0),
         )
         restore = StateRestore(sink_factory(options), retry)

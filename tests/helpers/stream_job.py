@@ -29,28 +29,40 @@ ROOT = Path(__file__).parents[2]
 TYPES = ("like", "impression", "share", "skip", "like", "impression", "hide")
 
 
-def live_stream(n: int, users: int, items: int, rate: float) -> list[SimRecord]:
+def live_stream(
+    n: int, users: int, items: int, rate: float, quiet_from: int | None = None, quiet: int = 0
+) -> list[SimRecord]:
     """``n`` clean events whose event times follow the publishing clock at ``rate``
     events/s from now: no event is late under any delivery order the emulator makes.
     Each user meets fewer than 50 distinct items, so its pair window never evicts and
-    the co-engagement rows do not depend on delivery order either."""
+    the co-engagement rows do not depend on delivery order either. From event
+    ``quiet_from`` on, the first ``quiet`` users and items have no more events."""
     start_ms = int(time.time() * 1000)
     records = []
     for k in range(n):
         t_ms = start_ms + int(k * 1000 / rate)
-        data = event_json(
-            f"r{k}", f"u{k % users}", f"i{(k * 7919) % items}", TYPES[k % len(TYPES)], t_ms
-        )
+        user, item = k % users, (k * 7919) % items
+        if quiet_from is not None and k >= quiet_from:
+            user = quiet + k % (users - quiet)
+            item = quiet + (k * 7919) % (items - quiet)
+        data = event_json(f"r{k}", f"u{user}", f"i{item}", TYPES[k % len(TYPES)], t_ms)
         records.append(SimRecord(k, data, "clean", None, t_ms))
     return records
 
 
-def create_subscription(topic: str, subscription: str) -> None:
-    """Topic and subscription, retaining acknowledged messages (a restart seeks back)."""
+def create_topic(topic: str) -> None:
     from google.cloud import pubsub_v1
 
-    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    publisher = pubsub_v1.PublisherClient()
     publisher.create_topic(name=topic)
+    publisher.stop()
+
+
+def create_subscription(topic: str, subscription: str) -> None:
+    """A subscription retaining acknowledged messages (a restart seeks back)."""
+    from google.cloud import pubsub_v1
+
+    subscriber = pubsub_v1.SubscriberClient()
     subscriber.create_subscription(
         request={
             "name": subscription,
@@ -60,7 +72,6 @@ def create_subscription(topic: str, subscription: str) -> None:
         }
     )
     subscriber.close()
-    publisher.stop()
 
 
 class Publisher(threading.Thread):

@@ -49,6 +49,7 @@ from tests.helpers.stream_job import (  # noqa: E402
     StreamJob,
     counts,
     create_subscription,
+    create_topic,
     live_stream,
     read_views,
     store_args,
@@ -112,6 +113,7 @@ class _Run:
         self.dir.mkdir()
         self.topic = f"projects/{PROJECT}/topics/{name}-{backend}"
         self.subscription = f"projects/{PROJECT}/subscriptions/{name}-{backend}"
+        create_topic(self.topic)
         create_subscription(self.topic, self.subscription)
         self.config = _config(backend, self.dir, request)
         args = store_args(self.config, self.dir)
