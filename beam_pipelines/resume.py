@@ -13,10 +13,11 @@ holds the ids each key applied, so the replayed messages already applied are
 dead-lettered ``duplicate`` (or ``late``, when beyond the allowed lateness)
 and never applied twice.
 
-The guarantee (docs in ``beam_pipelines.restore``'s module): a message is
-replayed if it was published at most ``replay_window_s`` before the newest
-progress mark of the slowest view, which holds for every message in flight
-when the window exceeds the time from publication to the store write.
+The guarantee (README, "Restarts"): a message is replayed if it was published
+at most ``replay_window_s`` before the progress mark of the slowest view, which
+holds for every message in flight when the window exceeds the time from
+publication to the store write. Progress marks are per view, not per job: two
+jobs writing one store share them (and replay more, never less).
 """
 
 from __future__ import annotations

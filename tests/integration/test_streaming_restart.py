@@ -56,7 +56,11 @@ from tests.helpers.stream_job import (  # noqa: E402
     wait_until_applied,
 )
 
-pytestmark = pytest.mark.timeout(1500)
+pytestmark = [
+    pytest.mark.timeout(1500),
+    # google-cloud-bigtable warns on every client it points at an emulator.
+    pytest.mark.filterwarnings("ignore:Connecting to Bigtable emulator:RuntimeWarning"),
+]
 N_EVENTS, USERS, ITEMS = 1200, 60, 150
 RATE = 40.0  # events/s: the stream lasts 30 s, the kill comes 40 % into it
 KILL_AFTER = 0.4
@@ -74,13 +78,21 @@ EXACT = {
 def _config(backend: str, tmp: Path, request) -> dict:
     if backend == "sqlite":
         return sqlite_settings(tmp / "online.db")
-    server = request.getfixturevalue("redis_server")
-    return {
-        "type": "redis",
-        "connection_string": server.address,
+    common = {
         "feast_project": f"restart{uuid.uuid4().hex[:8]}",
         "registry_path": str(tmp / "registry.db"),
         "offline_dir": str(tmp / "offline"),
+    }
+    if backend == "redis":
+        server = request.getfixturevalue("redis_server")
+        return {"type": "redis", "connection_string": server.address, **common}
+    server = request.getfixturevalue("bigtable_emulator")
+    return {
+        "type": "bigtable",
+        "project": "test-project",
+        "instance": "test-instance",
+        "emulator_host": server.address,
+        **common,
     }
 
 
@@ -143,7 +155,7 @@ def stream():
     return live_stream(N_EVENTS, USERS, ITEMS, RATE)
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+@pytest.mark.parametrize("backend", ["sqlite", "redis", "bigtable"])
 def test_a_job_killed_mid_stream_and_restarted_ends_as_an_uninterrupted_run(
     backend, stream, pubsub_emulator, tmp_path, request, monkeypatch
 ):
