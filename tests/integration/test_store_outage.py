@@ -43,7 +43,7 @@ from feature_repo.features import (  # noqa: E402
     USER_REALTIME,
 )
 from feature_repo.store import FeatureStoreClient, sqlite_settings  # noqa: E402
-from tests.helpers.compare import assert_same_entities  # noqa: E402
+from tests.helpers.compare import assert_same_online  # noqa: E402
 from tests.helpers.stream_job import (  # noqa: E402
     PROJECT,
     ROOT,
@@ -62,7 +62,6 @@ N_EVENTS, USERS, ITEMS = 1200, 60, 150
 RATE = 20.0  # a 60 s stream
 OUTAGE_AT_S, OUTAGE_S = 15.0, 32.0
 TOPIC = f"projects/{PROJECT}/topics/outage-events"
-EXACT = {"user_event_count", "user_last_event_ms", "user_recent_items", "item_event_count"}
 
 
 class _Redis:
@@ -167,14 +166,6 @@ def _replay(letters: Path, directory: Path) -> dict:
     return json.loads(out.stdout)
 
 
-def _assert_same(got: dict, want: dict) -> None:
-    for view, schema in ((USER_REALTIME, USER_FEATURES), (ITEM_REALTIME, ITEM_FEATURES)):
-        exact = [name for name in schema if name in EXACT]
-        approx = [name for name in schema if name not in EXACT]
-        assert_same_entities(got[view], want[view], rel=0, abs_=0, columns=exact)
-        assert_same_entities(got[view], want[view], rel=1e-6, abs_=1e-6, columns=approx)
-
-
 def test_a_redis_outage_of_30_s_loses_nothing(pubsub_emulator, tmp_path, monkeypatch):
     monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.address)
     env = {**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_emulator.address}
@@ -248,3 +239,8 @@ def _run(records, users, items, redis_a, redis_b, tmp_path, env) -> None:
     assert letters["store_write_failed"] > 0 and set(letters) == {"store_write_failed"}
     assert sum(first["written"].values()) > 0 and sum(second["written"].values()) == 0
     _assert_same(_views(configs["lettering"], *ids), baseline)
+
+
+def _assert_same(got: dict, want: dict) -> None:
+    for view, schema in ((USER_REALTIME, USER_FEATURES), (ITEM_REALTIME, ITEM_FEATURES)):
+        assert_same_online(got[view], want[view], schema)

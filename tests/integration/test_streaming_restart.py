@@ -41,8 +41,8 @@ from feature_repo.features import (  # noqa: E402
     USER_FEATURES,
     USER_REALTIME,
 )
-from feature_repo.store import FeatureStoreClient, sqlite_settings  # noqa: E402
-from tests.helpers.compare import assert_same_entities  # noqa: E402
+from feature_repo.store import FeatureStoreClient  # noqa: E402
+from tests.helpers.compare import assert_same_online  # noqa: E402
 from tests.helpers.stream_job import (  # noqa: E402
     PROJECT,
     Publisher,
@@ -55,6 +55,7 @@ from tests.helpers.stream_job import (  # noqa: E402
     store_args,
     wait_until_applied,
 )
+from tests.integration.test_feature_store import store_settings  # noqa: E402
 
 pytestmark = [
     pytest.mark.timeout(1500),
@@ -64,36 +65,15 @@ pytestmark = [
 N_EVENTS, USERS, ITEMS = 1200, 60, 150
 RATE = 40.0  # events/s: the stream lasts 30 s, the kill comes 40 % into it
 KILL_AFTER = 0.4
-EXACT = {
-    "user_embedding_version",
-    "user_event_count",
-    "user_last_event_ms",
-    "user_recent_items",
-    "user_recent_ts_ms",
-    "item_event_count",
-    "item_last_event_ms",
-}
 
 
 def _config(backend: str, tmp: Path, request) -> dict:
-    if backend == "sqlite":
-        return sqlite_settings(tmp / "online.db")
-    common = {
-        "feast_project": f"restart{uuid.uuid4().hex[:8]}",
-        "registry_path": str(tmp / "registry.db"),
-        "offline_dir": str(tmp / "offline"),
-    }
-    if backend == "redis":
-        server = request.getfixturevalue("redis_server")
-        return {"type": "redis", "connection_string": server.address, **common}
-    server = request.getfixturevalue("bigtable_emulator")
-    return {
-        "type": "bigtable",
-        "project": "test-project",
-        "instance": "test-instance",
-        "emulator_host": server.address,
-        **common,
-    }
+    config = store_settings(backend, tmp, request)
+    return config if backend == "sqlite" else {**config, "feast_project": _project()}
+
+
+def _project() -> str:
+    return f"restart{uuid.uuid4().hex[:8]}"
 
 
 def _reader(config: dict, job: StreamJob) -> FeatureStoreClient:
@@ -132,6 +112,14 @@ class _Run:
         self.letters = self.dir / "dead_letters"
         self.job = StreamJob(self.subscription, args, self.letters, self.dir / "job.log", env)
 
+    def start(self, records) -> tuple[FeatureStoreClient, Publisher]:
+        """Start the job and, once it is up, the live stream."""
+        self.job.start()
+        client = _reader(self.config, self.job)
+        publisher = Publisher(records, self.topic, RATE)
+        publisher.start()
+        return client, publisher
+
 
 def _expected(records) -> tuple[dict, dict]:
     users, items = collections.Counter(), collections.Counter()
@@ -165,10 +153,7 @@ def test_a_job_killed_mid_stream_and_restarted_ends_as_an_uninterrupted_run(
 
     whole = _Run("whole", backend, tmp_path, request, env)
     try:
-        whole.job.start()
-        client = _reader(whole.config, whole.job)
-        publisher = Publisher(stream, whole.topic, RATE)
-        publisher.start()
+        client, publisher = whole.start(stream)
         publisher.join()
         uninterrupted = _finish(whole, client, users, items)
     finally:
@@ -176,10 +161,7 @@ def test_a_job_killed_mid_stream_and_restarted_ends_as_an_uninterrupted_run(
 
     killed = _Run("killed", backend, tmp_path, request, env)
     try:
-        killed.job.start()
-        client = _reader(killed.config, killed.job)
-        publisher = Publisher(stream, killed.topic, RATE)
-        publisher.start()
+        client, publisher = killed.start(stream)
         time.sleep(KILL_AFTER * N_EVENTS / RATE)
         killed.job.alive()
         killed.job.kill()
@@ -209,12 +191,7 @@ def test_a_job_killed_mid_stream_and_restarted_ends_as_an_uninterrupted_run(
     assert set(letters) == {"duplicate"}  # ...and nothing else was dead-lettered
 
     for view, schema in ((USER_REALTIME, USER_FEATURES), (ITEM_REALTIME, ITEM_FEATURES)):
-        exact = [name for name in schema if name in EXACT]
-        approx = [name for name in schema if name not in EXACT]
-        assert_same_entities(restarted[view], uninterrupted[view], rel=0, abs_=0, columns=exact)
-        assert_same_entities(
-            restarted[view], uninterrupted[view], rel=1e-6, abs_=1e-6, columns=approx
-        )
+        assert_same_online(restarted[view], uninterrupted[view], schema)
     assert _windows(restarted) == _windows(uninterrupted)
     assert _neighbours(restarted) == _neighbours(uninterrupted)
     assert any(_neighbours(uninterrupted).values())
