@@ -65,8 +65,38 @@ def add_streaming_arguments(parser) -> None:
         "--write_backoff_s",
         type=float,
         default=0.2,
-        help="First retry delay, seconds (doubles).",
+        help="First retry delay, seconds (doubles, up to 5 s).",
     )
+    add(
+        "--write_retry_budget_s",
+        type=float,
+        default=120.0,
+        help="Seconds a failing store write (or state read) keeps being retried before its "
+        "rows become dead letters 'store_write_failed' (rtp replay-dead-letters).",
+    )
+    add(
+        "--restore_state",
+        type=boolean,
+        default="true",  # argparse converts a str default with ``type``
+        metavar="{true,false}",
+        help="Resume each key's state from the online store at its first event, and on "
+        "start seek --input_subscription back to the store's progress mark minus "
+        "--replay_window_s (default: true).",
+    )
+    add(
+        "--replay_window_s",
+        type=float,
+        default=300.0,
+        help="Seconds before the last stored write that a restart replays: at least the "
+        "longest time from a message's publication to its rows reaching the store.",
+    )
+
+
+def boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value not in ("true", "false"):
+        raise ValueError(f"expected true or false, got {text!r}")
+    return value == "true"
 
 
 class StreamingOptions(PipelineOptions):
@@ -87,6 +117,8 @@ class StreamingOptions(PipelineOptions):
             "write_max_retries",
             "write_backoff_s",
             "write_max_buffering_s",
+            "write_retry_budget_s",
+            "replay_window_s",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0")

@@ -46,6 +46,11 @@ class _SharedSink:
         with self._write_lock:
             return self._client.write_rows(view, rows)
 
+    def read_bytes(self, view: str, feature: str, ids: list[str]) -> dict[str, bytes]:
+        """Stored bytes of ``ids`` (restart-safe state: ``transforms.restore``)."""
+        with self._write_lock:
+            return self._client.read_bytes(view, feature, ids)
+
     def close(self) -> None:
         """Closed at process exit, not by one of its users."""
 

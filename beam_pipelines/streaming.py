@@ -10,6 +10,7 @@ Beam tries to download its Prism runner).
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import apache_beam as beam
@@ -23,6 +24,7 @@ from beam_pipelines.options import (
     StreamingOptions,
     add_streaming_arguments,
 )
+from beam_pipelines.resume import resume_subscription
 from beam_pipelines.rewards import load_reward_config
 from beam_pipelines.sinks import FeastSinkFactory, WriteDeadLetters
 from beam_pipelines.transforms.coengagement import ITEM_PAIR_ROWS, USER_PAIR_ROWS
@@ -33,6 +35,8 @@ from beam_pipelines.transforms.graph import (
     ComputeFeatures,
     FeatureSettings,
 )
+from beam_pipelines.transforms.restore import StateRestore
+from beam_pipelines.transforms.retry import RetryPolicy
 from beam_pipelines.transforms.write import WriteFeatures
 from feature_repo.features import (
     ITEM_COENGAGEMENT,
@@ -53,11 +57,27 @@ STREAMED_VIEWS = (
 EVENT_TS_ATTRIBUTE = "event_ts"
 
 
+def sink_factory(options: StreamingOptions) -> FeastSinkFactory:
+    return FeastSinkFactory(store_config(options.store_config, options.store_path))
+
+
 def settings_from(options: StreamingOptions) -> FeatureSettings:
+    restore = None
+    if options.restore_state:
+        # A key's first event cannot be applied before its state is read: while the
+        # store is down the stage waits (and holds back the stages before it).
+        retry = RetryPolicy(
+            options.write_max_retries,
+            options.write_backoff_s,
+            math.inf,
+            max(options.write_backoff_s, 5.0),
+        )
+        restore = StateRestore(sink_factory(options), retry)
     return FeatureSettings(
         rewards=load_reward_config(options.reward),
         embeddings=embedding_source(options.model_base, options.embedding_refresh_s),
         allowed_lateness_s=options.allowed_lateness_s,
+        restore=restore,
     )
 
 
@@ -71,6 +91,7 @@ class WriteAllFeatures(beam.PTransform):
         max_retries: int,
         backoff_s: float,
         max_buffering_s: float | None = None,
+        retry_budget_s: float = 0.0,
     ):
         super().__init__()
         self._args = (sink_factory,)
@@ -79,6 +100,7 @@ class WriteAllFeatures(beam.PTransform):
             max_retries=max_retries,
             backoff_s=backoff_s,
             max_buffering_s=max_buffering_s,
+            retry_budget_s=retry_budget_s,
         )
 
     def expand(self, features):
@@ -101,13 +123,13 @@ def build(pipeline: beam.Pipeline, options: StreamingOptions) -> None:
         | "ReadEvents" >> source
         | "ComputeFeatures" >> ComputeFeatures(settings_from(options))
     )
-    sink = FeastSinkFactory(store_config(options.store_config, options.store_path))
     failed = features | "WriteFeatures" >> WriteAllFeatures(
-        sink,
+        sink_factory(options),
         options.write_batch_size,
         options.write_max_retries,
         options.write_backoff_s,
         options.write_max_buffering_s or None,
+        options.write_retry_budget_s,
     )
     (
         (features[DEAD_LETTERS], failed)
@@ -129,8 +151,12 @@ def pipeline_options(argv: list[str] | None) -> PipelineOptions:
 def run(argv: list[str] | None = None, wait: bool = True):
     options = pipeline_options(argv)
     local = options.view_as(StandardOptions).runner in (LOCAL_STREAMING_RUNNER, "DirectRunner")
+    streaming = options.view_as(StreamingOptions)
+    if streaming.restore_state and streaming.input_subscription:
+        config = store_config(streaming.store_config, streaming.store_path)
+        resume_subscription(streaming.input_subscription, config, streaming.replay_window_s)
     pipeline = beam.Pipeline(options=options)
-    build(pipeline, options.view_as(StreamingOptions))
+    build(pipeline, streaming)
     if local:
         freeze_startup_heap()
     result = pipeline.run()

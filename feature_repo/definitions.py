@@ -24,7 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 from feast import Entity, FeatureView, Field, FileSource, PushSource, ValueType
-from feast.types import Array, FeastType, Float32, Int64, String
+from feast.types import Array, Bytes, FeastType, Float32, Int64, String
 
 from feature_repo import features as f
 
@@ -35,6 +35,7 @@ FEAST_TYPES: dict[str, FeastType] = {
     f.FLOAT_LIST: Array(Float32),
     f.INT_LIST: Array(Int64),
     f.STRING_LIST: Array(String),
+    f.BYTES: Bytes,
 }
 
 # The realtime views hold decayed state as of the entity's last event: it stays
@@ -49,6 +50,7 @@ EMBEDDING_TTL = timedelta(0)
 
 USER = Entity(name=f.USER_ENTITY, join_keys=[f.USER_KEY], value_type=ValueType.STRING)
 ITEM = Entity(name=f.ITEM_ENTITY, join_keys=[f.ITEM_KEY], value_type=ValueType.STRING)
+STATE = Entity(name=f.STATE_ENTITY, join_keys=[f.STATE_KEY], value_type=ValueType.STRING)
 
 
 def feast_schema(view: str) -> list[Field]:
@@ -96,9 +98,15 @@ def build_definitions(offline_dir: str) -> list[Any]:
         name=f.ITEM_COENGAGEMENT_PUSH_SOURCE,
         batch_source=file_source(offline_dir, f.ITEM_COENGAGEMENT),
     )
+    keyed_state = PushSource(
+        name=f.KEYED_STATE_PUSH_SOURCE,
+        batch_source=file_source(offline_dir, f.KEYED_STATE),
+    )
     return [
         USER,
         ITEM,
+        STATE,
+        keyed_state,
         user_push,
         item_push,
         embeddings,
@@ -109,4 +117,5 @@ def build_definitions(offline_dir: str) -> list[Any]:
         _view(f.ITEM_EMBEDDING, ITEM, embeddings, EMBEDDING_TTL),
         _view(f.USER_COENGAGEMENT, USER, user_pairs, REALTIME_TTL),
         _view(f.ITEM_COENGAGEMENT, ITEM, item_pairs, REALTIME_TTL),
+        _view(f.KEYED_STATE, STATE, keyed_state, REALTIME_TTL),
     ]

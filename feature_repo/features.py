@@ -16,17 +16,21 @@ USER_ENTITY = "user"
 USER_KEY = "user_id"
 ITEM_ENTITY = "item"
 ITEM_KEY = "item_id"
+STATE_ENTITY = "state_key"
+STATE_KEY = "state_key"
 
 USER_REALTIME = "user_realtime"
 ITEM_REALTIME = "item_realtime"
 ITEM_EMBEDDING = "item_embedding"
 USER_COENGAGEMENT = "user_coengagement"
 ITEM_COENGAGEMENT = "item_coengagement"
+KEYED_STATE = "keyed_state"
 
 USER_PUSH_SOURCE = "user_realtime_push"
 ITEM_PUSH_SOURCE = "item_realtime_push"
 USER_COENGAGEMENT_PUSH_SOURCE = "user_coengagement_push"
 ITEM_COENGAGEMENT_PUSH_SOURCE = "item_coengagement_push"
+KEYED_STATE_PUSH_SOURCE = "keyed_state_push"
 
 # Column holding the event time of a feature row (Feast's timestamp_field).
 EVENT_TIMESTAMP = "event_timestamp"
@@ -38,6 +42,7 @@ STRING = "string"
 FLOAT_LIST = "float_list"
 INT_LIST = "int_list"
 STRING_LIST = "string_list"
+BYTES = "bytes"
 
 # Default embedding width of the hashed-random item table and the models.
 EMBEDDING_DIM = 32
@@ -91,12 +96,20 @@ ITEM_COENGAGEMENT_FEATURES: dict[str, str] = {
     "item_neighbor_pairs": FLOAT_LIST,  # their pair counts (distinct users, windowed)
 }
 
+# keyed_state: the streaming job's per-key state (beam_pipelines.restore), written
+# with each feature row so that a restarted job resumes it. Not a feature: the
+# service and training never read it. ``state_key`` is ``<stage>:<entity id>``.
+KEYED_STATE_FEATURES: dict[str, str] = {
+    "state": BYTES,  # the stage's encoded state, applied event ids included
+}
+
 FEATURE_VIEWS: dict[str, tuple[str, dict[str, str]]] = {
     USER_REALTIME: (USER_KEY, USER_FEATURES),
     ITEM_REALTIME: (ITEM_KEY, ITEM_FEATURES),
     ITEM_EMBEDDING: (ITEM_KEY, ITEM_EMBEDDING_FEATURES),
     USER_COENGAGEMENT: (USER_KEY, USER_COENGAGEMENT_FEATURES),
     ITEM_COENGAGEMENT: (ITEM_KEY, ITEM_COENGAGEMENT_FEATURES),
+    KEYED_STATE: (STATE_KEY, KEYED_STATE_FEATURES),
 }
 
 

@@ -164,6 +164,7 @@ def _value_types() -> dict[str, Any]:
         f.FLOAT_LIST: ValueType.FLOAT_LIST,
         f.INT_LIST: ValueType.INT64_LIST,
         f.STRING_LIST: ValueType.STRING_LIST,
+        f.BYTES: ValueType.BYTES,
     }
 
 
@@ -416,6 +417,50 @@ class FeatureStoreClient:
                 features=f.feature_refs(view), entity_rows=[{key: i} for i in ids]
             )
         return _response_by_entity(response, view, ids)
+
+    def read_bytes(self, view: str, feature: str, entity_ids: Sequence[str]) -> dict[str, bytes]:
+        """One bytes feature of each entity that has it (absent ids are left out).
+
+        Through the provider's ``online_read``, as ``write_rows`` writes: the
+        streaming job reads a key's state at its first event, and
+        ``get_online_features`` costs several milliseconds a call.
+        """
+        _, schema = _view_schema(view)
+        if schema.get(feature) != f.BYTES:
+            raise ValueError(f"{view} has no bytes feature {feature!r}")
+        found = {}
+        for entity, (_, values) in self._online_read(view, entity_ids, [feature]).items():
+            value = (values or {}).get(feature)
+            if value is not None and value.WhichOneof("val") == "bytes_val":
+                found[entity] = value.bytes_val
+        return found
+
+    def read_event_times(self, view: str, entity_ids: Sequence[str]) -> dict[str, int]:
+        """Event time (epoch ms) of each stored entity's row; absent ids are left out."""
+        _, schema = _view_schema(view)
+        rows = self._online_read(view, entity_ids, list(schema)[:1])
+        return {
+            entity: int(ts.timestamp() * 1000)
+            for entity, (ts, values) in rows.items()
+            if ts is not None and values
+        }
+
+    def _online_read(self, view: str, entity_ids: Sequence[str], features: list[str]) -> dict:
+        """``entity → (event time, {feature: Value})`` from the provider."""
+        key, _ = _view_schema(view)
+        ids = list(dict.fromkeys(entity_ids))
+        if not ids:
+            return {}
+        from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+        from feast.protos.feast.types.Value_pb2 import Value
+
+        keys = [EntityKey(join_keys=[key], entity_values=[Value(string_val=i)]) for i in ids]
+        with self._unavailable_as(f"read {view}"):
+            store = self.store
+            rows = store._get_provider().online_read(
+                store.config, self._feature_view(view), keys, features
+            )
+        return dict(zip(ids, rows, strict=True))
 
     def _repo_config(self) -> RepoConfig:
         from feast import RepoConfig

@@ -40,6 +40,10 @@ COMMANDS: dict[str, Command] = {
     "backfill": Command(
         "beam_pipelines.backfill", "Run the same transforms over a bounded event log."
     ),
+    "replay-dead-letters": Command(
+        "beam_pipelines.replay_dead_letters",
+        "Write again the rows a store outage left as dead letters.",
+    ),
     "train": Command(
         "models.train",
         "Train and export the retrieval and ranking models.",
@@ -60,7 +64,8 @@ COMMANDS: dict[str, Command] = {
 
 def usage() -> str:
     lines = ["usage: rtp [--verbose] <command> [options]", "", "commands:"]
-    lines += [f"  {name:<10} {command.help}" for name, command in COMMANDS.items()]
+    width = max(map(len, COMMANDS))
+    lines += [f"  {name:<{width}} {command.help}" for name, command in COMMANDS.items()]
     lines += [
         "",
         "options:",

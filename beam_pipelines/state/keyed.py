@@ -6,6 +6,11 @@ builtins (lists, floats, raw float64 bytes), several times faster than pickling
 the objects. ``marshal`` format 4 is stable across the Python 3 versions the
 project supports; the first field is a layout version so a later layout can
 still read older state.
+
+The same bytes are what the streaming job stores beside each feature row
+(``features.KEYED_STATE``), so that a restarted job resumes every key's state,
+with the ids of the events it applied (``SeenEvents``): a redelivery is then
+recognised whichever run applied it first.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import marshal
 from typing import NamedTuple
 
+from beam_pipelines.state.coengagement import ItemNeighbours, PairWindow
 from beam_pipelines.state.decay import DecayedSums
 from beam_pipelines.state.item_state import ItemState
 from beam_pipelines.state.seen import SeenEvents
@@ -20,12 +26,55 @@ from beam_pipelines.state.user_state import UserState
 
 _MARSHAL_VERSION = 4
 _LAYOUT = 1
+_LAYOUT_SEEN = 2  # with the applied ids (items, pair stages) or the restored ids (users)
 
 
 class UserKeyState(NamedTuple):
-    """What the user stage keeps per user: the features' state and the applied ids."""
+    """What the user stage keeps per user: the features' state and the applied ids.
+
+    ``restored``: the ids among ``seen`` that a previous run of the job applied
+    (loaded from the store at the key's first event in this run). A redelivery of
+    one of them is a duplicate for the user, but the other stages' state of that
+    run may not have reached the store before it stopped: they get it again and
+    decide by their own applied ids.
+    """
 
     user: UserState
+    seen: SeenEvents
+    restored: frozenset = frozenset()
+
+
+class ItemKeyState(NamedTuple):
+    """What the item stage keeps per item: the features' state and the applied ids."""
+
+    item: ItemState
+    seen: SeenEvents
+
+
+class PairWindowState(NamedTuple):
+    """Per user: the co-engagement pair window, its newest event time (ms), applied
+    ids, and for each of them the items its event paired with (``previous``; None
+    for a repeat): the neighbour rows' updates, sent again for a restored duplicate
+    (the neighbour rows may not have stored them before a restart)."""
+
+    window: PairWindow
+    newest_ms: int
+    seen: SeenEvents
+    paired: dict
+
+    def remember(self, event_id: str, timestamp_ms: int, previous, horizon_ms: int) -> None:
+        self.seen.add(event_id, timestamp_ms, horizon_ms)
+        self.paired[event_id] = previous
+        if len(self.paired) > len(self.seen):  # the seen ids were pruned: follow them
+            for forgotten in [i for i in self.paired if i not in self.seen]:
+                del self.paired[forgotten]
+
+
+class NeighboursState(NamedTuple):
+    """Per item: pair counts, newest event time (ms), ids of the events that added pairs."""
+
+    row: ItemNeighbours
+    newest_ms: int
     seen: SeenEvents
 
 
@@ -39,31 +88,44 @@ def _sums(half_lives: tuple, t_ref_ms: int | None, values: bytes) -> DecayedSums
     return sums
 
 
+def _check_layout(what: str, fields: tuple, layouts: tuple[int, ...]) -> None:
+    if fields[0] not in layouts:
+        raise ValueError(f"unknown {what} state layout {fields[0]!r}")
+
+
 def encode_user(state: UserKeyState) -> bytes:
-    user, seen = state
+    user, seen, restored = state
     columns = tuple(map(list, zip(*user.recent, strict=True))) if user.recent else ([],) * 4
     fields = (
-        _LAYOUT,
+        _LAYOUT_SEEN if restored else _LAYOUT,
         *_sums_fields(user.sums),
         user.count,
         user.embedding_version,
         *columns,
         seen.ids(),
     )
+    if restored:
+        fields += ([i for i in restored if i in seen],)  # pruned with ``seen``
     return marshal.dumps(fields, _MARSHAL_VERSION)
 
 
 def decode_user(data: bytes) -> UserKeyState:
     fields = marshal.loads(data)
-    if fields[0] != _LAYOUT:
-        raise ValueError(f"unknown user state layout {fields[0]!r}")
-    _, half_lives, t_ref_ms, values, count, version, ts, ids, items, rewards, seen_ids = fields
+    _check_layout("user", fields, (_LAYOUT, _LAYOUT_SEEN))
+    _, half_lives, t_ref_ms, values, count, version, ts, ids, items, rewards, seen_ids = fields[:11]
     user = UserState.__new__(UserState)
     user.sums = _sums(half_lives, t_ref_ms, values)
     user.count = count
     user.embedding_version = version
     user.recent = list(zip(ts, ids, items, rewards, strict=True))
-    return UserKeyState(user, SeenEvents.from_ids(seen_ids))
+    restored = frozenset(fields[11]) if fields[0] == _LAYOUT_SEEN else frozenset()
+    return UserKeyState(user, SeenEvents.from_ids(seen_ids), restored)
+
+
+def restore_user(data: bytes) -> UserKeyState:
+    """A user's state as a previous run stored it: every applied id is ``restored``."""
+    user, seen, _ = decode_user(data)
+    return UserKeyState(user, seen, frozenset(seen.ids()))
 
 
 def encode_item(state: ItemState) -> bytes:
@@ -72,10 +134,50 @@ def encode_item(state: ItemState) -> bytes:
 
 def decode_item(data: bytes) -> ItemState:
     fields = marshal.loads(data)
-    if fields[0] != _LAYOUT:
-        raise ValueError(f"unknown item state layout {fields[0]!r}")
-    _, half_lives, t_ref_ms, values, count = fields
+    _check_layout("item", fields, (_LAYOUT,))
+    return _item(fields[1:])
+
+
+def _item(fields: tuple) -> ItemState:
+    half_lives, t_ref_ms, values, count = fields
     item = ItemState.__new__(ItemState)
     item.sums = _sums(half_lives, t_ref_ms, values)
     item.count = count
     return item
+
+
+def encode_item_key(state: ItemKeyState) -> bytes:
+    item, seen = state
+    fields = (_LAYOUT_SEEN, *_sums_fields(item.sums), item.count, seen.ids())
+    return marshal.dumps(fields, _MARSHAL_VERSION)
+
+
+def decode_item_key(data: bytes) -> ItemKeyState:
+    fields = marshal.loads(data)
+    _check_layout("item", fields, (_LAYOUT_SEEN,))
+    return ItemKeyState(_item(fields[1:5]), SeenEvents.from_ids(fields[5]))
+
+
+def encode_pair_window(state: PairWindowState) -> bytes:
+    window, newest_ms, seen, paired = state
+    fields = (_LAYOUT_SEEN, window.items, newest_ms, seen.ids(), paired)
+    return marshal.dumps(fields, _MARSHAL_VERSION)
+
+
+def decode_pair_window(data: bytes) -> PairWindowState:
+    fields = marshal.loads(data)
+    _check_layout("pair window", fields, (_LAYOUT_SEEN,))
+    _, items, newest_ms, seen_ids, paired = fields
+    return PairWindowState(PairWindow(items), newest_ms, SeenEvents.from_ids(seen_ids), paired)
+
+
+def encode_neighbours(state: NeighboursState) -> bytes:
+    row, newest_ms, seen = state
+    return marshal.dumps((_LAYOUT_SEEN, row.pairs, newest_ms, seen.ids()), _MARSHAL_VERSION)
+
+
+def decode_neighbours(data: bytes) -> NeighboursState:
+    fields = marshal.loads(data)
+    _check_layout("neighbours", fields, (_LAYOUT_SEEN,))
+    _, pairs, newest_ms, seen_ids = fields
+    return NeighboursState(ItemNeighbours(pairs), newest_ms, SeenEvents.from_ids(seen_ids))

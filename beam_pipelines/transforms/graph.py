@@ -23,6 +23,7 @@ from beam_pipelines.transforms.coengagement import (
 )
 from beam_pipelines.transforms.dead_letters import DEAD_LETTER, DeadLetter
 from beam_pipelines.transforms.parse import EVENTS, ParseEvents
+from beam_pipelines.transforms.restore import StateRestore
 from beam_pipelines.transforms.rewards import ComputeRewards
 from beam_pipelines.transforms.state import (
     ACCEPTED,
@@ -54,6 +55,9 @@ class FeatureSettings:
     # Bounded logs only: "time" replays event-time order (a bounded log has no late
     # data); "arrival" replays file order, reproducing a stream's decisions.
     replay_order: str = "time"
+    # Streaming only: each stage resumes a key's state from the online store at its
+    # first event in the job, and its rows carry the state to store (transforms.restore).
+    restore: StateRestore | None = None
 
     def __post_init__(self):
         if self.replay_order not in ("arrival", "time"):
@@ -106,11 +110,18 @@ class ComputeFeatures(beam.PTransform):
         parsed = raw | "ParseEvents" >> ParseEvents(s.validation(), seq)
         scored = parsed[EVENTS] | "ComputeRewards" >> ComputeRewards(s.rewards, seq)
         order = s.replay_order if seq else None
+        restore = None if seq else s.restore
+        lateness = s.allowed_lateness_s
         users = scored | "UpdateUserState" >> UpdateUserState(
-            s.state, s.embeddings, s.allowed_lateness_s, order
+            s.state, s.embeddings, lateness, order, restore
         )
-        item_rows = users[ACCEPTED] | "UpdateItemState" >> UpdateItemState(s.state, order)
-        pairs = users[ACCEPTED] | "UpdateCoEngagement" >> UpdateCoEngagement(s.rewards, order)
+        accepted = users[ACCEPTED]
+        item_rows = accepted | "UpdateItemState" >> UpdateItemState(
+            s.state, order, restore, lateness
+        )
+        pairs = accepted | "UpdateCoEngagement" >> UpdateCoEngagement(
+            s.rewards, order, restore, lateness
+        )
         dead = (
             (parsed[DEAD_LETTER], users[DEAD_LETTER])
             | "MergeDeadLetters" >> beam.Flatten()

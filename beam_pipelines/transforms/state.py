@@ -13,6 +13,13 @@ within the allowed lateness of the newest one (``beam_pipelines.state.seen``), s
 redelivery is dead-lettered ``duplicate`` (or ``late``, if it is that far behind)
 and never applied twice. Keying deduplication by user rather than by event id
 saves a shuffle, a state cell and a timer per event (see ARCHITECTURE.md).
+
+Given a ``StateRestore`` (the streaming job's default), each stage loads a key's
+state from the online store at its first event in the job and stores it with
+every row (``transforms.restore``): a restarted job resumes where the store is.
+A redelivery of an event the previous run applied to the user is a duplicate
+for the user stage, which still passes it on: the item and co-engagement stages
+may not have stored it before the stop, and decide by their own applied ids.
 """
 
 from __future__ import annotations
@@ -28,13 +35,21 @@ from apache_beam.utils.windowed_value import WindowedValue
 from beam_pipelines.embedding_source import EmbeddingSource
 from beam_pipelines.events import Reason
 from beam_pipelines.state import StateConfig
-from beam_pipelines.state.keyed import UserKeyState
+from beam_pipelines.state.keyed import (
+    ItemKeyState,
+    UserKeyState,
+    decode_item_key,
+    encode_item_key,
+    encode_user,
+    restore_user,
+)
 from beam_pipelines.state.records import ScoredEvent
 from beam_pipelines.state.seen import SeenEvents
 from beam_pipelines.state.updaters import is_late, update_item, update_user
 from beam_pipelines.transforms.dead_letters import DEAD_LETTER, DeadLetter
+from beam_pipelines.transforms.restore import RestoringDoFn, StateRestore
 from beam_pipelines.transforms.state_coders import item_state_coder, user_state_coder
-from feature_repo.features import EVENT_TIMESTAMP, ITEM_KEY, USER_KEY
+from feature_repo.features import EVENT_TIMESTAMP, ITEM_KEY, ITEM_REALTIME, USER_KEY, USER_REALTIME
 
 # A str key gets a deterministic coder, which keyed state needs (and which a
 # Dataflow --update must keep: change it only with a new job).
@@ -44,6 +59,7 @@ _LATE = Metrics.counter("rtp", "late")
 _DUPLICATES = Metrics.counter("rtp", "duplicates")
 _USER_UPDATES = Metrics.counter("rtp", "user_updates")
 _ITEM_UPDATES = Metrics.counter("rtp", "item_updates")
+_ITEM_REPLAYS = Metrics.counter("rtp", "item_replays_skipped")
 _USERS = Metrics.counter("rtp", "users")
 _ITEMS = Metrics.counter("rtp", "items")
 
@@ -99,7 +115,7 @@ class _UserStepper:
     def step(self, state: UserKeyState | None, event: ScoredEvent):
         """``(state, None)`` after applying ``event``, or ``(state, dead letter)`` if it
         is late or a duplicate (checked in that order: a late one is never looked up)."""
-        user, seen = state if state is not None else (None, SeenEvents())
+        user, seen, restored = state if state is not None else (None, SeenEvents(), frozenset())
         if is_late(user, event, self.allowed_lateness_ms):
             return state, late_letter(event, user.last_event_ms)
         if event.event_id in seen:
@@ -109,7 +125,7 @@ class _UserStepper:
         newest = max(event.timestamp_ms, user.last_event_ms if user is not None else 0)
         user = update_user(user, event, self.embeddings.current(newest), self.config)
         seen.add(event.event_id, event.timestamp_ms, self.allowed_lateness_ms)
-        return UserKeyState(user, seen), None
+        return UserKeyState(user, seen, restored), None
 
 
 class NewestRows:
@@ -133,14 +149,15 @@ class NewestRows:
             yield WindowedValue(self._to_row(key, state), timestamp, (window,))
 
 
-class _UserStateFn(beam.DoFn):
+class _UserStateFn(RestoringDoFn):
     STATE = ReadModifyWriteStateSpec("user_state", user_state_coder())
 
-    def __init__(self, stepper: _UserStepper):
+    def __init__(self, stepper: _UserStepper, restore: StateRestore | None = None):
+        super().__init__(restore, USER_REALTIME, restore_user)
         self._stepper = stepper
 
     def start_bundle(self):
-        self._rows = NewestRows(user_row)
+        self._rows = NewestRows(self.row_builder(lambda key, s: user_row(key, s.user), encode_user))
 
     def process(
         self,
@@ -150,12 +167,15 @@ class _UserStateFn(beam.DoFn):
         window=beam.DoFn.WindowParam,
     ):
         user_id, event = element
-        new_state, late = self._stepper.step(state.read(), event)
-        if late is not None:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, late)
+        stored = self.read_state(user_id, state)
+        new_state, letter = self._stepper.step(stored, event)
+        if letter is not None:
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, letter)
+            if letter.reason == Reason.DUPLICATE.value and event.event_id in stored.restored:
+                yield event  # applied before a restart: the other stages check their own ids
             return
         state.write(new_state)
-        self._rows.update(user_id, new_state.user, timestamp, window)
+        self._rows.update(user_id, new_state, timestamp, window)
         yield event
 
     def finish_bundle(self):
@@ -198,7 +218,8 @@ class UpdateUserState(beam.PTransform):
     An event_id already applied to the user becomes a dead letter ``duplicate``.
     ``replay_order`` None streams through a stateful DoFn in processing order and
     emits ``rows``; ``"arrival"``/``"time"`` (bounded logs) folds each user in that
-    order and emits ``history`` and ``final``.
+    order and emits ``history`` and ``final``. ``restore`` (streaming only): load
+    each user's state from the store at its first event and carry it on the rows.
     """
 
     def __init__(
@@ -207,12 +228,14 @@ class UpdateUserState(beam.PTransform):
         embeddings: EmbeddingSource,
         allowed_lateness_s: float = 600.0,
         replay_order: str | None = None,
+        restore: StateRestore | None = None,
     ):
         super().__init__()
         if allowed_lateness_s < 0:
             raise ValueError(f"allowed_lateness_s must be >= 0 seconds, got {allowed_lateness_s}")
         self._stepper = _UserStepper(config, int(allowed_lateness_s * 1000), embeddings)
         self._order = replay_order
+        self._restore = restore
 
     def expand(self, events):
         key_by_user = beam.Map(lambda e: (e.user_id, e)).with_output_types(STR_KEYED)
@@ -223,19 +246,22 @@ class UpdateUserState(beam.PTransform):
             return keyed | "FoldInOrder" >> apply.with_outputs(
                 HISTORY, FINAL, DEAD_LETTER, main=ACCEPTED
             )
-        apply = beam.ParDo(_UserStateFn(self._stepper))
+        apply = beam.ParDo(_UserStateFn(self._stepper, self._restore))
         return keyed | "ApplyEvents" >> apply.with_outputs(ROWS, DEAD_LETTER, main=ACCEPTED)
 
 
-class _ItemStateFn(beam.DoFn):
+class _ItemStateFn(RestoringDoFn):
     STATE = ReadModifyWriteStateSpec("item_state", item_state_coder())
 
-    def __init__(self, config: StateConfig):
+    def __init__(self, config: StateConfig, lateness_ms: int, restore: StateRestore | None):
+        super().__init__(restore, ITEM_REALTIME, decode_item_key)
         self._config = config
+        self._lateness_ms = lateness_ms
 
     def start_bundle(self):
         config = self._config
-        self._rows = NewestRows(lambda item_id, state: item_row(item_id, state, config))
+        to_row = lambda item_id, s: item_row(item_id, s.item, config)  # noqa: E731
+        self._rows = NewestRows(self.row_builder(to_row, encode_item_key))
 
     def process(
         self,
@@ -245,7 +271,14 @@ class _ItemStateFn(beam.DoFn):
         window=beam.DoFn.WindowParam,
     ):
         item_id, event = element
-        new_state = update_item(state.read(), event, self._config)
+        item, seen = self.read_state(item_id, state) or (None, SeenEvents())
+        if event.event_id in seen:  # restoring: the user stage passes its restored duplicates
+            _ITEM_REPLAYS.inc()
+            return
+        item = update_item(item, event, self._config)
+        if self.restoring:  # only a restored duplicate can come twice
+            seen.add(event.event_id, event.timestamp_ms, self._lateness_ms)
+        new_state = ItemKeyState(item, seen)
         state.write(new_state)
         _ITEM_UPDATES.inc()
         self._rows.update(item_id, new_state, timestamp, window)
@@ -266,12 +299,22 @@ def _fold_item(kv, config: StateConfig, order: str):
 
 class UpdateItemState(beam.PTransform):
     """Accepted ScoredEvents → item_realtime rows (``replay_order`` as in UpdateUserState:
-    None emits one dict per event; bounded emits ``history`` and ``final``)."""
+    None emits one dict per event; bounded emits ``history`` and ``final``).
+    ``restore``: as in UpdateUserState; an item remembers the ids it applied
+    within ``allowed_lateness_s`` of its newest event, to skip a restored duplicate."""
 
-    def __init__(self, config: StateConfig, replay_order: str | None = None):
+    def __init__(
+        self,
+        config: StateConfig,
+        replay_order: str | None = None,
+        restore: StateRestore | None = None,
+        allowed_lateness_s: float = 600.0,
+    ):
         super().__init__()
         self._config = config
         self._order = replay_order
+        self._restore = restore
+        self._lateness_ms = int(allowed_lateness_s * 1000)
 
     def expand(self, events):
         key_by_item = beam.Map(lambda e: (e.item_id, e)).with_output_types(STR_KEYED)
@@ -283,4 +326,5 @@ class UpdateItemState(beam.PTransform):
                 | "GroupByItem" >> beam.GroupByKey()
                 | "FoldInOrder" >> apply.with_outputs(HISTORY, FINAL)
             )
-        return keyed | "ApplyEvents" >> beam.ParDo(_ItemStateFn(self._config))
+        apply = _ItemStateFn(self._config, self._lateness_ms, self._restore)
+        return keyed | "ApplyEvents" >> beam.ParDo(apply)

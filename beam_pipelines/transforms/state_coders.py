@@ -18,7 +18,7 @@ from typing import Any
 
 from apache_beam.coders import Coder
 
-from beam_pipelines.state.keyed import decode_item, decode_user, encode_item, encode_user
+from beam_pipelines.state.keyed import decode_item_key, decode_user, encode_item_key, encode_user
 
 
 class CachingStateCoder(Coder):
@@ -86,4 +86,4 @@ def user_state_coder() -> CachingStateCoder:
 
 
 def item_state_coder() -> CachingStateCoder:
-    return CachingStateCoder(encode_item, decode_item, cache_size=0)
+    return CachingStateCoder(encode_item_key, decode_item_key, cache_size=0)

@@ -3,8 +3,17 @@
 The store sits behind a small sink with a lifecycle (``open``/``write``/``close``);
 ``sink_factory`` is a picklable callable so each worker connects in ``setup``.
 Within a batch only the newest row per entity is written (rows of one entity are
-cumulative). Rows that still fail after the retries become dead letters with
-reason ``store_write_failed``: nothing is dropped silently.
+cumulative). A failed write is retried with exponential back-off (``RetryPolicy``:
+at least ``max_retries`` times and for up to ``retry_budget_s`` seconds, so a store
+outage of that long loses nothing; meanwhile the bundle waits, which holds back
+the stages before it). Rows that still fail become dead letters with reason
+``store_write_failed`` carrying the view, the row and its state (``write_letter``),
+which ``rtp replay-dead-letters`` writes again: nothing is dropped silently.
+
+Rows that carry their key's encoded state (``restore.STATE_COLUMN``) are written
+in two steps: the feature rows, then the state rows (``keyed_state``) with the
+flush's progress mark, so a key's stored state never runs ahead of its features
+(see ``beam_pipelines.restore``).
 
 Streaming bundles can be a single element, and a store write costs a commit, so
 with ``max_buffering_s`` rows are first gathered by ``GroupIntoBatches`` on a few
@@ -13,6 +22,7 @@ shards (by entity, so one entity's rows stay in one batch) for at most that long
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -26,7 +36,21 @@ from apache_beam.metrics import Metrics
 from apache_beam.transforms.window import GlobalWindows
 
 from beam_pipelines.transforms.dead_letters import DEAD_LETTER, DeadLetter
-from feature_repo.features import EVENT_TIMESTAMP, FEATURE_VIEWS, ITEM_REALTIME, USER_REALTIME
+from beam_pipelines.transforms.restore import (
+    STATE_COLUMN,
+    STATE_FEATURE,
+    progress_key,
+    state_key,
+)
+from beam_pipelines.transforms.retry import RetryPolicy
+from feature_repo.features import (
+    EVENT_TIMESTAMP,
+    FEATURE_VIEWS,
+    ITEM_REALTIME,
+    KEYED_STATE,
+    STATE_KEY,
+    USER_REALTIME,
+)
 
 LOG = logging.getLogger(__name__)
 STORE_WRITE_FAILED = "store_write_failed"
@@ -45,19 +69,70 @@ class FeatureSink(Protocol):
 COUNT_COLUMNS = {USER_REALTIME: "user_event_count", ITEM_REALTIME: "item_event_count"}
 
 
-def _version(row: dict, count_column: str | None) -> tuple:
+def row_version(view: str, row: dict) -> tuple:
+    """Order of two rows of one entity: the newer one replaces the older."""
+    count_column = COUNT_COLUMNS.get(view)
     return (row[EVENT_TIMESTAMP], row[count_column] if count_column else 0)
 
 
+def write_letter(view: str, row: dict, error: Exception) -> DeadLetter:
+    """A row that could not be written: payload ``{"view", "row", "state"}`` (the
+    row's encoded state base64, or null), enough to write it again."""
+    row = dict(row)
+    state = row.pop(STATE_COLUMN, None)
+    payload = {
+        "view": view,
+        "row": row,
+        "state": base64.b64encode(state).decode() if state is not None else None,
+    }
+    data = json.dumps(payload, separators=(",", ":"), default=str).encode()
+    return DeadLetter.now(STORE_WRITE_FAILED, f"{view}: {error}", data)
+
+
+def read_letter(payload: bytes) -> tuple[str, dict]:
+    """``(view, row)`` of a ``write_letter`` payload, the state back on the row."""
+    data = json.loads(payload)
+    row = data["row"]
+    if data.get("state") is not None:
+        row[STATE_COLUMN] = base64.b64decode(data["state"])
+    return data["view"], row
+
+
+def state_rows(
+    view: str, rows: list[dict], started_ms: int | None
+) -> tuple[list[dict], list[dict]]:
+    """The feature rows without their state, and the ``keyed_state`` rows of that
+    state plus the view's progress mark ``started_ms`` (none if None or if no row
+    carries state)."""
+    key = FEATURE_VIEWS[view][0]
+    features, states = [], []
+    for row in rows:
+        if STATE_COLUMN not in row:
+            features.append(row)
+            continue
+        row = dict(row)
+        state = row.pop(STATE_COLUMN)
+        features.append(row)
+        states.append(
+            {
+                STATE_KEY: state_key(view, row[key]),
+                EVENT_TIMESTAMP: row[EVENT_TIMESTAMP],
+                STATE_FEATURE: state,
+            }
+        )
+    if states and started_ms is not None:
+        mark = {STATE_KEY: progress_key(view), EVENT_TIMESTAMP: started_ms}
+        states.append({**mark, STATE_FEATURE: str(started_ms).encode()})
+    return features, states
+
+
 class _WriteFn(beam.DoFn):
-    def __init__(self, sink_factory, view, batch_size, max_retries, backoff_s):
+    def __init__(self, sink_factory, view, batch_size, retry: RetryPolicy):
         self._sink_factory = sink_factory
         self._view = view
         self._key = FEATURE_VIEWS[view][0]
-        self._count = COUNT_COLUMNS.get(view)
         self._batch_size = batch_size
-        self._max_retries = max_retries
-        self._backoff_s = backoff_s
+        self._retry = retry
         self._written = Metrics.counter("rtp", f"rows_written_{view}")
         self._retries = Metrics.counter("rtp", f"write_retries_{view}")
         self._failed = Metrics.counter("rtp", f"write_failures_{view}")
@@ -74,7 +149,9 @@ class _WriteFn(beam.DoFn):
         for row in element[1] if isinstance(element, tuple) else (element,):
             key = row[self._key]
             previous = self._buffer.get(key)
-            if previous is None or _version(row, self._count) >= _version(previous, self._count):
+            if previous is None or row_version(self._view, row) >= row_version(
+                self._view, previous
+            ):
                 self._buffer[key] = row
         if len(self._buffer) >= self._batch_size:
             yield from self._flush()
@@ -92,37 +169,36 @@ class _WriteFn(beam.DoFn):
         rows, self._buffer = list(self._buffer.values()), {}
         if not rows:
             return
-        error = self._write_with_retries(rows)
+        # Rows in the buffer were produced before this moment: the progress mark.
+        features, states = state_rows(self._view, rows, int(time.time() * 1000))
+        error = self._write_with_retries(self._view, features)
+        if error is None and states:
+            error = self._write_with_retries(KEYED_STATE, states)
         if error is None:
             self._written.inc(len(rows))
             return
         self._failed.inc(len(rows))
         for row in rows:
-            payload = json.dumps(row, separators=(",", ":"), default=str).encode()
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER, DeadLetter.now(STORE_WRITE_FAILED, f"{self._view}: {error}", payload)
-            )
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, write_letter(self._view, row, error))
 
-    def _write_with_retries(self, rows: list[dict]) -> Exception | None:
-        for attempt in range(self._max_retries + 1):
-            try:
-                self._sink.write_rows(self._view, rows)
-                return None
-            except Exception as err:  # the sink wraps client errors; any failure retries
-                if attempt == self._max_retries:
-                    LOG.error("giving up on %d %s rows: %s", len(rows), self._view, err)
-                    return err
-                self._retries.inc()
-                time.sleep(self._backoff_s * 2**attempt)
+    def _write_with_retries(self, view: str, rows: list[dict]) -> Exception | None:
+        try:
+            self._retry.call(
+                lambda: self._sink.write_rows(view, rows), on_retry=lambda _: self._retries.inc()
+            )
+        except Exception as err:  # the sink wraps client errors
+            LOG.error("giving up on %d %s rows: %s", len(rows), view, err)
+            return err
         return None
 
 
 class WriteFeatures(beam.PTransform):
     """Write rows of one feature view; the output is the dead letters of failed rows.
 
-    ``backoff_s``: first retry delay in seconds, doubled on each further retry.
-    ``max_buffering_s`` (streaming): longest a row waits for its batch, seconds;
-    None writes per bundle (bounded input, where bundles are large).
+    ``backoff_s``: first retry delay in seconds, doubled on each further retry (up
+    to 5 s); a write is retried ``max_retries`` times and until ``retry_budget_s``
+    seconds have passed. ``max_buffering_s`` (streaming): longest a row waits for
+    its batch, seconds; None writes per bundle (bounded input, where bundles are large).
     """
 
     SHARDS = 4
@@ -135,15 +211,17 @@ class WriteFeatures(beam.PTransform):
         max_retries: int = 3,
         backoff_s: float = 0.2,
         max_buffering_s: float | None = None,
+        retry_budget_s: float = 0.0,
     ):
         super().__init__()
         if view not in FEATURE_VIEWS:
             raise ValueError(f"view must be one of {sorted(FEATURE_VIEWS)}, got {view!r}")
-        if batch_size < 1 or max_retries < 0 or backoff_s < 0:
-            raise ValueError("batch_size must be >= 1, max_retries and backoff_s >= 0")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_buffering_s is not None and max_buffering_s <= 0:
             raise ValueError(f"max_buffering_s must be > 0 seconds, got {max_buffering_s}")
-        self._fn = _WriteFn(sink_factory, view, batch_size, max_retries, backoff_s)
+        retry = RetryPolicy(max_retries, backoff_s, retry_budget_s, max(backoff_s, 5.0))
+        self._fn = _WriteFn(sink_factory, view, batch_size, retry)
         self._batch_size = batch_size
         self._max_buffering_s = max_buffering_s
         self._key = FEATURE_VIEWS[view][0]

@@ -50,6 +50,7 @@ def init(project: str, deadline_s: float = 60.0) -> None:
             "name": subscription(EVENTS_SUBSCRIPTION),
             "topic": topic(EVENTS_TOPIC),
             "ack_deadline_seconds": 60,
+            "retain_acked_messages": True,  # a restarted job seeks back (resume.py)
             "dead_letter_policy": {
                 "dead_letter_topic": topic(UNDELIVERABLE_TOPIC),
                 "max_delivery_attempts": MAX_DELIVERY_ATTEMPTS,

@@ -171,6 +171,9 @@ resource "google_pubsub_subscription" "events" {
   topic                      = google_pubsub_topic.events.id
   ack_deadline_seconds       = 60
   message_retention_duration = var.message_retention
+  # A restarted job seeks back to its store's progress mark (beam_pipelines/resume.py):
+  # the messages the killed job had acknowledged but not yet stored come again.
+  retain_acked_messages = true
 
   expiration_policy {
     ttl = "" # never expires, also while no job reads it

@@ -59,3 +59,28 @@ def assert_same_entities(
         if diff:
             problems[entity] = diff
     assert not problems, "\n".join(f"{e}: {d}" for e, d in list(problems.items())[:10])
+
+
+# Exact after the float32 round trip of the store: ids, counts, times, versions and
+# the recent lists (sorted by event time, ties by event id); the rest are decayed
+# sums, equal to float32 precision when summed in another order.
+EXACT_ONLINE = frozenset(
+    {
+        "user_embedding_version",
+        "user_event_count",
+        "user_last_event_ms",
+        "user_recent_items",
+        "user_recent_ts_ms",
+        "item_event_count",
+        "item_last_event_ms",
+    }
+)
+
+
+def assert_same_online(got: Mapping[str, Mapping], want: Mapping[str, Mapping], schema) -> None:
+    """Two stores' rows of one realtime view (``schema``: its feature names): exact
+    on ``EXACT_ONLINE``, to float32 precision on the rest."""
+    exact = [name for name in schema if name in EXACT_ONLINE]
+    approx = [name for name in schema if name not in EXACT_ONLINE]
+    assert_same_entities(got, want, rel=0, abs_=0, columns=exact)
+    assert_same_entities(got, want, rel=1e-6, abs_=1e-6, columns=approx)

@@ -10,6 +10,12 @@ from typing import Any
 
 import pytest
 
+from beam_pipelines.embedding_source import EmbeddingSource
+from beam_pipelines.state import StateConfig
+from beam_pipelines.state.keyed import ItemKeyState, encode_item_key, encode_user
+from beam_pipelines.state.seen import SeenEvents
+from beam_pipelines.state.updaters import update_item
+from beam_pipelines.transforms.state import _UserStepper
 from feature_repo import features as f
 from feature_repo.store import (
     FeatureStoreClient,
@@ -17,6 +23,7 @@ from feature_repo.store import (
     load_store_config,
 )
 from tests.helpers.components import component
+from tests.helpers.events import scored
 from tests.integration import servers
 
 # google-cloud-bigtable warns on every client it points at an emulator.
@@ -35,6 +42,7 @@ def _value(kind: str, seed: int) -> Any:
         f.FLOAT: seed / 4,
         f.INT: seed * 1_000_003,
         f.STRING: f"s{seed}",
+        f.BYTES: f"b{seed}\x00\xff".encode("latin-1"),
     }
     if kind in scalar:
         return scalar[kind]
@@ -119,6 +127,31 @@ def test_unknown_entity_reads_none(client: FeatureStoreClient) -> None:
 
     assert got["never-written"] is None
     assert got["known"] is not None
+
+
+def test_keyed_state_bytes_read_back_exactly(client: FeatureStoreClient) -> None:
+    """What the streaming job's restart reads (transforms.restore): the encoded
+    state of real stages, any bytes, newest write wins, absent keys left out."""
+
+    stepper, user, item = _UserStepper(StateConfig(), 600_000, EmbeddingSource()), None, None
+    for k in range(5):
+        event = scored(f"e{k}", "u1", f"i{k}", "like", NOW_MS + k)
+        user, _ = stepper.step(user, event)
+        item = update_item(item, event, StateConfig())
+    blobs = {
+        "user:u1": encode_user(user),
+        "item:i1": encode_item_key(ItemKeyState(item, SeenEvents.from_ids({"e1": NOW_MS}))),
+        "odd:all-bytes": bytes(range(256)),
+    }
+    rows = [
+        {f.STATE_KEY: key, f.EVENT_TIMESTAMP: NOW_MS, "state": data} for key, data in blobs.items()
+    ]
+    client.write_rows(f.KEYED_STATE, [{**rows[2], "state": b"older"}])
+    client.write_rows(f.KEYED_STATE, rows)
+
+    got = client.read_bytes(f.KEYED_STATE, "state", [*blobs, "user:never-written"])
+
+    assert got == blobs
 
 
 def test_newer_row_overwrites(client: FeatureStoreClient) -> None:

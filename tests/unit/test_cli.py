@@ -24,6 +24,7 @@ OPTIONS = {
     "evaluate": "--variants",
     "serve": "--store-path",
     "demo": "--no-stream",
+    "replay-dead-letters": "--store_config",
 }
 # A bad command line per command: a missing required option, an unknown flag, a bad value.
 BAD = {
@@ -34,6 +35,7 @@ BAD = {
     "evaluate": ["--events", "e.jsonl"],
     "serve": ["--models", "m", "--port", "eighty"],
     "demo": ["--seed", "one"],
+    "replay-dead-letters": ["no-such-dir"],
 }
 TF_LINE = ("I0000", "W0000", "E0000", "absl::", "oneDNN", "cuda", "cuInit", "tensorflow")
 

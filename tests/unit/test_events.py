@@ -29,9 +29,7 @@ NOW_MS = 1_700_000_000_000
 DAY_MS = 24 * 3600 * 1000
 _DROP = object()
 
-FUZZ = settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ROUND_TRIP = settings(FUZZ, max_examples=150)
 
 
@@ -130,9 +128,7 @@ def test_each_reason_from_a_hand_made_input(reason, data):
 
 def test_every_parser_reason_has_a_case():
     decided_by_the_pipeline = {Reason.DUPLICATE, Reason.LATE}
-    assert {reason for reason, _ in REASON_CASES} == set(
-        Reason
-    ) - decided_by_the_pipeline
+    assert {reason for reason, _ in REASON_CASES} == set(Reason) - decided_by_the_pipeline
 
 
 def test_a_message_of_another_type_is_bad_type():
@@ -207,9 +203,7 @@ def test_message_of_exactly_64_kib_is_accepted_one_byte_more_is_not():
 
 def test_size_of_a_str_message_counts_utf8_bytes():
     raw = _raw()
-    text = (
-        raw[:-1].decode() + " " * (MAX_MESSAGE_BYTES - len(raw) - 1) + "é}"
-    )  # é is 2 bytes
+    text = raw[:-1].decode() + " " * (MAX_MESSAGE_BYTES - len(raw) - 1) + "é}"  # é is 2 bytes
     assert len(text) == MAX_MESSAGE_BYTES
     assert _reason(text) is Reason.OVERSIZE
 
@@ -288,10 +282,7 @@ def test_non_standard_json_constants_are_malformed(literal):
 
 def test_watch_of_exactly_ten_times_the_duration_is_accepted_more_is_not():
     assert _parse(_raw(watch_ms=10_000, item_duration_ms=1_000)).watch_ms == 10_000
-    assert (
-        _reason(_raw(watch_ms=10_001, item_duration_ms=1_000))
-        is Reason.WATCH_EXCEEDS_DURATION
-    )
+    assert _reason(_raw(watch_ms=10_001, item_duration_ms=1_000)) is Reason.WATCH_EXCEEDS_DURATION
 
 
 def test_watch_zero_and_watch_without_duration_are_accepted():
@@ -382,8 +373,7 @@ json_scalars = st.one_of(
 json_values = st.recursive(
     json_scalars,
     lambda inner: (
-        st.lists(inner, max_size=4)
-        | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
     ),
     max_leaves=12,
 )

@@ -20,9 +20,7 @@ from beam_pipelines.rewards import (
 )
 
 
-def _event(
-    event_type: str, watch_ms=None, duration_ms=None, context=None
-) -> EngagementEvent:
+def _event(event_type: str, watch_ms=None, duration_ms=None, context=None) -> EngagementEvent:
     return EngagementEvent(
         event_id="e-1",
         user_id="u-1",
@@ -84,9 +82,7 @@ def test_watch_ratio_is_clipped_at_the_bottom():
     assert compute_reward(rule, _event("view", 9_000, 10_000)) == (0.8, True)
 
 
-@pytest.mark.parametrize(
-    ("watch_ms", "duration_ms"), [(None, 10_000), (5_000, None), (None, None)]
-)
+@pytest.mark.parametrize(("watch_ms", "duration_ms"), [(None, 10_000), (5_000, None), (None, None)])
 def test_view_without_watch_or_duration_gets_the_missing_reward(watch_ms, duration_ms):
     assert SHORT_VIDEO.reward(_event("view", watch_ms, duration_ms)) == (0.0, False)
     rule = WatchRatioRule(missing=-0.1)
@@ -125,9 +121,7 @@ def test_movielens_reward_is_centered_rating(rating, expected):
     assert MOVIELENS.reward(_event("rating", context={"rating": rating})) == expected
 
 
-@pytest.mark.parametrize(
-    "context", [None, {}, {"rating": "4"}, {"rating": True}, {"stars": 5}]
-)
+@pytest.mark.parametrize("context", [None, {}, {"rating": "4"}, {"rating": True}, {"stars": 5}])
 def test_movielens_without_a_numeric_rating_is_neutral(context):
     assert MOVIELENS.reward(_event("rating", context=context)) == (0.0, False)
 
@@ -252,9 +246,7 @@ def test_yaml_file_is_loaded(tmp_path):
 
 def test_yaml_file_with_a_typo_fails_at_load(tmp_path):
     path = tmp_path / "rewards.yaml"
-    path.write_text(
-        "name: custom\nrules:\n  like: {kind: constant, reward: 1.0, engagd: true}\n"
-    )
+    path.write_text("name: custom\nrules:\n  like: {kind: constant, reward: 1.0, engagd: true}\n")
     with pytest.raises(pydantic.ValidationError, match="engagd"):
         load_reward_config(path)
 

@@ -25,9 +25,7 @@ HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
 DIM = 8
 
-PROPERTY = settings(
-    max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow]
-)
+PROPERTY = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def _event(
@@ -38,9 +36,7 @@ def _event(
     exposure: bool = True,
     item_id: str = "i-1",
 ) -> ScoredEvent:
-    return ScoredEvent(
-        event_id, "u-1", item_id, "like", t_ms, reward, engaged, exposure
-    )
+    return ScoredEvent(event_id, "u-1", item_id, "like", t_ms, reward, engaged, exposure)
 
 
 def _user_state(events, config: StateConfig, lookup, version: str = "v1") -> UserState:
@@ -76,9 +72,7 @@ def assert_features_close(actual: dict, expected: dict) -> None:
         if name in _EXACT:
             assert actual[name] == value, name
         else:
-            np.testing.assert_allclose(
-                actual[name], value, rtol=1e-6, atol=1e-9, err_msg=name
-            )
+            np.testing.assert_allclose(actual[name], value, rtol=1e-6, atol=1e-9, err_msg=name)
 
 
 # --- DecayedSums by hand -------------------------------------------------------------
@@ -216,9 +210,7 @@ def test_last_n_keeps_the_newest_by_time_then_event_id_newest_first():
 
 def test_item_beta_posterior_and_sums_by_hand():
     config = StateConfig()  # item half-lives 1 h and 7 days
-    events = [
-        _event(f"imp{i}", T0, 0.0, engaged=False, exposure=True) for i in range(4)
-    ]
+    events = [_event(f"imp{i}", T0, 0.0, engaged=False, exposure=True) for i in range(4)]
     events.append(_event("like", T0, 1.0, engaged=True, exposure=False))
     events.append(_event("view", T0, 0.8, engaged=True, exposure=False)._replace(conversion=True))
     f = _item_state(events, config).features(config)
@@ -307,9 +299,7 @@ def event_lists(draw, min_size=0, max_size=25) -> list[ScoredEvent]:
         t_ms = base + draw(st.integers(0, spread)) + gap * draw(st.booleans())
         item_id = draw(st.sampled_from([f"i{j}" for j in range(8)]))
         reward, flags = draw(rewards), draw(st.tuples(st.booleans(), st.booleans()))
-        events.append(
-            ScoredEvent(f"e{k:03d}", "u-1", item_id, "view", t_ms, reward, *flags)
-        )
+        events.append(ScoredEvent(f"e{k:03d}", "u-1", item_id, "view", t_ms, reward, *flags))
     return events
 
 
@@ -335,9 +325,7 @@ def _features(events, config):
 def test_any_order_of_the_same_events_gives_the_same_features(config, events, rnd):
     shuffled = list(events)
     rnd.shuffle(shuffled)
-    expected_user, expected_item = _features(
-        sorted(events, key=lambda e: e.timestamp_ms), config
-    )
+    expected_user, expected_item = _features(sorted(events, key=lambda e: e.timestamp_ms), config)
     user, item = _features(shuffled, config)
     assert_features_close(user, expected_user)
     assert_features_close(item, expected_item)
@@ -377,9 +365,7 @@ def test_merge_equals_processing_a_then_b(config, events, mode, mask):
 
 
 @PROPERTY
-@given(
-    event_lists(min_size=1), st.lists(st.integers(-HOUR_MS, 100 * DAY_MS), max_size=10)
-)
+@given(event_lists(min_size=1), st.lists(st.integers(-HOUR_MS, 100 * DAY_MS), max_size=10))
 def test_decayed_sums_at_never_go_backwards(events, offsets):
     sums = DecayedSums((60.0, 3600.0, 7 * 86400.0), 2)
     for e in events:
@@ -420,12 +406,8 @@ def test_rebuild_embeddings_equals_a_state_built_from_the_last_n(config, events,
     after = state.features()
     assert after["user_embedding_version"] == new.version
     for name in ("user_emb_short", "user_emb_long"):
-        np.testing.assert_allclose(
-            after[name], scratch[name], rtol=1e-6, atol=1e-9, err_msg=name
-        )
-    untouched = {
-        k: v for k, v in before.items() if k not in {"user_emb_short", "user_emb_long"}
-    }
+        np.testing.assert_allclose(after[name], scratch[name], rtol=1e-6, atol=1e-9, err_msg=name)
+    untouched = {k: v for k, v in before.items() if k not in {"user_emb_short", "user_emb_long"}}
     assert_features_close(
         {k: after[k] for k in untouched} | {"user_embedding_version": "v1"}, untouched
     )
@@ -445,9 +427,7 @@ def test_rebuild_embeddings_can_change_the_width():
     scratch = _user_state(events, SMALL, narrow, narrow.version).features()
     assert_features_close(after, scratch)
     assert after["user_events_long"] == before["user_events_long"]
-    state.push(
-        _event("c", T0 + 2_000, 1.0, item_id="i3"), narrow("i3"), SMALL.recent_events
-    )
+    state.push(_event("c", T0 + 2_000, 1.0, item_id="i3"), narrow("i3"), SMALL.recent_events)
     assert state.features()["user_event_count"] == 3
 
 
@@ -469,9 +449,7 @@ def test_merge_of_mismatched_shapes_raises():
     with pytest.raises(ValueError, match="different half-lives or channels"):
         DecayedSums((10.0,), 2).merge(_pushed(DecayedSums((10.0,), 3)))
     with pytest.raises(ValueError, match="different half-lives or channels"):
-        _pushed(DecayedSums((10.0, 20.0), 2)).merge(
-            _pushed(DecayedSums((10.0, 30.0), 2))
-        )
+        _pushed(DecayedSums((10.0, 20.0), 2)).merge(_pushed(DecayedSums((10.0, 30.0), 2)))
 
 
 def _pushed(sums: DecayedSums) -> DecayedSums:

@@ -41,7 +41,9 @@ NEWEST = {
 
 
 def _letter(letter):
-    return letter.reason, letter.detail, json.loads(letter.payload)
+    payload = json.loads(letter.payload)
+    assert payload["view"] == USER_REALTIME and payload["state"] is None
+    return letter.reason, letter.detail, payload["row"]
 
 
 def _run(factory: RecordingSinkFactory, expected_letters: list, max_retries: int = 3) -> dict:
