@@ -421,7 +421,7 @@ class FeatureStoreClient:
     def read_bytes(self, view: str, feature: str, entity_ids: Sequence[str]) -> dict[str, bytes]:
         """One bytes feature of each entity that has it (absent ids are left out).
 
-        Through the provider's ``online_read``, as ``write_rows`` writes: the
+        Through the online store's ``online_read``, as ``write_rows`` writes: the
         streaming job reads a key's state at its first event, and
         ``get_online_features`` costs several milliseconds a call.
         """
@@ -455,11 +455,7 @@ class FeatureStoreClient:
         from feast.protos.feast.types.Value_pb2 import Value
 
         keys = [EntityKey(join_keys=[key], entity_values=[Value(string_val=i)]) for i in ids]
-        with self._unavailable_as(f"read {view}"):
-            store = self.store
-            rows = store._get_provider().online_read(
-                store.config, self._feature_view(view), keys, features
-            )
+        rows = self.online_read(view, keys, features)
         return dict(zip(ids, rows, strict=True))
 
     def _repo_config(self) -> RepoConfig:
