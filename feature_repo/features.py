@@ -22,6 +22,7 @@ ITEM_REALTIME = "item_realtime"
 ITEM_EMBEDDING = "item_embedding"
 USER_COENGAGEMENT = "user_coengagement"
 ITEM_COENGAGEMENT = "item_coengagement"
+ITEM_CONTENT = "item_content"
 
 USER_PUSH_SOURCE = "user_realtime_push"
 ITEM_PUSH_SOURCE = "item_realtime_push"
@@ -91,12 +92,20 @@ ITEM_COENGAGEMENT_FEATURES: dict[str, str] = {
     "item_neighbor_pairs": FLOAT_LIST,  # their pair counts (distinct users, windowed)
 }
 
+# item_content: written by the item pipeline (beam_pipelines.item_job) from item
+# metadata, before any interaction: a pretrained encoder's vector of the item's text.
+ITEM_CONTENT_FEATURES: dict[str, str] = {
+    "item_content_embedding": FLOAT_LIST,  # unit vector, width of the encoder (384 for MiniLM)
+    "item_content_version": STRING,  # the encoder's name, e.g. all-MiniLM-L6-v2@gt-0.1.0
+}
+
 FEATURE_VIEWS: dict[str, tuple[str, dict[str, str]]] = {
     USER_REALTIME: (USER_KEY, USER_FEATURES),
     ITEM_REALTIME: (ITEM_KEY, ITEM_FEATURES),
     ITEM_EMBEDDING: (ITEM_KEY, ITEM_EMBEDDING_FEATURES),
     USER_COENGAGEMENT: (USER_KEY, USER_COENGAGEMENT_FEATURES),
     ITEM_COENGAGEMENT: (ITEM_KEY, ITEM_COENGAGEMENT_FEATURES),
+    ITEM_CONTENT: (ITEM_KEY, ITEM_CONTENT_FEATURES),
 }
 
 

@@ -40,6 +40,10 @@ COMMANDS: dict[str, Command] = {
     "backfill": Command(
         "beam_pipelines.backfill", "Run the same transforms over a bounded event log."
     ),
+    "items": Command(
+        "beam_pipelines.item_job",
+        "Encode item content (catalogue or Pub/Sub) into item_content and the item table.",
+    ),
     "train": Command(
         "models.train",
         "Train and export the retrieval and ranking models.",
