@@ -148,11 +148,7 @@ def run_streaming(args: argparse.Namespace, beam_args: list[str], wait: bool = T
     standard.runner = standard.runner or LOCAL_STREAMING_RUNNER
     pipeline = beam.Pipeline(options=options)
     source = beam.io.ReadFromPubSub(subscription=args.input_subscription, topic=args.input_topic)
-    (
-        pipeline
-        | "ReadItems" >> source
-        | "EncodeItems" >> EncodeItems(args, online=True)
-    )
+    (pipeline | "ReadItems" >> source | "EncodeItems" >> EncodeItems(args, online=True))
     result = pipeline.run()
     if wait:
         result.wait_until_finish()

@@ -63,7 +63,9 @@ def encode_catalog(
     ``cache_dir``: vectors are kept on disk by (encoder name, text hash), so a
     second call on the same titles reads instead of encoding.
     """
-    if len(titles) != len(genres) or (descriptions is not None and len(descriptions) != len(titles)):
+    if len(titles) != len(genres) or (
+        descriptions is not None and len(descriptions) != len(titles)
+    ):
         raise ValueError("titles, genres (and descriptions) must have one entry per item")
     encoder = encoder or shared_encoder()
     described = descriptions if descriptions is not None else [""] * len(titles)

@@ -101,7 +101,10 @@ class _Layer:
         self.qkv_b = np.concatenate([get(f"{n}.bias") for n in qkv])
         self.out_w = np.ascontiguousarray(get("attention.output.dense.weight").T)
         self.out_b = get("attention.output.dense.bias")
-        self.ln1 = (get("attention.output.LayerNorm.weight"), get("attention.output.LayerNorm.bias"))
+        self.ln1 = (
+            get("attention.output.LayerNorm.weight"),
+            get("attention.output.LayerNorm.bias"),
+        )
         self.up_w = np.ascontiguousarray(get("intermediate.dense.weight").T)
         self.up_b = get("intermediate.dense.bias")
         self.down_w = np.ascontiguousarray(get("output.dense.weight").T)

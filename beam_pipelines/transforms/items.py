@@ -9,6 +9,7 @@ encoder once per process (Beam shares it) and calls ``encode`` per batch.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -85,7 +86,8 @@ class ContentModelHandler(ModelHandler[ItemRecord, PredictionResult, ContentEnco
             raise ValueError("encoder must name a content encoder")
         if not 1 <= min_batch_size <= max_batch_size:
             raise ValueError(
-                f"need 1 <= min_batch_size <= max_batch_size, got {min_batch_size}, {max_batch_size}"
+                "need 1 <= min_batch_size <= max_batch_size, "
+                f"got {min_batch_size}, {max_batch_size}"
             )
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size)
         self._encoder = encoder
@@ -132,9 +134,9 @@ class EmbedItems(beam.PTransform):
         self._handler = handler
 
     def expand(self, items):
-        results, failures = items | "RunInference" >> RunInference(
-            self._handler
-        ).with_exception_handling()
+        results, failures = (
+            items | "RunInference" >> RunInference(self._handler).with_exception_handling()
+        )
         letters = failures.failed_inferences | "FailedBatches" >> beam.FlatMap(
             _failed_batch_letters
         )
@@ -195,10 +197,8 @@ class _WriteItemFiles(beam.DoFn):
         self._directory = directory
 
     def setup(self):
-        try:
+        with contextlib.suppress(OSError):  # another worker made it first
             FileSystems.mkdirs(self._directory)
-        except OSError:
-            pass  # another worker made it first
 
     def start_bundle(self):
         self._rows: list[dict[str, Any]] = []

@@ -112,7 +112,9 @@ print(json.dumps({"name": e.name, "shape": list(v.shape)}))
 
 
 def test_item_text_joins_title_genres_and_description():
-    assert item_text("Heat (1995)", "Action|Crime|Thriller") == "Heat (1995). Action, Crime, Thriller"
+    assert (
+        item_text("Heat (1995)", "Action|Crime|Thriller") == "Heat (1995). Action, Crime, Thriller"
+    )
     assert item_text("Untitled", "(no genres listed)") == "Untitled"
     assert item_text("Dunk", ["sports", "basketball"], "slow motion") == (
         "Dunk. sports, basketball. slow motion"
@@ -130,11 +132,14 @@ class _Counting:
 
 
 def test_encode_catalog_matches_the_encoder_and_caches_by_text(encoder, tmp_path):
-    titles, genres = ["Toy Story (1995)", "Heat (1995)", "Toy Story (1995)"], [
-        "Animation|Children",
-        "Action|Crime",
-        "Animation|Children",
-    ]
+    titles, genres = (
+        ["Toy Story (1995)", "Heat (1995)", "Toy Story (1995)"],
+        [
+            "Animation|Children",
+            "Action|Crime",
+            "Animation|Children",
+        ],
+    )
     plain = encode_catalog(titles, genres)
     assert plain.shape == (3, 384) and plain.dtype == np.float32
     np.testing.assert_array_equal(plain[0], plain[2])
