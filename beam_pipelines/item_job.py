@@ -33,7 +33,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from beam_pipelines.console import configure_logging
 from beam_pipelines.content.encoder import DEFAULT_TEXT_ENCODER
 from beam_pipelines.items import movielens_line_to_json
-from beam_pipelines.jobs_common import store_config
+from beam_pipelines.jobs_common import add_store_arguments, store_config
 from beam_pipelines.options import LOCAL_STREAMING_RUNNER
 from beam_pipelines.sinks import FeastSinkFactory, WriteDeadLetters
 from beam_pipelines.transforms.dead_letters import DEAD_LETTER
@@ -49,7 +49,6 @@ from beam_pipelines.transforms.items import (
 )
 from beam_pipelines.transforms.write import WriteFeatures
 from feature_repo.features import ITEM_CONTENT
-from feature_repo.store import DEFAULT_SQLITE_PATH
 
 
 class ReadCatalog(beam.PTransform):
@@ -171,13 +170,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--online", action="store_true", help="Batch: also write item_content rows online."
     )
-    p.add_argument("--store_config", help="Online store YAML (default: SQLite at --store_path).")
-    p.add_argument(
-        "--store_path",
-        default=DEFAULT_SQLITE_PATH,
-        help=f"SQLite online store when --store_config is not given (default: "
-        f"{DEFAULT_SQLITE_PATH}, as rtp stream and rtp serve).",
-    )
+    add_store_arguments(p, others="rtp stream and rtp serve")
     p.add_argument(
         "--encoder",
         default=DEFAULT_TEXT_ENCODER,

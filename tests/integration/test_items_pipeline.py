@@ -10,10 +10,8 @@ publication to its ``item_content`` row being readable.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +27,7 @@ from beam_pipelines.jobs_common import store_config
 from beam_pipelines.transforms.dead_letters import DeadLetter
 from feature_repo.features import ITEM_CONTENT
 from tests.helpers.components import require_import
+from tests.integration.servers import stop_process_group
 
 pubsub_v1 = require_import(
     "google.cloud.pubsub_v1", "pip install -e '.[test]' (google-cloud-pubsub is a dependency)"
@@ -86,17 +85,6 @@ def test_a_catalogue_file_is_encoded_into_the_store_and_the_item_table(tmp_path)
     assert [len(r["content_embedding"]) for r in table] == [384, 384]
     letters = _letters(out / "dead_letters")
     assert [letter.reason for letter in letters] == ["missing_field"]
-
-
-def _stop(job) -> None:
-    for sig in (signal.SIGINT, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(job.pid, sig)
-        try:
-            job.wait(timeout=15)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -157,7 +145,7 @@ def item_job(pubsub_emulator, tmp_path):
         try:
             yield argparse.Namespace(job=job, publisher=publisher, out=out, db=db, log=log)
         finally:
-            _stop(job)
+            stop_process_group(job)
             publisher.stop()
 
 
