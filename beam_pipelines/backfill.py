@@ -32,7 +32,12 @@ from beam_pipelines.console import configure_logging
 from beam_pipelines.event_logs import FORMATS, EventLogParser, expand_paths, read_chunks
 from beam_pipelines.history import arrow_schema
 from beam_pipelines.history_sink import WriteHistoryTables
-from beam_pipelines.jobs_common import check_log_inputs, embedding_source, store_config
+from beam_pipelines.jobs_common import (
+    add_store_arguments,
+    check_log_inputs,
+    embedding_source,
+    store_config,
+)
 from beam_pipelines.rewards import load_reward_config
 from beam_pipelines.sinks import FeastSinkFactory, WriteDeadLetters
 from beam_pipelines.transforms.coengagement import ITEM_PAIR_ROWS, USER_PAIR_ROWS
@@ -52,7 +57,6 @@ from feature_repo.features import (
     USER_COENGAGEMENT,
     USER_REALTIME,
 )
-from feature_repo.store import DEFAULT_SQLITE_PATH
 
 LOG = logging.getLogger(__name__)
 MOVIELENS_MIN_TIMESTAMP_MS = 788_918_400_000  # 1995-01-01: MovieLens starts in 1996
@@ -223,13 +227,7 @@ def parser() -> argparse.ArgumentParser:
         "duplicates (for parity tests against a stream).",
     )
     p.add_argument("--online", action="store_true", help="Also write the final values online.")
-    p.add_argument("--store_config", help="Online store YAML (default: SQLite at --store_path).")
-    p.add_argument(
-        "--store_path",
-        default=DEFAULT_SQLITE_PATH,
-        help=f"SQLite online store when --store_config is not given (default: "
-        f"{DEFAULT_SQLITE_PATH}, as rtp stream and rtp serve).",
-    )
+    add_store_arguments(p, others="rtp stream and rtp serve")
     return p
 
 

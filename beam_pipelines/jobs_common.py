@@ -8,7 +8,12 @@ from typing import Any
 from beam_pipelines.embedding_source import EmbeddingSource
 from beam_pipelines.event_logs import expand_paths
 from beam_pipelines.rewards import load_reward_config
-from feature_repo.store import load_store_config, read_store_settings, sqlite_settings
+from feature_repo.store import (
+    DEFAULT_SQLITE_PATH,
+    load_store_config,
+    read_store_settings,
+    sqlite_settings,
+)
 
 
 def store_config(store_config_path: str | None, sqlite_path: str) -> dict[str, Any]:
@@ -19,6 +24,20 @@ def store_config(store_config_path: str | None, sqlite_path: str) -> dict[str, A
         load_store_config(config)  # fail here, naming the bad key, not on a worker
         return config
     return sqlite_settings(sqlite_path)
+
+
+def add_store_arguments(parser: argparse.ArgumentParser, others: str) -> None:
+    """``--store_config`` and ``--store_path`` (read by ``store_config``); ``others``
+    names the commands sharing the default store, for the help text."""
+    parser.add_argument(
+        "--store_config", help="Online store YAML (default: SQLite at --store_path)."
+    )
+    parser.add_argument(
+        "--store_path",
+        default=DEFAULT_SQLITE_PATH,
+        help=f"SQLite online store when --store_config is not given (default: "
+        f"{DEFAULT_SQLITE_PATH}, as {others}).",
+    )
 
 
 def embedding_source(model_base: str | None, refresh_s: float = 60.0) -> EmbeddingSource:

@@ -6,6 +6,7 @@ Offline layout (what the backfill job writes and Feast's file offline store read
         user_realtime/*.parquet    user_id, event_timestamp, every USER_FEATURES column
         item_realtime/*.parquet    item_id, event_timestamp, every ITEM_FEATURES column
         item_embedding/*.parquet   item_id, event_timestamp, every ITEM_EMBEDDING_FEATURES column
+        item_content/*.parquet     item_id, event_timestamp, every ITEM_CONTENT_FEATURES column
 
 Each view is one directory (``features.offline_view_dir``) holding any number of
 Parquet files; ``event_timestamp`` is a UTC timestamp column (``timestamp[ms, UTC]``
@@ -14,7 +15,8 @@ URI (``gs://...``); local paths are made absolute because Feast resolves relativ
 FileSource paths against a repo directory we do not have.
 
 ``user_realtime`` and ``item_realtime`` are fed online by push sources (the streaming
-job); ``item_embedding`` is written at model export through ``write_to_online_store``.
+job); ``item_embedding`` is written at model export through ``write_to_online_store``;
+``item_content`` by the item pipeline (``rtp items``) through the store client.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ def build_definitions(offline_dir: str) -> list[Any]:
         name=f.KEYED_STATE_PUSH_SOURCE,
         batch_source=file_source(offline_dir, f.KEYED_STATE),
     )
+    content = file_source(offline_dir, f.ITEM_CONTENT)
     return [
         USER,
         ITEM,
@@ -112,10 +115,13 @@ def build_definitions(offline_dir: str) -> list[Any]:
         embeddings,
         user_pairs,
         item_pairs,
+        content,
         _view(f.USER_REALTIME, USER, user_push, REALTIME_TTL),
         _view(f.ITEM_REALTIME, ITEM, item_push, REALTIME_TTL),
         _view(f.ITEM_EMBEDDING, ITEM, embeddings, EMBEDDING_TTL),
         _view(f.USER_COENGAGEMENT, USER, user_pairs, REALTIME_TTL),
         _view(f.ITEM_COENGAGEMENT, ITEM, item_pairs, REALTIME_TTL),
         _view(f.KEYED_STATE, STATE, keyed_state, REALTIME_TTL),
+        # Valid until the encoder changes (item_content_version), as embeddings.
+        _view(f.ITEM_CONTENT, ITEM, content, EMBEDDING_TTL),
     ]

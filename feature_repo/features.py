@@ -25,6 +25,7 @@ ITEM_EMBEDDING = "item_embedding"
 USER_COENGAGEMENT = "user_coengagement"
 ITEM_COENGAGEMENT = "item_coengagement"
 KEYED_STATE = "keyed_state"
+ITEM_CONTENT = "item_content"
 
 USER_PUSH_SOURCE = "user_realtime_push"
 ITEM_PUSH_SOURCE = "item_realtime_push"
@@ -103,6 +104,13 @@ KEYED_STATE_FEATURES: dict[str, str] = {
     "state": BYTES,  # the stage's encoded state, applied event ids included
 }
 
+# item_content: written by the item pipeline (beam_pipelines.item_job) from item
+# metadata, before any interaction: a pretrained encoder's vector of the item's text.
+ITEM_CONTENT_FEATURES: dict[str, str] = {
+    "item_content_embedding": FLOAT_LIST,  # unit vector, width of the encoder (384 for MiniLM)
+    "item_content_version": STRING,  # the encoder's name, e.g. all-MiniLM-L6-v2@gt-0.1.0
+}
+
 FEATURE_VIEWS: dict[str, tuple[str, dict[str, str]]] = {
     USER_REALTIME: (USER_KEY, USER_FEATURES),
     ITEM_REALTIME: (ITEM_KEY, ITEM_FEATURES),
@@ -110,6 +118,7 @@ FEATURE_VIEWS: dict[str, tuple[str, dict[str, str]]] = {
     USER_COENGAGEMENT: (USER_KEY, USER_COENGAGEMENT_FEATURES),
     ITEM_COENGAGEMENT: (ITEM_KEY, ITEM_COENGAGEMENT_FEATURES),
     KEYED_STATE: (STATE_KEY, KEYED_STATE_FEATURES),
+    ITEM_CONTENT: (ITEM_KEY, ITEM_CONTENT_FEATURES),
 }
 
 

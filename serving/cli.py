@@ -44,6 +44,10 @@ COMMANDS: dict[str, Command] = {
         "beam_pipelines.replay_dead_letters",
         "Write again the rows a store outage left as dead letters.",
     ),
+    "items": Command(
+        "beam_pipelines.item_job",
+        "Encode item content (catalogue or Pub/Sub) into item_content and the item table.",
+    ),
     "train": Command(
         "models.train",
         "Train and export the retrieval and ranking models.",

