@@ -117,7 +117,7 @@ def measure_orders(
     positions = np.flatnonzero(events.interaction)
     positions = positions[positions >= n_train][:limit]
     if stack.ranker is None or not len(positions):
-        return {"order": "blend", "ndcg_at_10": None, "labels": 0}
+        return {"order": "blend", "ndcg_at_10": None, "validation_labels": 0}
     ndcg = order_ndcg(events, positions, stack.sequential, stack.score, candidates)
     order = "ranker" if ndcg["ranker"] > ndcg["blend"] else "blend"
     return {"order": order, "ndcg_at_10": ndcg, "labels": len(positions)}

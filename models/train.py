@@ -276,7 +276,7 @@ def fit(args: argparse.Namespace, config: TrainConfig, started: float) -> Traine
         metrics["candidate_ranker"] = {
             **sequential.measured,
             "held_out_users": sequential.ranker_users,
-            "labels": sequential.ranker_examples,
+            "training_labels": sequential.ranker_examples,
         }
     return Trained(data, retrieval, ranker, table, metrics, sequential)
 
