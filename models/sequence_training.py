@@ -77,16 +77,23 @@ def train_sequence(
     sequences: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
     config: sq.SequentialConfig,
     verbose: int = 0,
+    pretrained: np.ndarray | None = None,
 ) -> TrainedSequence:
-    """Fit on the given sequences; the id vocabulary is the items they target."""
+    """Fit on the given sequences; the id vocabulary is the items they target.
+    ``pretrained``: ``[catalogue, D]`` content vectors the items also embed from
+    (``models.content_items``)."""
     started = time.perf_counter()
     tf.keras.utils.set_random_seed(config.seed)
     targets = {int(r) for rows, _, _, is_target in sequences for r in rows[is_target].tolist()}
     vocab = ItemVocab.fit([catalog.item_ids[r] for r in sorted(targets)], catalog)
     content = encode_items(catalog, vocab)
-    encoder = sq.ItemEncoder(
-        content, len(vocab.item_ids), len(vocab.genres), vocab.title_buckets, config.dim
-    )
+    sizes = (content, len(vocab.item_ids), len(vocab.genres), vocab.title_buckets, config.dim)
+    if pretrained is None:
+        encoder = sq.ItemEncoder(*sizes)
+    else:
+        from models.content_items import ContentItemEncoder
+
+        encoder = ContentItemEncoder(*sizes, pretrained=pretrained)
     model = sq.SequentialRetriever(encoder, config)
     windows = sq.training_windows(sequences, config.max_len)
     LOG.info(

@@ -61,6 +61,7 @@ def train_stack(
     share: float = RANKER_USER_SHARE,
     candidates: int = BLEND_CANDIDATES,
     finish_epochs: int = FINISH_EPOCHS,
+    pretrained: np.ndarray | None = None,
 ) -> TrainedStack:
     """Both models on the first ``n_train`` events (``share`` 0: no ranker). After
     the ranker, the retriever trains ``finish_epochs`` more on every user's events."""
@@ -75,7 +76,7 @@ def train_stack(
         events.rewards[train][keep],
         events.interaction[train][keep],
     )
-    sequential = train_sequence(catalog, sequences, seq_config)
+    sequential = train_sequence(catalog, sequences, seq_config, pretrained=pretrained)
     ranker, n_examples = None, 0
     if len(held_out):
         ex = examples(events, held_out, sequential, candidates, seed=seq_config.seed, end=n_train)

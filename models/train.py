@@ -29,6 +29,7 @@ from models import train_args
 from models.candidate_training import EventArrays
 from models.catalog import Catalog, build_catalog
 from models.config import TrainConfig
+from models.content_items import catalog_vectors
 from models.dataset import label_examples, point_in_time_features
 from models.event_log import EventLog, default_reward, load_events, time_split
 from models.export import export_all, training_popularity
@@ -311,7 +312,8 @@ def fit_stack(data: Prepared, args: argparse.Namespace, config: TrainConfig) -> 
         seed=config.seed,
         ignore_zero_reward=bool(data.log.rewards.exposure_event_types),
     )
-    stack = train_stack(data.catalog, events, n_train, seq_config)
+    pretrained = catalog_vectors(data.catalog) if args.content else None
+    stack = train_stack(data.catalog, events, n_train, seq_config, pretrained=pretrained)
     stack.measured = measure_orders(stack, events, n_train)
     return stack
 

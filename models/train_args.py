@@ -29,6 +29,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="Model base directory (versions go below it).")
     p.add_format_argument(FORMATS, fallback="jsonl")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--content",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="sequential items also embed from pretrained text vectors of --items "
+        "(all-MiniLM-L6-v2 over title and genres; --no-content: id and hashed tokens only)",
+    )
     p.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     p.add_argument(
         "--train-fraction",

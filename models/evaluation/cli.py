@@ -83,6 +83,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="override the models' training epochs")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw in training")
     p.add_argument(
+        "--content",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="sequential items also embed from pretrained text vectors of --items "
+        "(all-MiniLM-L6-v2 over title and genres; --no-content: id and hashed tokens only)",
+    )
+    p.add_argument(
         "--model-base",
         type=pathlib.Path,
         help="reuse models this command trained before on the same log (DIR/work/models)",

@@ -18,6 +18,7 @@ from models import sequential as sq
 from models.candidate_features import blend_scores
 from models.candidate_training import RANKER_USER_SHARE
 from models.catalog import Catalog, build_catalog
+from models.content_items import catalog_vectors
 from models.evaluation.data import DEFAULT_REWARD, EventLog
 from models.evaluation.sequence_variants import (
     BlendConfig,
@@ -57,12 +58,15 @@ def build(
     if args.epochs is not None:
         config = dataclasses.replace(config, epochs=args.epochs)
     wants_ranker = "full_ranker" in names
+    catalog = log_catalog(log, args.items)
+    pretrained = catalog_vectors(catalog) if args.content else None
     stack = train_stack(
-        log_catalog(log, args.items),
+        catalog,
         log.arrays(),
         log.n_train,
         config,
         share=RANKER_USER_SHARE if wants_ranker else 0.0,
+        pretrained=pretrained,
     )
     trained = stack.sequential
     streaming = SequentialStreaming(trained, show_progress)
@@ -86,7 +90,8 @@ def build(
         f"sequential retriever: {config.blocks} causal self-attention blocks, {config.dim}-d, "
         f"last {config.max_len} events, full softmax; {len(trained.losses)} epochs in "
         f"{trained.seconds:.0f} s on the {log.n_train} training-period events{held_out}, "
-        f"final loss {trained.losses[-1]:.3f}",
+        f"final loss {trained.losses[-1]:.3f}; items embed from id, hashed title tokens and "
+        f"genres{' and all-MiniLM-L6-v2 text vectors' if pretrained is not None else ''}",
         f"full: union of each source's top {blend.candidates} (sequential, co-engagement) "
         f"ordered by co-engagement cosine + {blend.weight:g} x P_sequential(item)",
     ]

@@ -170,3 +170,30 @@ def test_candidate_ranker_rides_in_the_same_version(trained, tmp_path) -> None:
     np.testing.assert_allclose(
         out["score"].numpy(), np.log(p) + 0.5 * out["expected_reward"].numpy(), rtol=1e-4
     )
+
+
+def test_pretrained_content_vectors_join_the_item_table(trained, tmp_path) -> None:
+    """Items also embed from a pretrained content table (``models.content_items``): two
+    items with the same pretrained vector and no id get the same exported vector."""
+    from models.content_items import ContentItemEncoder
+
+    catalog, _ = trained
+    pretrained = np.random.default_rng(2).normal(size=(len(catalog), 6)).astype(np.float32)
+    pretrained[7] = pretrained[6]
+    users = np.repeat(np.arange(6), 4)
+    rows = np.concatenate([(np.arange(4) + u) % 6 for u in range(6)])  # 6, 7 never targets
+    ts = T0 + np.arange(len(rows), dtype=np.int64) * 60_000
+    sequences = user_sequences(
+        users, rows, ts, np.ones(len(rows), np.float32), np.ones(len(rows), bool)
+    )
+    config = sq.SequentialConfig(max_len=4, dim=8, heads=2, blocks=1, epochs=1, batch_size=8)
+    model = train_sequence(catalog, sequences, config, pretrained=pretrained)
+    assert isinstance(model.model.encoder, ContentItemEncoder)
+    module = SequentialModule(model.model, catalog.item_ids, k=5, version=7)
+    tf.saved_model.save(module, str(tmp_path), signatures=module.signatures())
+    table = model.item_table()
+    # rows 6 and 7: unknown ids, titles "title 0"/"title 1", genres c / a|b differ...
+    # so compare the pretrained part alone: it is what the projection adds
+    projected = model.model.encoder.pretrained_out(tf.constant(pretrained)).numpy()
+    np.testing.assert_allclose(projected[6], projected[7])
+    assert not np.allclose(table, table - projected)
