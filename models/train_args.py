@@ -29,13 +29,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="Model base directory (versions go below it).")
     p.add_format_argument(FORMATS, fallback="jsonl")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--content",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="sequential items also embed from pretrained text vectors of --items "
-        "(all-MiniLM-L6-v2 over title and genres; --no-content: id and hashed tokens only)",
-    )
+    add_content_argument(p)
     p.add_argument("--epochs", type=int, default=TrainConfig().epochs)
     p.add_argument(
         "--train-fraction",
@@ -65,3 +59,14 @@ def parser() -> argparse.ArgumentParser:
         "auto (Feast unless its quadratic join would be too large).",
     )
     return p
+
+
+def add_content_argument(p: argparse.ArgumentParser) -> None:
+    """``--content/--no-content``, shared by ``rtp train`` and ``rtp evaluate``."""
+    p.add_argument(
+        "--content",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="sequential items also embed from pretrained text vectors of --items "
+        "(all-MiniLM-L6-v2 over title and genres; --no-content: id and hashed tokens only)",
+    )

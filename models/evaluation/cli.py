@@ -32,6 +32,7 @@ from models.evaluation.protocol import ReplayResult, apply_training, replay
 from models.evaluation.sequence_variants import CoEngagementRolling
 from models.evaluation.variants import BASELINES
 from models.evaluation.world import World
+from models.train_args import add_content_argument
 
 LOG = logging.getLogger("rtp.evaluate")
 STREAMING_SOURCES = ("coengagement_rolling",)
@@ -82,13 +83,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--epochs", type=int, default=None, help="override the models' training epochs")
     p.add_argument("--seed", type=int, default=0, help="seed of every random draw in training")
-    p.add_argument(
-        "--content",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="sequential items also embed from pretrained text vectors of --items "
-        "(all-MiniLM-L6-v2 over title and genres; --no-content: id and hashed tokens only)",
-    )
+    add_content_argument(p)
     p.add_argument(
         "--model-base",
         type=pathlib.Path,
