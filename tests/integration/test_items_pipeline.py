@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+from feast.errors import FeatureViewNotFoundException
 
 from beam_pipelines.content import item_text, shared_encoder
 from beam_pipelines.item_job import parser, run_batch
@@ -104,7 +105,13 @@ def _wait_for_row(job, log: Path, db: Path, item_id: str, timeout_s: float) -> d
                 except Exception:  # the job is still applying the definitions
                     client = None
             if client is not None:
-                row = client.read(ITEM_CONTENT, [item_id])[item_id]
+                try:
+                    row = client.read(ITEM_CONTENT, [item_id])[item_id]
+                except FeatureViewNotFoundException:
+                    # opened between the registry's creation and the job's apply of
+                    # the views: its cached registry lacks them, open again
+                    client.close()
+                    client, row = None, None
                 if row is not None:
                     return row
             time.sleep(0.2)
@@ -179,11 +186,13 @@ def test_a_published_upload_is_encoded_into_the_store(item_job):
     assert row["item_content_version"] == VERSION
     text = "Insane dunk at the buzzer. basketball, dunk, sports. last second basketball highlights"
     expected = shared_encoder().encode([text])[0]
-    np.testing.assert_allclose(row["item_content_embedding"], expected, atol=1e-6)
+    # The job may encode it in one padded batch with other uploads: batched and
+    # single encodings agree to ~2e-5 (tests/unit of the encoder), not bit for bit.
+    np.testing.assert_allclose(row["item_content_embedding"], expected, atol=1e-4)
     sports, cooking = shared_encoder().encode(["sports basketball", "cooking recipe"])
     assert float(expected @ sports) > float(expected @ cooking)  # content carries the topic
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         letters = _letters(item_job.out / "dead_letters")
         if letters:
