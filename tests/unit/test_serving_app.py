@@ -4,6 +4,7 @@ token, events, readiness and metrics. No model, no store."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -310,9 +311,16 @@ def test_metrics_count_latency_fallbacks_and_events(client: TestClient) -> None:
     client.get("/v1/recommendations?user_id=new", headers=AUTH)
     client.post("/v1/events", content=b"{", headers=AUTH)
 
-    text = client.get("/metrics", headers=AUTH).text
+    # The middleware records a request after its response is sent, so the client can
+    # ask /metrics before the second request's observation lands: ask again briefly.
+    counted = 'rtp_serving_request_seconds_count{route="/v1/recommendations",status="2xx"} 2.0'
+    for _ in range(200):
+        text = client.get("/metrics", headers=AUTH).text
+        if counted in text:
+            break
+        time.sleep(0.01)
 
-    assert 'rtp_serving_request_seconds_count{route="/v1/recommendations",status="2xx"} 2.0' in text
+    assert counted in text
     assert 'rtp_serving_fallbacks_total{fallback="trending",reason="unknown_user"} 1.0' in text
     assert 'rtp_serving_events_total{outcome="malformed_json"} 1.0' in text
 
