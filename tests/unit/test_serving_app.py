@@ -307,9 +307,12 @@ def test_unknown_route_and_method(client: TestClient) -> None:
 
 
 def test_metrics_count_latency_fallbacks_and_events(client: TestClient) -> None:
-    client.get("/v1/recommendations?user_id=u1", headers=AUTH)
-    client.get("/v1/recommendations?user_id=new", headers=AUTH)
-    client.post("/v1/events", content=b"{", headers=AUTH)
+    statuses = [
+        client.get("/v1/recommendations?user_id=u1", headers=AUTH).status_code,
+        client.get("/v1/recommendations?user_id=new", headers=AUTH).status_code,
+        client.post("/v1/events", content=b"{", headers=AUTH).status_code,
+    ]
+    assert statuses == [200, 200, 400]
 
     # The middleware records a request after its response is sent, so the client can
     # ask /metrics before the second request's observation lands: ask again briefly.
@@ -320,7 +323,8 @@ def test_metrics_count_latency_fallbacks_and_events(client: TestClient) -> None:
             break
         time.sleep(0.01)
 
-    assert counted in text
+    lines = [line for line in text.splitlines() if "request_seconds_count" in line]
+    assert counted in text, lines
     assert 'rtp_serving_fallbacks_total{fallback="trending",reason="unknown_user"} 1.0' in text
     assert 'rtp_serving_events_total{outcome="malformed_json"} 1.0' in text
 
@@ -425,3 +429,32 @@ def test_any_event_body_gets_a_4xx_or_202_never_5xx(fuzz_client: TestClient, bod
 def test_any_bytes_as_an_event_body_get_a_4xx_never_5xx(fuzz_client: TestClient, raw) -> None:
     response = fuzz_client.post("/v1/events", content=raw, headers=AUTH)
     assert response.status_code < 500, response.text
+
+
+def test_service_metrics_stay_per_app_after_feast_metrics_is_imported() -> None:
+    """``feast.metrics`` (imported lazily by Feast's online reads) switches a
+    ``prometheus_client`` imported after it to shared multiprocess values; the
+    service imports ``prometheus_client`` first, so its registries stay its own."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import serving.app\n"
+        "import feast.metrics\n"
+        "from serving.metrics import ServingMetrics\n"
+        "a, b = ServingMetrics(), ServingMetrics()\n"
+        "a.errors.labels('x').inc()\n"
+        "b.errors.labels('x')\n"
+        "print(b.registry.get_sample_value('rtp_serving_errors_total', {'kind': 'x'}))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("PROMETHEUS_MULTIPROC")}
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+        env=env,
+    )
+    assert out.stdout.strip() == "0.0", out.stdout + out.stderr
