@@ -97,6 +97,7 @@ class SequentialStreaming:
     def __init__(self, model: SequenceScorer, show_progress: bool = False):
         self.model = model
         self.show_progress = show_progress
+        self.candidates_memo: tuple[tuple[int, ...], Candidates] | None = None
 
     def fit(self, world: World) -> None:
         log = world.log
@@ -176,7 +177,16 @@ class Full:
         self.sequential.fit(world)
 
     def candidates(self, world: World, user: int) -> Candidates:
-        """Both sources' rows for ``user`` now, as the service computes them."""
+        """Both sources' rows for ``user`` now, as the service computes them (computed
+        once per event for every variant sharing ``sequential``: ``full`` and
+        ``full_ranker`` rank the same candidates)."""
+        key = (id(world), world.applied, user, self.blend.candidates)
+        memo = self.sequential.candidates_memo
+        if memo is None or memo[0] != key:
+            memo = self.sequential.candidates_memo = (key, self._candidates(world, user))
+        return memo[1]
+
+    def _candidates(self, world: World, user: int) -> Candidates:
         assert world.coengagement is not None
         logits = self.sequential.scores(world, user)
         co = world.coengagement.score(world.windows[user].recent(), world.item_events)

@@ -130,3 +130,28 @@ def test_report_slices_by_hand(tmp_path) -> None:
     # Targets (u4, E), (u1, A), (u1, C), (u1, B): training interacted with A and B only.
     assert masks["cold_item"].tolist() == [True, False, True, False]
     assert masks["new_user_first_10"].tolist() == [True, True, True, True]
+
+
+def test_full_and_full_ranker_compute_each_events_candidates_once(tmp_path, monkeypatch) -> None:
+    from models.candidate_features import blend_scores
+    from models.evaluation.sequence_variants import BlendConfig, FullRanked
+
+    log = _log(tmp_path)
+    world = World(log, coengagement=True)
+    apply_training(world, show_progress=False)
+    streaming = SequentialStreaming(LastItemModel())
+    blend_config = BlendConfig()
+    full = Full(streaming, blend_config)
+    ranked = FullRanked(streaming, lambda x: blend_scores(x, blend_config.weight), blend_config)
+    computed: list[int] = []
+    compute = Full._candidates
+
+    def counting(self, w, user):
+        computed.append(w.applied)
+        return compute(self, w, user)
+
+    monkeypatch.setattr(Full, "_candidates", counting)
+    result = replay(world, [full, ranked], show_progress=False)
+    assert len(computed) == len(result.positions) == len(set(computed))
+    # The ranker ordering by the blend's own score gives the blend's ranks.
+    assert result.ranks["full_ranker"].tolist() == result.ranks["full"].tolist()
