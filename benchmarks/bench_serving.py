@@ -17,8 +17,8 @@ subprocess on a loopback port. Stacks (the same export, ``models.retrieval_model
 Model paths:
 
 * ``inprocess``: the embedded default (SavedModels in the service process);
-* ``grpc``: TF Serving over gRPC, served by the test stand-in
-  (``tests/tfserving_standin``) in another process on the same machine.
+* ``grpc``: TF Serving over gRPC, served by the local stand-in
+  (``rtp/tfserving_standin``) in another process on the same machine.
 
 The default is 2 workers: what a 2-core deployment runs (one process per core, each
 with its models and its GIL; ``serving/README.md``).
@@ -65,8 +65,8 @@ import numpy as np
 from benchmarks.common import emit, log
 from feature_repo import features as f
 from feature_repo.store import FeatureStoreClient
+from rtp import local_servers as servers
 from serving.backends import prepare_tensorflow
-from tests.integration import servers
 
 CANDIDATES = 500
 K = 20
@@ -155,7 +155,7 @@ def item_ids(n: int) -> list[str]:
 
 def prepare(work: Path, n_items: int, n_users: int) -> tuple[Path, Path]:
     """(model base, store config YAML)."""
-    from tests.tfserving_standin.tiny_export import export_tiny
+    from rtp.tfserving_standin.tiny_export import export_tiny
 
     rng = np.random.default_rng(0)
     items = item_ids(n_items)
@@ -443,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stacks = args.stacks.split(",")
     if unknown := set(stacks) - set(STACKS):
         parser.error(f"--stacks: unknown {sorted(unknown)}, expected some of {sorted(STACKS)}")
-    from tests.tfserving_standin.launch import standin
+    from rtp.tfserving_standin.launch import standin
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         models, store_yaml = prepare(Path(tmp), args.items, args.users)

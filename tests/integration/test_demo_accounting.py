@@ -18,7 +18,7 @@ import pytest
 
 from beam_pipelines.accounting import letters_in
 from beam_pipelines.simulator import SimulatorConfig, simulate
-from serving.demo_stream import StreamingFeed
+from rtp.demo.streaming_feed import StreamingFeed
 from tests.helpers.components import component
 
 pytestmark = pytest.mark.timeout(1200)

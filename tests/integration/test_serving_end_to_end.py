@@ -27,9 +27,9 @@ from beam_pipelines import simulator
 from beam_pipelines.backfill import run_backfill
 from beam_pipelines.events import parse_timestamp_ms
 from beam_pipelines.jobs_common import store_config
+from rtp.tfserving_standin.launch import standin
 from serving.app import create_app
 from serving.config import ServingConfig
-from tests.tfserving_standin.launch import standin
 
 pytestmark = pytest.mark.timeout(2400)
 K = 20

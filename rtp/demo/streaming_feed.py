@@ -115,7 +115,7 @@ class StreamingFeed:
     def __enter__(self) -> StreamingFeed:
         from google.cloud import pubsub_v1
 
-        from beam_pipelines.local_servers import pubsub_emulator, stop_process_group
+        from rtp.local_servers import pubsub_emulator, stop_process_group
 
         self.features.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:

@@ -29,7 +29,7 @@ import yaml
 from beam_pipelines import backfill, simulator
 from beam_pipelines.rewards import load_reward_config
 from models.config import TrainConfig
-from serving.demo_shifts import ShiftedUser, Split, choose_split, topic_share
+from rtp.demo.shifts import ShiftedUser, Split, choose_split, topic_share
 
 K = 10  # recommendations shown per user
 SHOWN_USERS = 3
@@ -195,7 +195,7 @@ class BackfillFeed:
         """The accounting of this run over every line of ``log``; raises if it fails."""
         from beam_pipelines.jobs_common import store_config
         from feature_repo.store import FeatureStoreClient
-        from serving.demo_stream import check_accounting, demo_ledger
+        from rtp.demo.streaming_feed import check_accounting, demo_ledger
 
         ledger = demo_ledger().add(log.read_bytes().split(b"\n")[:-1])
         letters = self.features / f"backfill-{self._runs}" / "dead_letters"
@@ -226,8 +226,8 @@ def enter_feed(
     """The streaming feed, or the backfill one without an emulator or with ``--no-stream``."""
     features = out / "features"
     if not args.no_stream:
-        from beam_pipelines.local_servers import ComponentMissing
-        from serving.demo_stream import StreamingFeed
+        from rtp.demo.streaming_feed import StreamingFeed
+        from rtp.local_servers import ComponentMissing
 
         try:
             return stack.enter_context(StreamingFeed(features, str(base), args.stream_timeout_s))
