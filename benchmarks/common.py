@@ -27,7 +27,7 @@ def simulated_log(
     path: pathlib.Path, events: int, seed: int = 1, users: int = 2000
 ) -> pathlib.Path:
     """A clean simulator log (cached by file name)."""
-    from beam_pipelines import simulator
+    from rtp.simulator import simulation as simulator
 
     if not path.exists():
         argv = [f"--events={events}", f"--seed={seed}", f"--users={users}", f"--out={path}"]

@@ -33,7 +33,7 @@ class Command(NamedTuple):
 
 COMMANDS: dict[str, Command] = {
     "simulate": Command(
-        "beam_pipelines.simulator", "Write or publish a simulated engagement stream."
+        "rtp.simulator.simulation", "Write or publish a simulated engagement stream."
     ),
     "stream": Command(
         "beam_pipelines.streaming", "Run the streaming feature job (Pub/Sub → store)."

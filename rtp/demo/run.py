@@ -26,10 +26,11 @@ from typing import Any, Protocol
 
 import yaml
 
-from beam_pipelines import backfill, simulator
+from beam_pipelines import backfill
 from beam_pipelines.rewards import load_reward_config
 from models.config import TrainConfig
 from rtp.demo.shifts import ShiftedUser, Split, choose_split, topic_share
+from rtp.simulator import simulation as simulator
 
 K = 10  # recommendations shown per user
 SHOWN_USERS = 3

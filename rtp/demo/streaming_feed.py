@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from beam_pipelines.accounting import Accounting, Ledger, letters_in
-from beam_pipelines.simulator import SimRecord
 from feature_repo.features import USER_REALTIME
+from rtp.simulator.simulation import SimRecord
 
 PROJECT = "rtp-demo"
 REWARD = "short_video"  # the job's default reward preset: its event types validate
@@ -144,8 +144,8 @@ class StreamingFeed:
         input). Raises RuntimeError if it does not hold (the deadline passed with
         messages unaccounted for, or one counted twice)."""
         from beam_pipelines.jobs_common import store_config
-        from beam_pipelines.simulator_publish import publish_records
         from feature_repo.store import FeatureStoreClient
+        from rtp.simulator.publish import publish_records
 
         self._ledger.add(r.data for r in records)
         letters_dir = self.features / "dead_letters"

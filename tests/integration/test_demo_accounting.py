@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from beam_pipelines.accounting import letters_in
-from beam_pipelines.simulator import SimulatorConfig, simulate
 from rtp.demo.streaming_feed import StreamingFeed
+from rtp.simulator.simulation import SimulatorConfig, simulate
 from tests.helpers.components import component
 
 pytestmark = pytest.mark.timeout(1200)

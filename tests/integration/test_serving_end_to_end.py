@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from beam_pipelines import simulator
 from beam_pipelines.backfill import run_backfill
 from beam_pipelines.events import parse_timestamp_ms
 from beam_pipelines.jobs_common import store_config
+from rtp.simulator import simulation as simulator
 from rtp.tfserving_standin.launch import standin
 from serving.app import create_app
 from serving.config import ServingConfig

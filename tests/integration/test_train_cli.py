@@ -11,7 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from beam_pipelines.simulator import SimulatorConfig, StreamWriter, sidecar_paths, simulate
+from rtp.simulator.simulation import SimulatorConfig, StreamWriter, sidecar_paths, simulate
 from models import registry
 from tests.helpers.components import missing
 from models import train as train_cli

@@ -1064,9 +1064,9 @@ def _drain(records: Iterable[SimRecord], args: argparse.Namespace) -> dict[str, 
     if not args.publish_topic:
         collections.deque(records, maxlen=0)
         return None
-    from beam_pipelines import simulator_publish  # lazy: pulls in the Pub/Sub client
+    from rtp.simulator import publish  # lazy: pulls in the Pub/Sub client
 
-    return simulator_publish.publish_records(records, args.publish_topic, rate=args.rate).to_dict()
+    return publish.publish_records(records, args.publish_topic, rate=args.rate).to_dict()
 
 
 def main(argv: list[str] | None = None) -> int:
