@@ -3,7 +3,7 @@
 from setuptools import find_packages, setup
 
 # The base install is the pipeline (the streaming and backfill jobs, the feature
-# store) and the application layer's light half (the rtp CLI): what
+# store) and the application layer's light half (the rtp CLI, the simulator): what
 # Dataflow workers install from --setup_file, so they stay free of TensorFlow,
 # FastAPI and matplotlib. ``[pipeline]`` names it for images.
 PIPELINE = [

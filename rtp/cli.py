@@ -32,9 +32,7 @@ class Command(NamedTuple):
 
 
 COMMANDS: dict[str, Command] = {
-    "simulate": Command(
-        "rtp.simulator.simulation", "Write or publish a simulated engagement stream."
-    ),
+    "simulate": Command("rtp.simulator.cli", "Write or publish a simulated engagement stream."),
     "stream": Command(
         "beam_pipelines.streaming", "Run the streaming feature job (Pub/Sub → store)."
     ),

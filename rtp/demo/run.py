@@ -30,7 +30,10 @@ from beam_pipelines import backfill
 from beam_pipelines.rewards import load_reward_config
 from models.config import TrainConfig
 from rtp.demo.shifts import ShiftedUser, Split, choose_split, topic_share
-from rtp.simulator import simulation as simulator
+from rtp.simulator import simulation
+from rtp.simulator.config import SimulatorConfig
+from rtp.simulator.records import SimRecord
+from rtp.simulator.writer import StreamWriter, sidecar_paths
 
 K = 10  # recommendations shown per user
 SHOWN_USERS = 3
@@ -70,8 +73,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def simulator_config(args: argparse.Namespace) -> simulator.SimulatorConfig:
-    return simulator.SimulatorConfig(
+def simulator_config(args: argparse.Namespace) -> SimulatorConfig:
+    return SimulatorConfig(
         n_events=args.events,
         n_users=args.users,
         n_items=args.items,
@@ -84,14 +87,14 @@ def simulator_config(args: argparse.Namespace) -> simulator.SimulatorConfig:
 
 
 def simulate(
-    config: simulator.SimulatorConfig, out: pathlib.Path
-) -> tuple[simulator.Simulation, list[simulator.SimRecord]]:
+    config: SimulatorConfig, out: pathlib.Path
+) -> tuple[simulation.Simulation, list[SimRecord]]:
     """Write the simulated stream (and its sidecars); return the simulation (ground
     truth) and its records, which the feeds publish or replay as they are."""
     events = out / "events.jsonl"
     print(f"[1/5] simulating {config.n_events} events of {config.n_users} users → {events}")
-    sim = simulator.simulate(config)
-    with simulator.StreamWriter(events) as writer:
+    sim = simulation.simulate(config)
+    with StreamWriter(events) as writer:
         records = list(writer.tee(sim))
         writer.finish(sim)
     return sim, records
@@ -102,8 +105,8 @@ def _utc(ms: int) -> str:
 
 
 def split_stream(
-    sim: simulator.Simulation,
-    records: list[simulator.SimRecord],
+    sim: simulation.Simulation,
+    records: list[SimRecord],
     topics: dict[str, str],
     out: pathlib.Path,
 ) -> Split:
@@ -140,7 +143,7 @@ def train_models(out: pathlib.Path, config: TrainConfig) -> pathlib.Path:
     print(f"[3/5] training on part 1 only (rtp train API, seed {config.seed}) → {base}")
     argv = ["--events", str(out / "events.part1.jsonl"), "--out", str(base)]
     argv += ["--join-engine", "asof"]  # Feast's point-in-time join in pandas: seconds, not a minute
-    argv += ["--items", str(simulator.sidecar_paths(out / "events.jsonl")["items"])]
+    argv += ["--items", str(sidecar_paths(out / "events.jsonl")["items"])]
     args = parser().parse_args(argv)
     version = export_trained(fit(args, config, time.perf_counter()), base, config)
     print(f"  exported model version {version}")
@@ -152,7 +155,7 @@ class Feed(Protocol):
 
     store_path: pathlib.Path  # the SQLite online store
 
-    def feed(self, records: Sequence[simulator.SimRecord], log: pathlib.Path) -> dict[str, Any]:
+    def feed(self, records: Sequence[SimRecord], log: pathlib.Path) -> dict[str, Any]:
         """``records``: the new part; ``log``: every line fed so far, this part included.
         Returns once the part is in the store."""
         ...
@@ -181,7 +184,7 @@ class BackfillFeed:
     def __exit__(self, *exc: object) -> None:
         pass
 
-    def feed(self, records: Sequence[simulator.SimRecord], log: pathlib.Path) -> dict[str, Any]:
+    def feed(self, records: Sequence[SimRecord], log: pathlib.Path) -> dict[str, Any]:
         """Replay ``log``, everything fed so far (``records`` is its new part)."""
         self._runs += 1
         argv = [f"--events={log}", f"--out={self.features / f'backfill-{self._runs}'}"]

@@ -26,7 +26,7 @@ from typing import Any
 
 from beam_pipelines.accounting import Accounting, Ledger, letters_in
 from feature_repo.features import USER_REALTIME
-from rtp.simulator.simulation import SimRecord
+from rtp.simulator.records import SimRecord
 
 PROJECT = "rtp-demo"
 REWARD = "short_video"  # the job's default reward preset: its event types validate

@@ -21,7 +21,7 @@ from feature_repo.features import (
     USER_REALTIME,
 )
 from rtp.simulator import publish
-from rtp.simulator.simulation import SimRecord
+from rtp.simulator.records import SimRecord
 from tests.helpers.events import event_json
 
 PROJECT = "test-project"

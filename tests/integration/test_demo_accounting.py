@@ -18,7 +18,8 @@ import pytest
 
 from beam_pipelines.accounting import letters_in
 from rtp.demo.streaming_feed import StreamingFeed
-from rtp.simulator.simulation import SimulatorConfig, simulate
+from rtp.simulator.config import SimulatorConfig
+from rtp.simulator.simulation import simulate
 from tests.helpers.components import component
 
 pytestmark = pytest.mark.timeout(1200)

@@ -9,7 +9,9 @@ import math
 import pytest
 
 from models.evaluation.cli import main
-from rtp.simulator.simulation import SimulatorConfig, StreamWriter, simulate
+from rtp.simulator.config import SimulatorConfig
+from rtp.simulator.simulation import simulate
+from rtp.simulator.writer import StreamWriter
 
 BASELINES = "popularity,popularity_rolling,itemknn_recent"
 ROWS = [  # the log of tests/unit/test_evaluation_protocol.py

@@ -7,7 +7,8 @@ import time
 from google.cloud import pubsub_v1
 
 from rtp.simulator import publish
-from rtp.simulator.simulation import SimulatorConfig, simulate
+from rtp.simulator.config import SimulatorConfig
+from rtp.simulator.simulation import simulate
 
 PROJECT = "test-project"
 TOPIC = f"projects/{PROJECT}/topics/engagement-events"

@@ -44,12 +44,9 @@ from feature_repo.features import (  # noqa: E402
     USER_REALTIME,
 )
 from rtp.simulator import publish  # noqa: E402
-from rtp.simulator.simulation import (  # noqa: E402
-    SimulatorConfig,
-    StreamWriter,
-    sidecar_paths,
-    simulate,
-)
+from rtp.simulator.config import SimulatorConfig  # noqa: E402
+from rtp.simulator.simulation import simulate  # noqa: E402
+from rtp.simulator.writer import StreamWriter, sidecar_paths  # noqa: E402
 from tests.helpers.compare import assert_same_online  # noqa: E402
 
 PROJECT = "test-project"

@@ -9,7 +9,8 @@ from beam_pipelines.events import EventValidationError, ValidationConfig, parse_
 from beam_pipelines.rewards import PRESETS
 from beam_pipelines.state.columns import ScoredColumns
 from beam_pipelines.transforms.rewards import score_event
-from rtp.simulator.simulation import DirtyKind, SimulatorConfig, simulate
+from rtp.simulator.config import DirtyKind, SimulatorConfig
+from rtp.simulator.simulation import simulate
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

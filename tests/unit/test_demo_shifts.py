@@ -5,7 +5,7 @@ import json
 from beam_pipelines.events import Reason
 from beam_pipelines.rewards import load_reward_config
 from rtp.demo.shifts import choose_split, topic_share
-from rtp.simulator.simulation import InterestShift, SimRecord
+from rtp.simulator.records import InterestShift, SimRecord
 
 REWARD = load_reward_config("short_video")
 T0 = 1_767_225_600_000

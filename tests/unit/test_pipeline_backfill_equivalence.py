@@ -32,7 +32,8 @@ from feature_repo.features import (
     USER_KEY,
     USER_REALTIME,
 )
-from rtp.simulator.simulation import DirtyKind, SimulatorConfig, simulate
+from rtp.simulator.config import DirtyKind, SimulatorConfig
+from rtp.simulator.simulation import simulate
 from tests.helpers.compare import assert_same_entities, last_row_per_entity
 from tests.helpers.pipelines import Collect, StreamBuilder, streaming_pipeline
 from tests.helpers.sinks import RecordingSinkFactory

@@ -12,18 +12,13 @@ from pydantic import ValidationError
 
 from beam_pipelines.events import EventValidationError, Reason, parse_event
 from rtp.simulator import publish
-from rtp.simulator.simulation import (
-    DEFAULT_START_MS,
-    EXPECTED_REASON,
-    TOPIC_VOCABULARY,
-    DirtyKind,
-    SimRecord,
-    SimulatorConfig,
-    main,
-    rfc3339,
-    sidecar_paths,
-    simulate,
-)
+from rtp.simulator.catalogue import TOPIC_VOCABULARY
+from rtp.simulator.cli import main
+from rtp.simulator.config import DEFAULT_START_MS, EXPECTED_REASON, DirtyKind, SimulatorConfig
+from rtp.simulator.encoding import rfc3339
+from rtp.simulator.records import SimRecord
+from rtp.simulator.simulation import simulate
+from rtp.simulator.writer import sidecar_paths
 
 NOW_MS = 1_798_761_600_000  # 2027-01-01T00:00:00Z: after every simulated event
 SMALL = {"n_users": 200, "n_items": 1000}
