@@ -1,4 +1,4 @@
-"""Tiny generated data for tests and benchmarks: rating events, items, and their
+"""Tiny generated data for the model tests: rating events, items, and their
 point-in-time history written with the pure-Python state code (no Beam), in the
 backfill's layout (``<offline_dir>/<view>/*.parquet``).
 """
