@@ -31,7 +31,7 @@ def label_examples(
 ) -> pd.DataFrame:
     """One row per exposure (``LABEL_COLUMNS``), in the order of ``events``.
 
-    ``events`` holds ``event_log.EVENT_COLUMNS`` sorted by time. Without exposure
+    ``events`` holds ``training_log.EVENT_COLUMNS`` sorted by time. Without exposure
     types every event is an exposure and labels itself. Otherwise outcome events
     join the latest exposure of the same user and item at most
     ``outcome_window_ms`` before them; outcomes without one are examples of their own.

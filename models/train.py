@@ -31,7 +31,6 @@ from models.catalog import Catalog, build_catalog
 from models.config import TrainConfig
 from models.content_items import catalog_vectors
 from models.dataset import label_examples, point_in_time_features
-from models.event_log import EventLog, default_reward, load_events, time_split
 from models.export import export_all, training_popularity
 from models.item_features import ItemVocab, encode_items
 from models.metrics import auc, recall_at, rmse, seen_before, target_ranks
@@ -43,6 +42,7 @@ from models.sequential_export import MIN_K, SequentialModule
 from models.stack_training import TrainedStack, measure_orders, train_stack
 from models.towers import ItemTower, QueryTower
 from models.training_data import ExampleArrays, before, build_arrays
+from models.training_log import TrainingLog, default_reward, load_events, time_split
 
 LOG = logging.getLogger(__name__)
 WORK_DIR = ".train_work"
@@ -54,7 +54,7 @@ def _stage(message: str, started: float) -> None:
 
 @dataclasses.dataclass
 class Prepared:
-    log: EventLog
+    log: TrainingLog
     catalog: Catalog
     train: ExampleArrays
     valid: ExampleArrays

@@ -21,7 +21,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from beam_pipelines.embedding_source import newest_table
 from models import export, registry
 from models import train as train_cli
-from models.event_log import load_events
+from models.training_log import load_events
 from models.inputs import RANKER_INPUTS, input_specs
 from models.ranker import predict
 from models.retrieval import query_embeddings
