@@ -25,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 
 from beam_pipelines.jobs_common import check_log_inputs
+from feature_repo.features import ITEM_BETA_ALPHA, ITEM_BETA_BETA
 from models import train_args
 from models.candidate_training import EventArrays
 from models.catalog import Catalog, build_catalog
@@ -185,7 +186,7 @@ def fit_ranker(data: Prepared, table: np.ndarray, config: TrainConfig) -> Ranker
 def evaluate_ranker(data: Prepared, model: RankerModel, table: np.ndarray) -> dict[str, Any]:
     valid = data.valid
     probability, reward = predict(model, valid.ranker_inputs(table))
-    alpha, beta = valid.item["item_beta_alpha"], valid.item["item_beta_beta"]
+    alpha, beta = valid.item[ITEM_BETA_ALPHA], valid.item[ITEM_BETA_BETA]
     beta_mean = np.divide(alpha, alpha + beta, out=np.zeros_like(alpha), where=alpha + beta > 0)
     return {
         "examples": len(valid),

@@ -28,6 +28,7 @@ import yaml
 
 from beam_pipelines import backfill
 from beam_pipelines.rewards import load_reward_config
+from feature_repo.features import USER_EVENT_COUNT
 from models.config import TrainConfig
 from rtp.demo.shifts import ShiftedUser, Split, choose_split, topic_share
 from rtp.simulator import simulation
@@ -285,7 +286,7 @@ class DemoService:
         assert self.service.recommender is not None and self.service.store is not None
         body = recommendation_body(self.service.recommender.recommend(user_id, K), "", K)
         row = read_user(self.service.store, user_id)
-        body["user_event_count"] = row["user_event_count"] if row else 0
+        body[USER_EVENT_COUNT] = row[USER_EVENT_COUNT] if row else 0
         return body
 
 
@@ -296,7 +297,7 @@ def _shown(body: dict[str, Any], topics: dict[str, str], user: ShiftedUser) -> d
         "topics": [topics.get(i, "?") for i in items],
         "new_topic_share": topic_share(items, topics, user.new_topic),
         "old_topic_share": topic_share(items, topics, user.old_topic),
-        "user_event_count": body["user_event_count"],
+        USER_EVENT_COUNT: body[USER_EVENT_COUNT],
         "model_version": body["model_version"],
         "fallback": body["fallback"],
     }
@@ -305,7 +306,7 @@ def _shown(body: dict[str, Any], topics: dict[str, str], user: ShiftedUser) -> d
 def _print_list(label: str, shown: dict[str, Any], new_topic: str) -> None:
     hits = round(shown["new_topic_share"] * len(shown["items"]))
     print(
-        f"  {label} ({shown['user_event_count']} events in the store"
+        f"  {label} ({shown[USER_EVENT_COUNT]} events in the store"
         f"{', fallback ' + shown['fallback'] if shown['fallback'] else ''}): "
         f"{hits}/{len(shown['items'])} in {new_topic}"
     )

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from beam_pipelines.accounting import Accounting, Ledger, letters_in
-from feature_repo.features import USER_REALTIME
+from feature_repo.features import USER_EVENT_COUNT, USER_REALTIME
 from rtp.simulator.records import SimRecord
 
 PROJECT = "rtp-demo"
@@ -53,7 +53,7 @@ def store_counts(store, users: list[str]) -> dict[str, int]:
     counts = {}
     for start in range(0, len(users), 200):
         for user_id, row in store.read(USER_REALTIME, users[start : start + 200]).items():
-            counts[user_id] = row["user_event_count"] if row else 0
+            counts[user_id] = row[USER_EVENT_COUNT] if row else 0
     return counts
 
 
