@@ -39,7 +39,7 @@ unit: $(STAMP) $(CONTENT_STAMP)
 	$(PY) -m pytest tests/unit -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check beam_pipelines models serving feature_repo tests benchmarks
+	$(VENV)/bin/ruff check rtp beam_pipelines models serving feature_repo tests benchmarks
 
 clean:
 	rm -rf $(VENV) out

@@ -3,8 +3,9 @@
 from setuptools import find_packages, setup
 
 # The base install is the pipeline (the streaming and backfill jobs, the feature
-# store, the simulator): what Dataflow workers install from --setup_file, so they
-# stay free of TensorFlow, FastAPI and matplotlib. ``[pipeline]`` names it for images.
+# store) and the application layer's light half (the rtp CLI, the simulator): what
+# Dataflow workers install from --setup_file, so they stay free of TensorFlow,
+# FastAPI and matplotlib. ``[pipeline]`` names it for images.
 PIPELINE = [
     "apache-beam[gcp]==2.77.0",
     "feast[redis,gcp]==0.67.0",
@@ -63,7 +64,9 @@ setup(
     version="0.1.0",
     description="Streaming real-time personalization on Apache Beam, Feast and TFRS",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["beam_pipelines*", "models*", "serving*", "feature_repo*"]),
+    packages=find_packages(
+        include=["rtp*", "beam_pipelines*", "models*", "serving*", "feature_repo*"]
+    ),
     package_data={"feature_repo": ["*.yaml"]},
     install_requires=PIPELINE,
     extras_require={
@@ -73,5 +76,5 @@ setup(
         "all": list(dict.fromkeys([*TRAIN, *SERVE])),  # rtp demo and every command
         "test": TEST,
     },
-    entry_points={"console_scripts": ["rtp = serving.cli:main"]},
+    entry_points={"console_scripts": ["rtp = rtp.cli:main"]},
 )

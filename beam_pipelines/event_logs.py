@@ -165,7 +165,7 @@ def _column(header: list[str], names: tuple[str, ...]) -> int:
     for name in names:
         if name in header:
             return header.index(name)
-    raise ValueError(f"MovieLens CSV needs one of the columns {names}, has {header}")
+    raise ValueError(f"MovieLens CSV header needs one of the columns {names}, has {header}")
 
 
 def _movielens(path: str) -> Iterator[bytes]:
@@ -173,7 +173,13 @@ def _movielens(path: str) -> Iterator[bytes]:
         rows = csv.reader(io.TextIOWrapper(handle, encoding="utf-8", newline=""))
         header = next(rows)
         cols = {key: _column(header, names) for key, names in MOVIELENS_COLUMNS.items()}
+        width = max(cols.values()) + 1
         for row in rows:
+            if not row:
+                continue  # a blank line, as in JSONL
+            if len(row) < width:  # not JSON: the parser rejects it as malformed
+                yield ",".join(row).encode()
+                continue
             yield movielens_event(*(row[cols[k]] for k in ("user", "item", "rating", "timestamp")))
 
 

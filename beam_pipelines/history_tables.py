@@ -15,7 +15,7 @@ from beam_pipelines.history import arrow_schema
 from beam_pipelines.state.config import StateConfig
 from beam_pipelines.state.item_fold import ItemHistory
 from beam_pipelines.state.user_fold import UserHistory
-from feature_repo.features import EVENT_TIMESTAMP, ITEM_KEY, ITEM_REALTIME, USER_KEY, USER_REALTIME
+from feature_repo import features as f
 
 _TIMESTAMP = pa.timestamp("ms", tz="UTC")
 
@@ -28,14 +28,14 @@ def user_columns(history: UserHistory) -> dict[str, np.ndarray]:
     """Scalar feature columns of ``UserState.features`` (float64, int64)."""
     s = history.sums
     return {
-        "user_event_count": history.count,
-        "user_events_short": s[:, 0, 0],
-        "user_events_long": s[:, 1, 0],
-        "user_reward_rate_short": _rate(s[:, 0, 1], s[:, 0, 0]),
-        "user_reward_rate_long": _rate(s[:, 1, 1], s[:, 1, 0]),
-        "user_engagement_rate_short": _rate(s[:, 0, 2], s[:, 0, 0]),
-        "user_engagement_rate_long": _rate(s[:, 1, 2], s[:, 1, 0]),
-        "user_last_event_ms": history.newest_ms,
+        f.USER_EVENT_COUNT: history.count,
+        f.USER_EVENTS_SHORT: s[:, 0, 0],
+        f.USER_EVENTS_LONG: s[:, 1, 0],
+        f.USER_REWARD_RATE_SHORT: _rate(s[:, 0, 1], s[:, 0, 0]),
+        f.USER_REWARD_RATE_LONG: _rate(s[:, 1, 1], s[:, 1, 0]),
+        f.USER_ENGAGEMENT_RATE_SHORT: _rate(s[:, 0, 2], s[:, 0, 0]),
+        f.USER_ENGAGEMENT_RATE_LONG: _rate(s[:, 1, 2], s[:, 1, 0]),
+        f.USER_LAST_EVENT_MS: history.newest_ms,
     }
 
 
@@ -46,21 +46,21 @@ def _lists(lengths: np.ndarray, values: pa.Array) -> pa.ListArray:
 
 
 def user_table(history: UserHistory) -> pa.Table:
-    schema = arrow_schema(USER_REALTIME)
+    schema = arrow_schema(f.USER_REALTIME)
     items = pa.array(history.event_items, pa.string())
     ts, rewards = history.event_ts, history.event_reward
     take, lengths = history.recent_rows, history.recent_lengths
     arrays = {
-        USER_KEY: pa.array(history.users, pa.string()).take(pa.array(history.user_of_row)),
-        EVENT_TIMESTAMP: pa.array(history.newest_ms, _TIMESTAMP),
-        "user_emb_short": _lists(history.emb_dims, pa.array(history.emb_short)),
-        "user_emb_long": _lists(history.emb_dims, pa.array(history.emb_long)),
-        "user_embedding_version": pa.array(history.versions, pa.string()).take(
+        f.USER_KEY: pa.array(history.users, pa.string()).take(pa.array(history.user_of_row)),
+        f.EVENT_TIMESTAMP: pa.array(history.newest_ms, _TIMESTAMP),
+        f.USER_EMB_SHORT: _lists(history.emb_dims, pa.array(history.emb_short)),
+        f.USER_EMB_LONG: _lists(history.emb_dims, pa.array(history.emb_long)),
+        f.USER_EMBEDDING_VERSION: pa.array(history.versions, pa.string()).take(
             pa.array(history.version_of_row)
         ),
-        "user_recent_items": _lists(lengths, items.take(pa.array(take))),
-        "user_recent_ts_ms": _lists(lengths, pa.array(ts[take])),
-        "user_recent_rewards": _lists(lengths, pa.array(rewards[take].astype(np.float32))),
+        f.USER_RECENT_ITEMS: _lists(lengths, items.take(pa.array(take))),
+        f.USER_RECENT_TS_MS: _lists(lengths, pa.array(ts[take])),
+        f.USER_RECENT_REWARDS: _lists(lengths, pa.array(rewards[take].astype(np.float32))),
     }
     for name, values in user_columns(history).items():
         arrays[name] = pa.array(values.astype(schema.field(name).type.to_pandas_dtype()))
@@ -79,24 +79,25 @@ def user_finals(history: UserHistory) -> list[dict]:
         stop = int(recent_ends[row])
         recent = history.recent_rows[stop - int(history.recent_lengths[row]) : stop]
         features = {
-            "user_emb_short": history.emb_short[end - dim : end].tolist(),
-            "user_emb_long": history.emb_long[end - dim : end].tolist(),
-            "user_embedding_version": history.versions[int(history.version_of_row[row])],
+            f.USER_EMB_SHORT: history.emb_short[end - dim : end].tolist(),
+            f.USER_EMB_LONG: history.emb_long[end - dim : end].tolist(),
+            f.USER_EMBEDDING_VERSION: history.versions[int(history.version_of_row[row])],
             **{name: values[n] for name, values in scalars.items()},
-            "user_recent_items": [history.event_items[j] for j in recent.tolist()],
-            "user_recent_ts_ms": history.event_ts[recent].tolist(),
-            "user_recent_rewards": history.event_reward[recent].tolist(),
+            f.USER_RECENT_ITEMS: [history.event_items[j] for j in recent.tolist()],
+            f.USER_RECENT_TS_MS: history.event_ts[recent].tolist(),
+            f.USER_RECENT_REWARDS: history.event_reward[recent].tolist(),
         }
         user = history.users[int(history.user_of_row[row])]
-        rows.append({USER_KEY: user, EVENT_TIMESTAMP: features["user_last_event_ms"], **features})
+        stamp = features[f.USER_LAST_EVENT_MS]
+        rows.append({f.USER_KEY: user, f.EVENT_TIMESTAMP: stamp, **features})
     return rows
 
 
 def item_table(history: ItemHistory, config: StateConfig) -> pa.Table:
-    schema = arrow_schema(ITEM_REALTIME)
+    schema = arrow_schema(f.ITEM_REALTIME)
     arrays = {
-        ITEM_KEY: pa.array(history.items, pa.string()).take(pa.array(history.item_of_row)),
-        EVENT_TIMESTAMP: pa.array(history.newest_ms, _TIMESTAMP),
+        f.ITEM_KEY: pa.array(history.items, pa.string()).take(pa.array(history.item_of_row)),
+        f.EVENT_TIMESTAMP: pa.array(history.newest_ms, _TIMESTAMP),
     }
     for name, values in history.features(config).items():
         arrays[name] = pa.array(values.astype(schema.field(name).type.to_pandas_dtype()))
@@ -109,8 +110,8 @@ def item_finals(history: ItemHistory, config: StateConfig) -> list[dict]:
     columns = {name: values[last].tolist() for name, values in history.features(config).items()}
     return [
         {
-            ITEM_KEY: item,
-            EVENT_TIMESTAMP: columns["item_last_event_ms"][n],
+            f.ITEM_KEY: item,
+            f.EVENT_TIMESTAMP: columns[f.ITEM_LAST_EVENT_MS][n],
             **{name: values[n] for name, values in columns.items()},
         }
         for n, item in enumerate(history.items)

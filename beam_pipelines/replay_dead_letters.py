@@ -38,10 +38,18 @@ from beam_pipelines.transforms.write import (
     row_version,
     state_rows,
 )
-from feature_repo.features import EVENT_TIMESTAMP, FEATURE_VIEWS, KEYED_STATE
+from feature_repo.features import (
+    EVENT_TIMESTAMP,
+    FEATURE_VIEWS,
+    ITEM_LAST_EVENT_MS,
+    ITEM_REALTIME,
+    KEYED_STATE,
+    USER_LAST_EVENT_MS,
+    USER_REALTIME,
+)
 from feature_repo.store import DEFAULT_SQLITE_PATH
 
-LAST_EVENT_COLUMNS = {"user_realtime": "user_last_event_ms", "item_realtime": "item_last_event_ms"}
+LAST_EVENT_COLUMNS = {USER_REALTIME: USER_LAST_EVENT_MS, ITEM_REALTIME: ITEM_LAST_EVENT_MS}
 
 
 def read_letters(directory: Path) -> list[DeadLetter]:

@@ -26,8 +26,8 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from beam_pipelines.transforms.restore import STAGES, STATE_FEATURE, progress_key
-from feature_repo.features import KEYED_STATE
+from beam_pipelines.transforms.restore import STAGES, progress_key
+from feature_repo.features import ENCODED_STATE, KEYED_STATE
 
 LOG = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ LOG = logging.getLogger(__name__)
 def progress_marks(store) -> dict[str, int]:
     """Each view's progress mark (epoch ms) found in ``store`` (``read_bytes``)."""
     keys = {progress_key(view): view for view in STAGES}
-    found = store.read_bytes(KEYED_STATE, STATE_FEATURE, list(keys))
+    found = store.read_bytes(KEYED_STATE, ENCODED_STATE, list(keys))
     return {keys[key]: int(data.decode()) for key, data in found.items()}
 
 

@@ -26,6 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import tensorflow as tf
 
+from feature_repo import features as f
 from models import export, registry
 from models.inputs import RANKER_INPUTS, input_specs
 from models.ranker import ENGAGED, REWARD, RankerModel, dense_features
@@ -156,17 +157,17 @@ def bench_latency(ranker: RankerModel, calls: int, rng: np.random.Generator) -> 
         in_width = _input_width(_inputs(RANKER_INPUTS, 1, rng))
         for n in CANDIDATES:
             user = {name: float(rng.random()) for name in QUERY_INPUTS}
-            user["user_emb_short"] = list(rng.standard_normal(DIM) * 0.3)
-            user["user_emb_long"] = list(rng.standard_normal(DIM) * 0.3)
-            user["user_event_count"] = 12
-            user["user_embedding_version"] = str(bundle.version)
+            user[f.USER_EMB_SHORT] = list(rng.standard_normal(DIM) * 0.3)
+            user[f.USER_EMB_LONG] = list(rng.standard_normal(DIM) * 0.3)
+            user[f.USER_EVENT_COUNT] = 12
+            user[f.USER_EMBEDDING_VERSION] = str(bundle.version)
             item_ids = [f"i{k}" for k in rng.choice(n_items, n, replace=False)]
             item_rows = [
                 {
-                    "item_event_count": 5,
-                    "item_beta_alpha": 2.0,
-                    "item_beta_beta": 3.0,
-                    "item_trending": 1.0,
+                    f.ITEM_EVENT_COUNT: 5,
+                    f.ITEM_BETA_ALPHA: 2.0,
+                    f.ITEM_BETA_BETA: 3.0,
+                    f.ITEM_TRENDING: 1.0,
                 }
                 for _ in range(n)
             ]

@@ -17,8 +17,8 @@ subprocess on a loopback port. Stacks (the same export, ``models.retrieval_model
 Model paths:
 
 * ``inprocess``: the embedded default (SavedModels in the service process);
-* ``grpc``: TF Serving over gRPC, served by the test stand-in
-  (``tests/tfserving_standin``) in another process on the same machine.
+* ``grpc``: TF Serving over gRPC, served by the local stand-in
+  (``rtp/tfserving_standin``) in another process on the same machine.
 
 The default is 2 workers: what a 2-core deployment runs (one process per core, each
 with its models and its GIL; ``serving/README.md``).
@@ -65,8 +65,8 @@ import numpy as np
 from benchmarks.common import emit, log
 from feature_repo import features as f
 from feature_repo.store import FeatureStoreClient
+from rtp import local_servers as servers
 from serving.backends import prepare_tensorflow
-from tests.integration import servers
 
 CANDIDATES = 500
 K = 20
@@ -85,20 +85,20 @@ def user_rows(n: int, items: list[str], now_ms: int, rng: np.random.Generator) -
             {
                 f.USER_KEY: f"user-{i}",
                 f.EVENT_TIMESTAMP: now_ms,
-                "user_emb_short": rng.standard_normal(DIM).tolist(),
-                "user_emb_long": rng.standard_normal(DIM).tolist(),
-                "user_embedding_version": str(VERSION),
-                "user_event_count": int(rng.integers(1, 500)),
-                "user_events_short": float(rng.random() * 10),
-                "user_events_long": float(rng.random() * 100),
-                "user_reward_rate_short": float(rng.random()),
-                "user_reward_rate_long": float(rng.random()),
-                "user_engagement_rate_short": float(rng.random()),
-                "user_engagement_rate_long": float(rng.random()),
-                "user_last_event_ms": now_ms - int(rng.integers(0, 3_600_000)),
-                "user_recent_items": recent,
-                "user_recent_ts_ms": [now_ms - 1000 * j for j in range(RECENT_N)],
-                "user_recent_rewards": rng.random(RECENT_N).round(3).tolist(),
+                f.USER_EMB_SHORT: rng.standard_normal(DIM).tolist(),
+                f.USER_EMB_LONG: rng.standard_normal(DIM).tolist(),
+                f.USER_EMBEDDING_VERSION: str(VERSION),
+                f.USER_EVENT_COUNT: int(rng.integers(1, 500)),
+                f.USER_EVENTS_SHORT: float(rng.random() * 10),
+                f.USER_EVENTS_LONG: float(rng.random() * 100),
+                f.USER_REWARD_RATE_SHORT: float(rng.random()),
+                f.USER_REWARD_RATE_LONG: float(rng.random()),
+                f.USER_ENGAGEMENT_RATE_SHORT: float(rng.random()),
+                f.USER_ENGAGEMENT_RATE_LONG: float(rng.random()),
+                f.USER_LAST_EVENT_MS: now_ms - int(rng.integers(0, 3_600_000)),
+                f.USER_RECENT_ITEMS: recent,
+                f.USER_RECENT_TS_MS: [now_ms - 1000 * j for j in range(RECENT_N)],
+                f.USER_RECENT_REWARDS: rng.random(RECENT_N).round(3).tolist(),
             }
         )
     return rows
@@ -113,8 +113,8 @@ def item_rows(items: list[str], now_ms: int, rng: np.random.Generator) -> list[d
                 **values,
                 f.ITEM_KEY: item,
                 f.EVENT_TIMESTAMP: now_ms,
-                "item_event_count": int(rng.integers(1, 1000)),
-                "item_last_event_ms": now_ms - int(rng.integers(0, 3_600_000)),
+                f.ITEM_EVENT_COUNT: int(rng.integers(1, 1000)),
+                f.ITEM_LAST_EVENT_MS: now_ms - int(rng.integers(0, 3_600_000)),
             }
         )
     return rows
@@ -129,7 +129,7 @@ def coengagement_rows(
         {
             f.USER_KEY: u[f.USER_KEY],
             f.EVENT_TIMESTAMP: now_ms,
-            "user_interacted_items": u["user_recent_items"],
+            f.USER_INTERACTED_ITEMS: u[f.USER_RECENT_ITEMS],
         }
         for u in users
     ]
@@ -142,8 +142,8 @@ def coengagement_rows(
             {
                 f.ITEM_KEY: item,
                 f.EVENT_TIMESTAMP: now_ms,
-                "item_neighbors": [items[j] for j in picks],
-                "item_neighbor_pairs": counts.astype(float).tolist(),
+                f.ITEM_NEIGHBORS: [items[j] for j in picks],
+                f.ITEM_NEIGHBOR_PAIRS: counts.astype(float).tolist(),
             }
         )
     return user_pairs, item_pairs
@@ -155,7 +155,7 @@ def item_ids(n: int) -> list[str]:
 
 def prepare(work: Path, n_items: int, n_users: int) -> tuple[Path, Path]:
     """(model base, store config YAML)."""
-    from tests.tfserving_standin.tiny_export import export_tiny
+    from rtp.tfserving_standin.tiny_export import export_tiny
 
     rng = np.random.default_rng(0)
     items = item_ids(n_items)
@@ -229,11 +229,11 @@ class BareSequential(BareRanker):
         self.function = self.loaded.signatures["candidate_rows"]
         rng = np.random.default_rng(2)
         self.inputs = {
-            "user_recent_items": tf.constant([rng.choice(items, RECENT_N).tolist()]),
-            "user_recent_ts_ms": tf.constant(
+            f.USER_RECENT_ITEMS: tf.constant([rng.choice(items, RECENT_N).tolist()]),
+            f.USER_RECENT_TS_MS: tf.constant(
                 [[10**12 - 1000 * j for j in range(RECENT_N)]], tf.int64
             ),
-            "user_recent_rewards": tf.constant(rng.random((1, RECENT_N)), tf.float32),
+            f.USER_RECENT_REWARDS: tf.constant(rng.random((1, RECENT_N)), tf.float32),
         }
         self.output = "item_rows"
         for _ in range(20):
@@ -443,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stacks = args.stacks.split(",")
     if unknown := set(stacks) - set(STACKS):
         parser.error(f"--stacks: unknown {sorted(unknown)}, expected some of {sorted(STACKS)}")
-    from tests.tfserving_standin.launch import standin
+    from rtp.tfserving_standin.launch import standin
 
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as tmp:
         models, store_yaml = prepare(Path(tmp), args.items, args.users)

@@ -27,11 +27,11 @@ def simulated_log(
     path: pathlib.Path, events: int, seed: int = 1, users: int = 2000
 ) -> pathlib.Path:
     """A clean simulator log (cached by file name)."""
-    from beam_pipelines import simulator
+    from rtp.simulator import cli as simulate_cli
 
     if not path.exists():
         argv = [f"--events={events}", f"--seed={seed}", f"--users={users}", f"--out={path}"]
-        simulator.main(argv)
+        simulate_cli.main(argv)
     return path
 
 

@@ -143,8 +143,8 @@ def main() -> None:
     from google.cloud import pubsub_v1
 
     from beam_pipelines.jobs_common import store_config
-    from beam_pipelines.local_servers import pubsub_emulator, stop_process_group
     from feature_repo.store import FeatureStoreClient
+    from rtp.local_servers import pubsub_emulator, stop_process_group
 
     with tempfile.TemporaryDirectory() as tmp, pubsub_emulator(PROJECT) as emulator:
         out = pathlib.Path(tmp)

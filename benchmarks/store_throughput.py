@@ -30,7 +30,7 @@ from typing import Any
 from benchmarks.common import emit
 from feature_repo import features as f
 from feature_repo.store import FeatureStoreClient
-from tests.integration import servers
+from rtp import local_servers as servers
 
 BATCH = 500
 RECENT_N = 50

@@ -1,5 +1,6 @@
 """Feature names and types: defined once here, imported by the pipeline, the
-training code and the service.
+training code and the service. Every view and feature name is a constant of this
+module; other modules name features through these constants, never as literals.
 
 Units: every ``*_ms`` value is epoch milliseconds (UTC). Decayed values are
 exponentially decayed sums as of the entity's newest event time
@@ -49,66 +50,101 @@ BYTES = "bytes"
 EMBEDDING_DIM = 32
 
 # user_realtime: written by UpdateUserState.
+USER_EMB_SHORT = "user_emb_short"  # reward-weighted pooled item embedding, short half-life
+USER_EMB_LONG = "user_emb_long"  # same, long half-life
+# The item-embedding table version of the two above.
+USER_EMBEDDING_VERSION = "user_embedding_version"
+USER_EVENT_COUNT = "user_event_count"  # all accepted events, not decayed
+USER_EVENTS_SHORT = "user_events_short"  # decayed event count, short half-life
+USER_EVENTS_LONG = "user_events_long"  # decayed event count, long half-life
+USER_REWARD_RATE_SHORT = "user_reward_rate_short"  # decayed reward sum / decayed count
+USER_REWARD_RATE_LONG = "user_reward_rate_long"
+USER_ENGAGEMENT_RATE_SHORT = "user_engagement_rate_short"  # decayed engaged count / decayed count
+USER_ENGAGEMENT_RATE_LONG = "user_engagement_rate_long"
+USER_LAST_EVENT_MS = "user_last_event_ms"
+USER_RECENT_ITEMS = "user_recent_items"  # last N items, newest first
+USER_RECENT_TS_MS = "user_recent_ts_ms"
+USER_RECENT_REWARDS = "user_recent_rewards"
 USER_FEATURES: dict[str, str] = {
-    "user_emb_short": FLOAT_LIST,  # reward-weighted pooled item embedding, short half-life
-    "user_emb_long": FLOAT_LIST,  # same, long half-life
-    "user_embedding_version": STRING,  # item-embedding table version of the two above
-    "user_event_count": INT,  # all accepted events, not decayed
-    "user_events_short": FLOAT,  # decayed event count, short half-life
-    "user_events_long": FLOAT,  # decayed event count, long half-life
-    "user_reward_rate_short": FLOAT,  # decayed reward sum / decayed count
-    "user_reward_rate_long": FLOAT,
-    "user_engagement_rate_short": FLOAT,  # decayed engaged count / decayed count
-    "user_engagement_rate_long": FLOAT,
-    "user_last_event_ms": INT,
-    "user_recent_items": STRING_LIST,  # last N items, newest first
-    "user_recent_ts_ms": INT_LIST,
-    "user_recent_rewards": FLOAT_LIST,
+    USER_EMB_SHORT: FLOAT_LIST,
+    USER_EMB_LONG: FLOAT_LIST,
+    USER_EMBEDDING_VERSION: STRING,
+    USER_EVENT_COUNT: INT,
+    USER_EVENTS_SHORT: FLOAT,
+    USER_EVENTS_LONG: FLOAT,
+    USER_REWARD_RATE_SHORT: FLOAT,
+    USER_REWARD_RATE_LONG: FLOAT,
+    USER_ENGAGEMENT_RATE_SHORT: FLOAT,
+    USER_ENGAGEMENT_RATE_LONG: FLOAT,
+    USER_LAST_EVENT_MS: INT,
+    USER_RECENT_ITEMS: STRING_LIST,
+    USER_RECENT_TS_MS: INT_LIST,
+    USER_RECENT_REWARDS: FLOAT_LIST,
 }
 
 # item_realtime: written by UpdateItemState.
+ITEM_EVENT_COUNT = "item_event_count"  # all accepted events, not decayed
+ITEM_IMPRESSIONS_SHORT = "item_impressions_short"  # decayed exposures, short half-life
+ITEM_IMPRESSIONS_LONG = "item_impressions_long"
+ITEM_ENGAGEMENTS_SHORT = "item_engagements_short"  # decayed engaged events
+ITEM_ENGAGEMENTS_LONG = "item_engagements_long"
+ITEM_REWARD_SUM_SHORT = "item_reward_sum_short"
+ITEM_REWARD_SUM_LONG = "item_reward_sum_long"
+ITEM_BETA_ALPHA = "item_beta_alpha"  # Beta posterior of engagement, long half-life
+ITEM_BETA_BETA = "item_beta_beta"
+ITEM_TRENDING = "item_trending"  # short engagement rate over long, ~1 at steady state
+ITEM_LAST_EVENT_MS = "item_last_event_ms"
 ITEM_FEATURES: dict[str, str] = {
-    "item_event_count": INT,  # all accepted events, not decayed
-    "item_impressions_short": FLOAT,  # decayed exposures, short half-life
-    "item_impressions_long": FLOAT,
-    "item_engagements_short": FLOAT,  # decayed engaged events
-    "item_engagements_long": FLOAT,
-    "item_reward_sum_short": FLOAT,
-    "item_reward_sum_long": FLOAT,
-    "item_beta_alpha": FLOAT,  # Beta posterior of engagement, long half-life
-    "item_beta_beta": FLOAT,
-    "item_trending": FLOAT,  # short engagement rate over long, ~1 at steady state
-    "item_last_event_ms": INT,
+    ITEM_EVENT_COUNT: INT,
+    ITEM_IMPRESSIONS_SHORT: FLOAT,
+    ITEM_IMPRESSIONS_LONG: FLOAT,
+    ITEM_ENGAGEMENTS_SHORT: FLOAT,
+    ITEM_ENGAGEMENTS_LONG: FLOAT,
+    ITEM_REWARD_SUM_SHORT: FLOAT,
+    ITEM_REWARD_SUM_LONG: FLOAT,
+    ITEM_BETA_ALPHA: FLOAT,
+    ITEM_BETA_BETA: FLOAT,
+    ITEM_TRENDING: FLOAT,
+    ITEM_LAST_EVENT_MS: INT,
 }
 
 # item_embedding: written at model export (or from the hashed-random table).
+ITEM_EMBEDDING_VECTOR = "item_embedding"  # the vector: named as its view is
+ITEM_EMBEDDING_VERSION = "item_embedding_version"
 ITEM_EMBEDDING_FEATURES: dict[str, str] = {
-    "item_embedding": FLOAT_LIST,
-    "item_embedding_version": STRING,
+    ITEM_EMBEDDING_VECTOR: FLOAT_LIST,
+    ITEM_EMBEDDING_VERSION: STRING,
 }
 
 # user_coengagement / item_coengagement: written by UpdateCoEngagement
 # (beam_pipelines.state.coengagement): a user's pair window, an item's neighbour row.
+USER_INTERACTED_ITEMS = "user_interacted_items"  # last distinct interacted items, newest first
 USER_COENGAGEMENT_FEATURES: dict[str, str] = {
-    "user_interacted_items": STRING_LIST,  # last distinct interacted items, newest first
+    USER_INTERACTED_ITEMS: STRING_LIST,
 }
+ITEM_NEIGHBORS = "item_neighbors"  # items co-engaged with this one, largest count first
+ITEM_NEIGHBOR_PAIRS = "item_neighbor_pairs"  # their pair counts (distinct users, windowed)
 ITEM_COENGAGEMENT_FEATURES: dict[str, str] = {
-    "item_neighbors": STRING_LIST,  # items co-engaged with this one, largest count first
-    "item_neighbor_pairs": FLOAT_LIST,  # their pair counts (distinct users, windowed)
+    ITEM_NEIGHBORS: STRING_LIST,
+    ITEM_NEIGHBOR_PAIRS: FLOAT_LIST,
 }
 
 # keyed_state: the streaming job's per-key state (beam_pipelines.restore), written
 # with each feature row so that a restarted job resumes it. Not a feature: the
 # service and training never read it. ``state_key`` is ``<stage>:<entity id>``.
+ENCODED_STATE = "state"  # the stage's encoded state, applied event ids included
 KEYED_STATE_FEATURES: dict[str, str] = {
-    "state": BYTES,  # the stage's encoded state, applied event ids included
+    ENCODED_STATE: BYTES,
 }
 
 # item_content: written by the item pipeline (beam_pipelines.item_job) from item
 # metadata, before any interaction: a pretrained encoder's vector of the item's text.
+# A unit vector, width of the encoder (384 for MiniLM).
+ITEM_CONTENT_EMBEDDING = "item_content_embedding"
+ITEM_CONTENT_VERSION = "item_content_version"  # the encoder's name, e.g. all-MiniLM-L6-v2@gt-0.1.0
 ITEM_CONTENT_FEATURES: dict[str, str] = {
-    "item_content_embedding": FLOAT_LIST,  # unit vector, width of the encoder (384 for MiniLM)
-    "item_content_version": STRING,  # the encoder's name, e.g. all-MiniLM-L6-v2@gt-0.1.0
+    ITEM_CONTENT_EMBEDDING: FLOAT_LIST,
+    ITEM_CONTENT_VERSION: STRING,
 }
 
 FEATURE_VIEWS: dict[str, tuple[str, dict[str, str]]] = {

@@ -31,7 +31,7 @@ def label_examples(
 ) -> pd.DataFrame:
     """One row per exposure (``LABEL_COLUMNS``), in the order of ``events``.
 
-    ``events`` holds ``event_log.EVENT_COLUMNS`` sorted by time. Without exposure
+    ``events`` holds ``training_log.EVENT_COLUMNS`` sorted by time. Without exposure
     types every event is an exposure and labels itself. Otherwise outcome events
     join the latest exposure of the same user and item at most
     ``outcome_window_ms`` before them; outcomes without one are examples of their own.
@@ -140,7 +140,7 @@ def _ttl_ms(view: str) -> int | None:
 def _asof_view(queries: pd.DataFrame, view: str, offline_dir: str) -> pd.DataFrame:
     """Newest history row at or before ``query_ms`` (ties: the one with most events)."""
     _key, schema = f.FEATURE_VIEWS[view]
-    count = "user_event_count" if view == f.USER_REALTIME else "item_event_count"
+    count = f.USER_EVENT_COUNT if view == f.USER_REALTIME else f.ITEM_EVENT_COUNT
     history = _history(view, offline_dir).sort_values(["row_ms", count], kind="stable")
     ordered = queries.sort_values("query_ms", kind="stable")
     merged = pd.merge_asof(

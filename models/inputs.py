@@ -18,18 +18,18 @@ import pandas as pd
 from feature_repo import features as f
 from models.towers import QUERY_EMBEDDINGS, QUERY_INPUTS
 
-ITEM_EMBEDDING = "item_embedding"  # the feature of the item_embedding view
+ITEM_EMBEDDING = f.ITEM_EMBEDDING_VECTOR  # the feature of the item_embedding view
 RANKER_ITEM_SCALARS = (
-    "item_event_count",
-    "item_impressions_short",
-    "item_impressions_long",
-    "item_engagements_short",
-    "item_engagements_long",
-    "item_reward_sum_short",
-    "item_reward_sum_long",
-    "item_beta_alpha",
-    "item_beta_beta",
-    "item_trending",
+    f.ITEM_EVENT_COUNT,
+    f.ITEM_IMPRESSIONS_SHORT,
+    f.ITEM_IMPRESSIONS_LONG,
+    f.ITEM_ENGAGEMENTS_SHORT,
+    f.ITEM_ENGAGEMENTS_LONG,
+    f.ITEM_REWARD_SUM_SHORT,
+    f.ITEM_REWARD_SUM_LONG,
+    f.ITEM_BETA_ALPHA,
+    f.ITEM_BETA_BETA,
+    f.ITEM_TRENDING,
 )
 RANKER_INPUTS = (*QUERY_INPUTS, ITEM_EMBEDDING, *RANKER_ITEM_SCALARS)
 _KINDS = {**f.USER_FEATURES, **f.ITEM_FEATURES, **f.ITEM_EMBEDDING_FEATURES}

@@ -14,6 +14,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_recommenders as tfrs
 
+from feature_repo import features as f
 from models import fit_verbosity
 from models.inputs import ITEM_EMBEDDING
 from models.towers import user_scalars
@@ -34,27 +35,27 @@ def _log1p(x: tf.Tensor) -> tf.Tensor:
 
 def item_scalars(inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
     """``[B, 10]`` item statistics on comparable scales."""
-    imp_s, imp_l = _f(inputs, "item_impressions_short"), _f(inputs, "item_impressions_long")
-    eng_s, eng_l = _f(inputs, "item_engagements_short"), _f(inputs, "item_engagements_long")
-    alpha, beta = _f(inputs, "item_beta_alpha"), _f(inputs, "item_beta_beta")
+    imp_s, imp_l = _f(inputs, f.ITEM_IMPRESSIONS_SHORT), _f(inputs, f.ITEM_IMPRESSIONS_LONG)
+    eng_s, eng_l = _f(inputs, f.ITEM_ENGAGEMENTS_SHORT), _f(inputs, f.ITEM_ENGAGEMENTS_LONG)
+    alpha, beta = _f(inputs, f.ITEM_BETA_ALPHA), _f(inputs, f.ITEM_BETA_BETA)
     columns = [
-        _log1p(_f(inputs, "item_event_count")),
+        _log1p(_f(inputs, f.ITEM_EVENT_COUNT)),
         _log1p(imp_s),
         _log1p(imp_l),
         _log1p(eng_s),
         _log1p(eng_l),
-        _f(inputs, "item_reward_sum_short") / (imp_s + 1.0),
-        _f(inputs, "item_reward_sum_long") / (imp_l + 1.0),
+        _f(inputs, f.ITEM_REWARD_SUM_SHORT) / (imp_s + 1.0),
+        _f(inputs, f.ITEM_REWARD_SUM_LONG) / (imp_l + 1.0),
         eng_l / (imp_l + 1.0),
         tf.math.divide_no_nan(alpha, alpha + beta),
-        tf.math.log(tf.maximum(_f(inputs, "item_trending"), 1e-6)),
+        tf.math.log(tf.maximum(_f(inputs, f.ITEM_TRENDING), 1e-6)),
     ]
     return tf.stack(columns, axis=1)
 
 
 def embedding_features(inputs: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor]:
     """(dots ``[B, 2]``, embeddings and products ``[B, 5D]``)."""
-    short, long = _f(inputs, "user_emb_short"), _f(inputs, "user_emb_long")
+    short, long = _f(inputs, f.USER_EMB_SHORT), _f(inputs, f.USER_EMB_LONG)
     item = _f(inputs, ITEM_EMBEDDING)
     dots = tf.stack([tf.reduce_sum(short * item, 1), tf.reduce_sum(long * item, 1)], axis=1)
     return dots, tf.concat([short, long, item, short * item, long * item], axis=1)

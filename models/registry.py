@@ -20,6 +20,12 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from feature_repo.features import (
+    USER_EMBEDDING_VERSION,
+    USER_RECENT_ITEMS,
+    USER_RECENT_REWARDS,
+    USER_RECENT_TS_MS,
+)
 from models.export import (
     COMPLETE,
     ENGAGEMENT_PROBABILITY,
@@ -141,11 +147,11 @@ class ModelBundle:
         from their last-N events, as the pipeline does on a version change."""
         inputs = user_inputs(user_rows, self.dim)
         for b, row in enumerate(user_rows):
-            if row and str(row.get("user_embedding_version")) != str(self.version):
+            if row and str(row.get(USER_EMBEDDING_VERSION)) != str(self.version):
                 pooled = pool_user(
-                    row.get("user_recent_items") or [],
-                    row.get("user_recent_ts_ms") or [],
-                    row.get("user_recent_rewards") or [],
+                    row.get(USER_RECENT_ITEMS) or [],
+                    row.get(USER_RECENT_TS_MS) or [],
+                    row.get(USER_RECENT_REWARDS) or [],
                     self.item_embedding,
                     self.dim,
                     half_lives_s(),

@@ -28,13 +28,14 @@ from collections.abc import Mapping
 import numpy as np
 import tensorflow as tf
 
+from feature_repo.features import USER_RECENT_ITEMS, USER_RECENT_REWARDS, USER_RECENT_TS_MS
 from models.candidate_features import FEATURES
 from models.candidate_ranker import EXPECTED_REWARD as RANKER_REWARD
 from models.candidate_ranker import LOGIT
 from models.sequential import SequentialRetriever
 
 SEQUENTIAL = "sequential"
-SEQUENCE_INPUTS = ("user_recent_items", "user_recent_ts_ms", "user_recent_rewards")
+SEQUENCE_INPUTS = (USER_RECENT_ITEMS, USER_RECENT_TS_MS, USER_RECENT_REWARDS)
 SCORES, ITEM_IDS, ITEM_ROWS = "scores", "item_ids", "item_rows"
 MIN_K = 500  # top rows exported at least: the blend takes 200 after the recent 50 are dropped
 LOG_NORMALIZER = "log_normalizer"  # logsumexp of all catalogue scores: P = exp(score - it)
@@ -50,9 +51,9 @@ SCORE, ENGAGEMENT_PROBABILITY, EXPECTED_REWARD = (
 
 def input_signature() -> dict[str, tf.TensorSpec]:
     return {
-        "user_recent_items": tf.TensorSpec([None, None], tf.string, name="user_recent_items"),
-        "user_recent_ts_ms": tf.TensorSpec([None, None], tf.int64, name="user_recent_ts_ms"),
-        "user_recent_rewards": tf.TensorSpec([None, None], tf.float32, name="user_recent_rewards"),
+        USER_RECENT_ITEMS: tf.TensorSpec([None, None], tf.string, name=USER_RECENT_ITEMS),
+        USER_RECENT_TS_MS: tf.TensorSpec([None, None], tf.int64, name=USER_RECENT_TS_MS),
+        USER_RECENT_REWARDS: tf.TensorSpec([None, None], tf.float32, name=USER_RECENT_REWARDS),
     }
 
 
@@ -96,9 +97,9 @@ class SequentialModule(tf.Module):
             self.rank = tf.function(self._rank, input_signature=[spec])
 
     def _top(self, inputs: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        items = _right_aligned(inputs["user_recent_items"], self.max_len, "")
-        ts = _right_aligned(inputs["user_recent_ts_ms"], self.max_len, tf.constant(0, tf.int64))
-        rewards = _right_aligned(inputs["user_recent_rewards"], self.max_len, 0.0)
+        items = _right_aligned(inputs[USER_RECENT_ITEMS], self.max_len, "")
+        ts = _right_aligned(inputs[USER_RECENT_TS_MS], self.max_len, tf.constant(0, tf.int64))
+        rewards = _right_aligned(inputs[USER_RECENT_REWARDS], self.max_len, 0.0)
         rows = self.lookup.lookup(items)
         hidden = self.model.encode(rows, ts, rewards, self.table)[:, -1, :]
         scores = tf.matmul(hidden, self.table, transpose_b=True)
@@ -142,7 +143,7 @@ def warmup_batches(
     out = []
     for size in sizes:
         chosen = (histories * size)[:size] if histories else [{}] * size
-        width = max(1, max(len(h.get("user_recent_items") or []) for h in chosen))
+        width = max(1, max(len(h.get(USER_RECENT_ITEMS) or []) for h in chosen))
 
         def column(name, dtype, pad, chosen=chosen, width=width):
             rows = [list(h.get(name) or [])[:width] for h in chosen]
@@ -150,9 +151,9 @@ def warmup_batches(
 
         out.append(
             {
-                "user_recent_items": column("user_recent_items", object, ""),
-                "user_recent_ts_ms": column("user_recent_ts_ms", np.int64, 0),
-                "user_recent_rewards": column("user_recent_rewards", np.float32, 0.0),
+                USER_RECENT_ITEMS: column(USER_RECENT_ITEMS, object, ""),
+                USER_RECENT_TS_MS: column(USER_RECENT_TS_MS, np.int64, 0),
+                USER_RECENT_REWARDS: column(USER_RECENT_REWARDS, np.float32, 0.0),
             }
         )
     return out

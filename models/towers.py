@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from feature_repo.features import EMBEDDING_DIM
+from feature_repo import features as f
 
-QUERY_EMBEDDINGS = ("user_emb_short", "user_emb_long")
-QUERY_COUNTS = ("user_event_count", "user_events_short", "user_events_long")
+QUERY_EMBEDDINGS = (f.USER_EMB_SHORT, f.USER_EMB_LONG)
+QUERY_COUNTS = (f.USER_EVENT_COUNT, f.USER_EVENTS_SHORT, f.USER_EVENTS_LONG)
 QUERY_RATES = (
-    "user_reward_rate_short",
-    "user_reward_rate_long",
-    "user_engagement_rate_short",
-    "user_engagement_rate_long",
+    f.USER_REWARD_RATE_SHORT,
+    f.USER_REWARD_RATE_LONG,
+    f.USER_ENGAGEMENT_RATE_SHORT,
+    f.USER_ENGAGEMENT_RATE_LONG,
 )
 QUERY_SCALARS = QUERY_COUNTS + QUERY_RATES
 QUERY_INPUTS = QUERY_EMBEDDINGS + QUERY_SCALARS
@@ -44,7 +44,7 @@ class ItemTower(tf.keras.layers.Layer):
         n_ids: int,
         n_genres: int,
         title_buckets: int,
-        dim: int = EMBEDDING_DIM,
+        dim: int = f.EMBEDDING_DIM,
         hidden: int = 64,
         **kwargs,
     ):
@@ -90,7 +90,7 @@ class QueryTower(tf.keras.layers.Layer):
     item space) plus an MLP over embeddings, counts and rates.
     """
 
-    def __init__(self, dim: int = EMBEDDING_DIM, hidden: int = 64, **kwargs):
+    def __init__(self, dim: int = f.EMBEDDING_DIM, hidden: int = 64, **kwargs):
         super().__init__(**kwargs)
         self.dim, self.hidden = dim, hidden
         self.linear = tf.keras.layers.Dense(dim, use_bias=False, name="linear")

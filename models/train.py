@@ -25,13 +25,13 @@ import numpy as np
 import tensorflow as tf
 
 from beam_pipelines.jobs_common import check_log_inputs
+from feature_repo.features import ITEM_BETA_ALPHA, ITEM_BETA_BETA
 from models import train_args
 from models.candidate_training import EventArrays
 from models.catalog import Catalog, build_catalog
 from models.config import TrainConfig
 from models.content_items import catalog_vectors
 from models.dataset import label_examples, point_in_time_features
-from models.event_log import EventLog, default_reward, load_events, time_split
 from models.export import export_all, training_popularity
 from models.item_features import ItemVocab, encode_items
 from models.metrics import auc, recall_at, rmse, seen_before, target_ranks
@@ -43,6 +43,7 @@ from models.sequential_export import MIN_K, SequentialModule
 from models.stack_training import TrainedStack, measure_orders, train_stack
 from models.towers import ItemTower, QueryTower
 from models.training_data import ExampleArrays, before, build_arrays
+from models.training_log import TrainingLog, default_reward, load_events, time_split
 
 LOG = logging.getLogger(__name__)
 WORK_DIR = ".train_work"
@@ -54,7 +55,7 @@ def _stage(message: str, started: float) -> None:
 
 @dataclasses.dataclass
 class Prepared:
-    log: EventLog
+    log: TrainingLog
     catalog: Catalog
     train: ExampleArrays
     valid: ExampleArrays
@@ -185,7 +186,7 @@ def fit_ranker(data: Prepared, table: np.ndarray, config: TrainConfig) -> Ranker
 def evaluate_ranker(data: Prepared, model: RankerModel, table: np.ndarray) -> dict[str, Any]:
     valid = data.valid
     probability, reward = predict(model, valid.ranker_inputs(table))
-    alpha, beta = valid.item["item_beta_alpha"], valid.item["item_beta_beta"]
+    alpha, beta = valid.item[ITEM_BETA_ALPHA], valid.item[ITEM_BETA_BETA]
     beta_mean = np.divide(alpha, alpha + beta, out=np.zeros_like(alpha), where=alpha + beta > 0)
     return {
         "examples": len(valid),

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from feature_repo.features import USER_RECENT_ITEMS, USER_RECENT_REWARDS, USER_RECENT_TS_MS
 from models.catalog import Catalog
 from models.inputs import ITEM_EMBEDDING, RANKER_ITEM_SCALARS, columns_to_inputs
 from models.pooling import history_arrays
@@ -81,9 +82,9 @@ def build_arrays(
     """``frame``: ``dataset.point_in_time_features`` output."""
     index = catalog.index
     history_index, history_coef = history_arrays(
-        frame["user_recent_items"].tolist(),
-        frame["user_recent_ts_ms"].tolist(),
-        frame["user_recent_rewards"].tolist(),
+        frame[USER_RECENT_ITEMS].tolist(),
+        frame[USER_RECENT_TS_MS].tolist(),
+        frame[USER_RECENT_REWARDS].tolist(),
         index,
         max_history,
         half_lives,

@@ -17,13 +17,13 @@ from feature_repo import features as f
 from serving.catalog import ItemCatalog
 from serving.features import ItemSnapshot, LazyStore
 
-EVENT_COUNT = "item_event_count"
+EVENT_COUNT = f.ITEM_EVENT_COUNT
 
 
 def interacted_items(store: LazyStore, user_id: str) -> list[str]:
     """The user's pair window, newest first (empty for a user the stage has not seen)."""
     row = store.read(f.USER_COENGAGEMENT, [user_id]).get(user_id)
-    return list((row or {}).get("user_interacted_items") or [])
+    return list((row or {}).get(f.USER_INTERACTED_ITEMS) or [])
 
 
 def coengagement_scores(
@@ -49,7 +49,7 @@ def coengagement_scores(
     pairs: list[float] = []
     for r, item_id in enumerate(recent):
         row = rows.get(item_id) or {}
-        ids, values = row.get("item_neighbors") or [], row.get("item_neighbor_pairs") or []
+        ids, values = row.get(f.ITEM_NEIGHBORS) or [], row.get(f.ITEM_NEIGHBOR_PAIRS) or []
         n = min(len(ids), len(values))
         which += [r] * n
         neighbours += ids[:n]

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import numpy as np
 
 from beam_pipelines.state.config import StateConfig
+from feature_repo.features import ITEM_ENGAGEMENTS_LONG, ITEM_ENGAGEMENTS_SHORT, ITEM_LAST_EVENT_MS
 from serving.features import ItemSnapshot, decay_forward
 
 LOG = logging.getLogger(__name__)
@@ -44,10 +45,10 @@ def popularity(snapshot: ItemSnapshot, at_ms: int, state: StateConfig) -> np.nda
     half-life (s), so a burst of the last hour lifts an item while steady
     favourites keep a floor from the long horizon.
     """
-    last = snapshot.column("item_last_event_ms")
+    last = snapshot.column(ITEM_LAST_EVENT_MS)
     h_short, h_long = state.item_short_half_life_s, state.item_long_half_life_s
-    short = decay_forward(snapshot.column("item_engagements_short"), last, at_ms, h_short)
-    long = decay_forward(snapshot.column("item_engagements_long"), last, at_ms, h_long)
+    short = decay_forward(snapshot.column(ITEM_ENGAGEMENTS_SHORT), last, at_ms, h_short)
+    long = decay_forward(snapshot.column(ITEM_ENGAGEMENTS_LONG), last, at_ms, h_long)
     return short / h_short + long / h_long
 
 

@@ -207,7 +207,7 @@ def read_user(store: LazyStore | FeatureStoreClient, user_id: str) -> dict[str, 
 
 def feature_age_s(user: Mapping[str, Any], at_ms: int) -> float:
     """Seconds between the user's newest event and ``at_ms`` (never negative)."""
-    return max(at_ms - int(user.get("user_last_event_ms") or 0), 0) / 1000.0
+    return max(at_ms - int(user.get(f.USER_LAST_EVENT_MS) or 0), 0) / 1000.0
 
 
 def decay_forward(
@@ -246,12 +246,12 @@ class ItemSnapshot:
         The stored α = prior + decayed engagements (long half-life); only the
         evidence part decays, so an item unseen for long returns to its prior.
         """
-        last = self.column("item_last_event_ms")[rows]
+        last = self.column(f.ITEM_LAST_EVENT_MS)[rows]
         h = state.item_long_half_life_s
         alpha_evidence = np.maximum(
-            self.column("item_beta_alpha")[rows] - state.beta_prior_alpha, 0
+            self.column(f.ITEM_BETA_ALPHA)[rows] - state.beta_prior_alpha, 0
         )
-        beta_evidence = np.maximum(self.column("item_beta_beta")[rows] - state.beta_prior_beta, 0)
+        beta_evidence = np.maximum(self.column(f.ITEM_BETA_BETA)[rows] - state.beta_prior_beta, 0)
         return (
             state.beta_prior_alpha + decay_forward(alpha_evidence, last, at_ms, h),
             state.beta_prior_beta + decay_forward(beta_evidence, last, at_ms, h),
@@ -262,7 +262,7 @@ def user_embedding_now(user: Mapping[str, Any]) -> np.ndarray | None:
     """``user_emb_short + user_emb_long`` (both pooled in the item space), or None
     when the user has neither. Pooled embeddings are ratios, so no decay applies."""
     total = None
-    for name in ("user_emb_short", "user_emb_long"):
+    for name in (f.USER_EMB_SHORT, f.USER_EMB_LONG):
         vector = user.get(name)
         if vector is not None and len(vector):
             array = np.asarray(vector, dtype=np.float64)

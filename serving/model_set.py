@@ -22,7 +22,7 @@ from serving.catalog import ItemCatalog
 from serving.features import ItemSnapshot
 
 LOG = logging.getLogger(__name__)
-ITEM_EMBEDDING_INPUT = "item_embedding"
+ITEM_EMBEDDING_INPUT = f.ITEM_EMBEDDING_VECTOR
 SCORE_OUTPUTS = ("engagement_probability", "engagement_logit", "score", "scores")
 ROWS_SIGNATURE, ROWS_OUTPUT = "candidate_rows", "item_rows"  # models.export's names
 SCORES_OUTPUT = "scores"
@@ -51,7 +51,7 @@ def align_user(
     are re-pooled here from the user's last-N events with ``models.pooling``, as the
     pipeline does on a version change (``models.registry`` does the same).
     """
-    if str(user.get("user_embedding_version")) == str(catalog.version):
+    if str(user.get(f.USER_EMBEDDING_VERSION)) == str(catalog.version):
         return user
 
     def lookup(item_id: str) -> np.ndarray | None:
@@ -59,14 +59,14 @@ def align_user(
         return None if row is None else catalog.embeddings[row]
 
     pooled = pool_user(
-        list(user.get("user_recent_items") or []),
-        list(user.get("user_recent_ts_ms") or []),
-        list(user.get("user_recent_rewards") or []),
+        list(user.get(f.USER_RECENT_ITEMS) or []),
+        list(user.get(f.USER_RECENT_TS_MS) or []),
+        list(user.get(f.USER_RECENT_REWARDS) or []),
         lookup,
         catalog.embeddings.shape[1],
         half_lives_s,
     )
-    return {**user, "user_emb_short": pooled[0], "user_emb_long": pooled[1]}
+    return {**user, f.USER_EMB_SHORT: pooled[0], f.USER_EMB_LONG: pooled[1]}
 
 
 def _check_sources(model: str, signature: Signature, allowed: set[str]) -> None:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from beam_pipelines.state.config import StateConfig
+from feature_repo.features import USER_EVENT_COUNT, USER_RECENT_ITEMS
 from feature_repo.store import FeatureStoreClient, StoreUnavailableError
 from models.blend import blend
 from models.candidate_features import candidate_features
@@ -140,7 +141,7 @@ class Recommender:
 
     def _recent(self, user: Mapping[str, Any] | None) -> list[str]:
         n = self.ranking.exclude_recent
-        return list((user or {}).get("user_recent_items") or [])[:n] if n else []
+        return list((user or {}).get(USER_RECENT_ITEMS) or [])[:n] if n else []
 
     def _ranked(
         self, parts: Parts, user_id: str, user: Mapping[str, Any], k: int, at_ms: int
@@ -192,7 +193,7 @@ class Recommender:
                 co_rows,
                 co,
                 parts.items.snapshot.column(coengagement.EVENT_COUNT),
-                float(user.get("user_event_count") or 0),
+                float(user.get(USER_EVENT_COUNT) or 0),
                 n,
             )
             scores = models.rank_candidates(features)

@@ -17,6 +17,7 @@ from beam_pipelines.state.config import StateConfig
 from beam_pipelines.state.item_state import CONVERSIONS, ENGAGED, EXPOSURES
 from beam_pipelines.state.prefix import segmented_decayed_prefix
 from beam_pipelines.state.user_fold import replay_groups
+from feature_repo import features as f
 
 
 class ItemHistory(NamedTuple):
@@ -37,17 +38,17 @@ class ItemHistory(NamedTuple):
         trending = (v[:, 0, ENGAGED] / h_short + prior) / (v[:, 1, ENGAGED] / h_long + prior)
         failures = np.maximum(v[:, 1, EXPOSURES] - v[:, 1, CONVERSIONS], 0.0)
         return {
-            "item_event_count": self.count,
-            "item_impressions_short": v[:, 0, EXPOSURES],
-            "item_impressions_long": v[:, 1, EXPOSURES],
-            "item_engagements_short": v[:, 0, ENGAGED],
-            "item_engagements_long": v[:, 1, ENGAGED],
-            "item_reward_sum_short": v[:, 0, 2],
-            "item_reward_sum_long": v[:, 1, 2],
-            "item_beta_alpha": config.beta_prior_alpha + v[:, 1, CONVERSIONS],
-            "item_beta_beta": config.beta_prior_beta + failures,
-            "item_trending": trending,
-            "item_last_event_ms": self.newest_ms,
+            f.ITEM_EVENT_COUNT: self.count,
+            f.ITEM_IMPRESSIONS_SHORT: v[:, 0, EXPOSURES],
+            f.ITEM_IMPRESSIONS_LONG: v[:, 1, EXPOSURES],
+            f.ITEM_ENGAGEMENTS_SHORT: v[:, 0, ENGAGED],
+            f.ITEM_ENGAGEMENTS_LONG: v[:, 1, ENGAGED],
+            f.ITEM_REWARD_SUM_SHORT: v[:, 0, 2],
+            f.ITEM_REWARD_SUM_LONG: v[:, 1, 2],
+            f.ITEM_BETA_ALPHA: config.beta_prior_alpha + v[:, 1, CONVERSIONS],
+            f.ITEM_BETA_BETA: config.beta_prior_beta + failures,
+            f.ITEM_TRENDING: trending,
+            f.ITEM_LAST_EVENT_MS: self.newest_ms,
         }
 
 

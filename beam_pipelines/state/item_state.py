@@ -7,6 +7,7 @@ import numpy as np
 from beam_pipelines.state.config import StateConfig
 from beam_pipelines.state.decay import DecayedSums
 from beam_pipelines.state.records import ScoredEvent
+from feature_repo import features as f
 
 EXPOSURES, ENGAGED, REWARD, CONVERSIONS = range(4)
 
@@ -46,15 +47,15 @@ class ItemState:
         # tracks exposures; a conversion without a logged exposure adds no failure.
         failures = max(v[1, EXPOSURES] - v[1, CONVERSIONS], 0.0)
         return {
-            "item_event_count": self.count,
-            "item_impressions_short": float(v[0, EXPOSURES]),
-            "item_impressions_long": float(v[1, EXPOSURES]),
-            "item_engagements_short": float(v[0, ENGAGED]),
-            "item_engagements_long": float(v[1, ENGAGED]),
-            "item_reward_sum_short": float(v[0, REWARD]),
-            "item_reward_sum_long": float(v[1, REWARD]),
-            "item_beta_alpha": float(config.beta_prior_alpha + v[1, CONVERSIONS]),
-            "item_beta_beta": float(config.beta_prior_beta + failures),
-            "item_trending": float(trending),
-            "item_last_event_ms": int(self.sums.t_ref_ms or 0),
+            f.ITEM_EVENT_COUNT: self.count,
+            f.ITEM_IMPRESSIONS_SHORT: float(v[0, EXPOSURES]),
+            f.ITEM_IMPRESSIONS_LONG: float(v[1, EXPOSURES]),
+            f.ITEM_ENGAGEMENTS_SHORT: float(v[0, ENGAGED]),
+            f.ITEM_ENGAGEMENTS_LONG: float(v[1, ENGAGED]),
+            f.ITEM_REWARD_SUM_SHORT: float(v[0, REWARD]),
+            f.ITEM_REWARD_SUM_LONG: float(v[1, REWARD]),
+            f.ITEM_BETA_ALPHA: float(config.beta_prior_alpha + v[1, CONVERSIONS]),
+            f.ITEM_BETA_BETA: float(config.beta_prior_beta + failures),
+            f.ITEM_TRENDING: float(trending),
+            f.ITEM_LAST_EVENT_MS: int(self.sums.t_ref_ms or 0),
         }

@@ -10,6 +10,7 @@ import numpy as np
 from beam_pipelines.state.config import StateConfig
 from beam_pipelines.state.decay import DecayedSums
 from beam_pipelines.state.records import ScoredEvent
+from feature_repo import features as f
 
 EmbeddingLookup = Callable[[str], "np.ndarray | None"]
 
@@ -103,20 +104,20 @@ class UserState:
             zip(*reversed(self.recent), strict=True) if self.recent else ((),) * 4
         )
         return {
-            "user_emb_short": _pooled(v[0, _SCALARS:], weight_s),
-            "user_emb_long": _pooled(v[1, _SCALARS:], weight_l),
-            "user_embedding_version": self.embedding_version,
-            "user_event_count": self.count,
-            "user_events_short": events_s,
-            "user_events_long": events_l,
-            "user_reward_rate_short": reward_s / events_s if events_s > 0 else 0.0,
-            "user_reward_rate_long": reward_l / events_l if events_l > 0 else 0.0,
-            "user_engagement_rate_short": engaged_s / events_s if events_s > 0 else 0.0,
-            "user_engagement_rate_long": engaged_l / events_l if events_l > 0 else 0.0,
-            "user_last_event_ms": int(self.sums.t_ref_ms or 0),
-            "user_recent_items": list(items),
-            "user_recent_ts_ms": list(ts),
-            "user_recent_rewards": list(rewards),
+            f.USER_EMB_SHORT: _pooled(v[0, _SCALARS:], weight_s),
+            f.USER_EMB_LONG: _pooled(v[1, _SCALARS:], weight_l),
+            f.USER_EMBEDDING_VERSION: self.embedding_version,
+            f.USER_EVENT_COUNT: self.count,
+            f.USER_EVENTS_SHORT: events_s,
+            f.USER_EVENTS_LONG: events_l,
+            f.USER_REWARD_RATE_SHORT: reward_s / events_s if events_s > 0 else 0.0,
+            f.USER_REWARD_RATE_LONG: reward_l / events_l if events_l > 0 else 0.0,
+            f.USER_ENGAGEMENT_RATE_SHORT: engaged_s / events_s if events_s > 0 else 0.0,
+            f.USER_ENGAGEMENT_RATE_LONG: engaged_l / events_l if events_l > 0 else 0.0,
+            f.USER_LAST_EVENT_MS: int(self.sums.t_ref_ms or 0),
+            f.USER_RECENT_ITEMS: list(items),
+            f.USER_RECENT_TS_MS: list(ts),
+            f.USER_RECENT_REWARDS: list(rewards),
         }
 
 

@@ -49,7 +49,10 @@ from feature_repo.features import (
     EVENT_TIMESTAMP,
     ITEM_COENGAGEMENT,
     ITEM_KEY,
+    ITEM_NEIGHBOR_PAIRS,
+    ITEM_NEIGHBORS,
     USER_COENGAGEMENT,
+    USER_INTERACTED_ITEMS,
     USER_KEY,
 )
 
@@ -62,7 +65,7 @@ def user_pair_row(user_id: str, window: PairWindow, at_ms: int) -> dict:
     return {
         USER_KEY: user_id,
         EVENT_TIMESTAMP: at_ms,
-        "user_interacted_items": list(reversed(window.items)),
+        USER_INTERACTED_ITEMS: list(reversed(window.items)),
     }
 
 
@@ -71,8 +74,8 @@ def item_pair_row(item_id: str, row: ItemNeighbours, at_ms: int) -> dict:
     return {
         ITEM_KEY: item_id,
         EVENT_TIMESTAMP: at_ms,
-        "item_neighbors": keys,
-        "item_neighbor_pairs": counts,
+        ITEM_NEIGHBORS: keys,
+        ITEM_NEIGHBOR_PAIRS: counts,
     }
 
 

@@ -27,7 +27,12 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInf
 from beam_pipelines.content.encoder import DEFAULT_TEXT_ENCODER, ContentEncoder, load_encoder
 from beam_pipelines.items import ItemRecord, ItemValidationError, parse_item
 from beam_pipelines.transforms.dead_letters import DEAD_LETTER, DeadLetter
-from feature_repo.features import EVENT_TIMESTAMP, ITEM_KEY
+from feature_repo.features import (
+    EVENT_TIMESTAMP,
+    ITEM_CONTENT_EMBEDDING,
+    ITEM_CONTENT_VERSION,
+    ITEM_KEY,
+)
 
 ITEMS = "items"
 ENCODE_FAILED = "encode_failed"
@@ -150,8 +155,8 @@ def content_row(result: PredictionResult, now_ms: int | None = None) -> dict[str
     stamp = item.upload_ms if item.upload_ms else (now_ms or int(time.time() * 1000))
     return {
         ITEM_KEY: item.item_id,
-        "item_content_embedding": np.asarray(result.inference, dtype=np.float32).tolist(),
-        "item_content_version": result.model_id,
+        ITEM_CONTENT_EMBEDDING: np.asarray(result.inference, dtype=np.float32).tolist(),
+        ITEM_CONTENT_VERSION: result.model_id,
         EVENT_TIMESTAMP: stamp,
     }
 

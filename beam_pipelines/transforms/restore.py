@@ -25,6 +25,7 @@ from apache_beam.metrics import Metrics
 
 from beam_pipelines.transforms.retry import RetryPolicy
 from feature_repo.features import (
+    ENCODED_STATE,
     ITEM_COENGAGEMENT,
     ITEM_REALTIME,
     KEYED_STATE,
@@ -33,7 +34,6 @@ from feature_repo.features import (
 )
 
 STATE_COLUMN = "_state"  # on a feature row: its key's encoded state, stored beside it
-STATE_FEATURE = "state"
 PROGRESS = "progress"
 
 # The stage whose state rides on each view's rows: the prefix of its state keys.
@@ -89,7 +89,7 @@ class Restorer:
         """The key's stored state, or None (a key the store has never seen)."""
         key = state_key(self._view, entity)
         found = self._restore.retry.call(
-            lambda: self._store.read_bytes(KEYED_STATE, STATE_FEATURE, [key]),
+            lambda: self._store.read_bytes(KEYED_STATE, ENCODED_STATE, [key]),
             on_retry=lambda _: self._retries.inc(),
         )
         data = found.get(key)

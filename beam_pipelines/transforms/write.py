@@ -38,17 +38,19 @@ from apache_beam.transforms.window import GlobalWindows
 from beam_pipelines.transforms.dead_letters import DEAD_LETTER, DeadLetter
 from beam_pipelines.transforms.restore import (
     STATE_COLUMN,
-    STATE_FEATURE,
     progress_key,
     state_key,
 )
 from beam_pipelines.transforms.retry import RetryPolicy
 from feature_repo.features import (
+    ENCODED_STATE,
     EVENT_TIMESTAMP,
     FEATURE_VIEWS,
+    ITEM_EVENT_COUNT,
     ITEM_REALTIME,
     KEYED_STATE,
     STATE_KEY,
+    USER_EVENT_COUNT,
     USER_REALTIME,
 )
 
@@ -66,7 +68,7 @@ class FeatureSink(Protocol):
 
 # The cumulative event count of a row breaks ties between rows of one entity with
 # the same newest event time (an older event applied later).
-COUNT_COLUMNS = {USER_REALTIME: "user_event_count", ITEM_REALTIME: "item_event_count"}
+COUNT_COLUMNS = {USER_REALTIME: USER_EVENT_COUNT, ITEM_REALTIME: ITEM_EVENT_COUNT}
 
 
 def row_version(view: str, row: dict) -> tuple:
@@ -117,12 +119,12 @@ def state_rows(
             {
                 STATE_KEY: state_key(view, row[key]),
                 EVENT_TIMESTAMP: row[EVENT_TIMESTAMP],
-                STATE_FEATURE: state,
+                ENCODED_STATE: state,
             }
         )
     if states and started_ms is not None:
         mark = {STATE_KEY: progress_key(view), EVENT_TIMESTAMP: started_ms}
-        states.append({**mark, STATE_FEATURE: str(started_ms).encode()})
+        states.append({**mark, ENCODED_STATE: str(started_ms).encode()})
     return features, states
 
 

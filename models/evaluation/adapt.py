@@ -26,7 +26,7 @@ import pathlib
 
 import numpy as np
 
-from models.evaluation.data import EventLog
+from models.evaluation.data import ReplayLog
 from models.evaluation.world import World
 
 CRITERIA = ("any", "plurality")
@@ -60,7 +60,7 @@ class AdaptTracker:
 
     def __init__(
         self,
-        log: EventLog,
+        log: ReplayLog,
         shifts: list[dict],
         item_topics: dict[str, str],
         variants: list[str],

@@ -23,7 +23,7 @@ from models.evaluation.adapt import AdaptTracker, read_truth
 from models.evaluation.data import (
     DEFAULT_REWARD,
     FORMATS,
-    EventLog,
+    ReplayLog,
     build_log,
     read_jsonl,
     read_movielens,
@@ -115,7 +115,7 @@ def _default_items(args: argparse.Namespace) -> pathlib.Path | None:
     return movies if movies.exists() else None
 
 
-def load(args: argparse.Namespace) -> tuple[EventLog, str]:
+def load(args: argparse.Namespace) -> tuple[ReplayLog, str]:
     reward_name = args.reward or DEFAULT_REWARD[args.fmt]
     reward = load_reward_config(reward_name)
     if args.fmt == "movielens":
@@ -190,7 +190,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], ReplayResult]:
     }, result
 
 
-def _tracker(args: argparse.Namespace, log: EventLog, names: list[str]) -> AdaptTracker | None:
+def _tracker(args: argparse.Namespace, log: ReplayLog, names: list[str]) -> AdaptTracker | None:
     truth = args.truth or (_sidecar(args.events, ".truth.json") if args.fmt == "jsonl" else None)
     items = args.items
     if truth is None:

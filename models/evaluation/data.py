@@ -2,7 +2,8 @@
 
 Two formats: ``movielens`` (CSV ``user,item,rating,timestamp`` or ml-latest-small's
 ``userId,movieId,rating,timestamp``; timestamps in epoch seconds) and ``jsonl``
-(one engagement event per line, the contract of ``beam_pipelines.events``).
+(one engagement event per line, the contract of ``beam_pipelines.events``). Both
+are read by the backfill's reader and parser (``beam_pipelines.event_logs.parse_log``).
 Rewards come from ``beam_pipelines.transforms.rewards.score_event``: the same code
 the pipeline runs.
 """
@@ -10,7 +11,6 @@ the pipeline runs.
 from __future__ import annotations
 
 import collections
-import csv
 import dataclasses
 import pathlib
 
@@ -25,12 +25,10 @@ from models.candidate_training import EventArrays
 
 FORMATS = ("movielens", "jsonl")
 DEFAULT_REWARD = {"movielens": "movielens", "jsonl": "short_video"}
-_ML_COLUMNS = {
-    ("user", "item", "rating", "timestamp"): ("user", "item", "rating", "timestamp"),
-    ("userId", "movieId", "rating", "timestamp"): ("userId", "movieId", "rating", "timestamp"),
-}
 # Offline replay of a log: "now" is no bound on event time, so the future check is off.
 _FAR_FUTURE_MS = 2**62
+# Nor is the distant past: a ratings file's timestamps are taken as they are.
+_MOVIELENS_VALIDATION = ValidationConfig(min_timestamp_ms=0)
 
 
 @dataclasses.dataclass
@@ -43,28 +41,9 @@ class RawLog:
 
 def read_movielens(path: str | pathlib.Path) -> RawLog:
     """Ratings CSV → ``rating`` events with ``context={"rating": r}``, times in ms."""
-    events: list[EngagementEvent] = []
-    skipped: collections.Counter[str] = collections.Counter()
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.reader(handle)
-        header = tuple(next(reader, ()))
-        if header not in _ML_COLUMNS:
-            raise ValueError(f"{path}: header {header} is not one of {sorted(_ML_COLUMNS)}")
-        for line_no, row in enumerate(reader, start=2):
-            try:
-                user, item, rating, ts = row
-                events.append(
-                    EngagementEvent(
-                        event_id=f"ml-{line_no}",
-                        user_id=user,
-                        item_id=item,
-                        event_type="rating",
-                        timestamp_ms=int(float(ts) * 1000),
-                        context={"rating": float(rating)},
-                    )
-                )
-            except ValueError:
-                skipped["malformed_row"] += 1
+    events, skipped = parse_log(
+        str(path), "movielens", _MOVIELENS_VALIDATION, now_ms=_FAR_FUTURE_MS
+    )
     return RawLog(events, skipped)
 
 
@@ -84,7 +63,7 @@ def _id_key(ids: list[str]) -> dict[str, int | str] | None:
 
 
 @dataclasses.dataclass
-class EventLog:
+class ReplayLog:
     """Protocol-sorted scored events with dense user/item indices.
 
     ``interaction``: the event is an interaction of the protocol (a target in the
@@ -126,7 +105,7 @@ class EventLog:
 
 def build_log(
     raw: RawLog, reward: RewardConfig, interactions: str, train_fraction: float = 0.8
-) -> EventLog:
+) -> ReplayLog:
     """Sort by ``(timestamp, user, tie_key(user, item))`` (stable), score, index and split.
 
     ``interactions``: ``all`` (every event, MovieLens ratings) or ``engaged``
@@ -159,7 +138,7 @@ def build_log(
     )
     scored = [score_event(raw.events[k], reward, seq=n) for n, k in enumerate(order)]
     interaction = np.array([interactions == "all" or e.engaged for e in scored], dtype=bool)
-    return EventLog(
+    return ReplayLog(
         events=scored,
         users=users,
         items=items,

@@ -24,7 +24,7 @@ import numpy as np
 import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from beam_pipelines.embedding_source import newest_table
 from beam_pipelines.embeddings import TableEmbeddings
-from models.evaluation.data import EventLog
+from models.evaluation.data import ReplayLog
 from models.evaluation.neural_variants import (
     Full,
     StreamingQueries,
@@ -43,7 +43,7 @@ class Built:
     notes: list[str]
 
 
-def write_training_events(log: EventLog, fmt: str, path: pathlib.Path) -> pathlib.Path:
+def write_training_events(log: ReplayLog, fmt: str, path: pathlib.Path) -> pathlib.Path:
     """The training period alone, in the input's format (times as in the input)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     train = log.source[: log.n_train]
@@ -61,7 +61,7 @@ def write_training_events(log: EventLog, fmt: str, path: pathlib.Path) -> pathli
 
 
 def train_models(
-    log: EventLog,
+    log: ReplayLog,
     fmt: str,
     reward: str,
     items: pathlib.Path | None,
@@ -139,7 +139,7 @@ class SavedModelRanker:
         return self._fn(**tensors)[ENGAGEMENT].numpy()
 
 
-def build(log: EventLog, args: argparse.Namespace, names: list[str], show_progress: bool) -> Built:
+def build(log: ReplayLog, args: argparse.Namespace, names: list[str], show_progress: bool) -> Built:
     """Train on the training period, load the export, return the requested variants."""
     reward = args.reward or ("movielens" if args.fmt == "movielens" else "short_video")
     items = args.items

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from beam_pipelines.state import ItemState, UserState
-from feature_repo.features import ITEM_FEATURES, USER_FEATURES, USER_KEY
+from feature_repo.features import ITEM_EMBEDDING_VECTOR, ITEM_FEATURES, USER_FEATURES, USER_KEY
 from models.evaluation.progress import progress
 from models.evaluation.world import World
 
@@ -28,7 +28,7 @@ RERANK_CANDIDATES = 200
 RANKER_BATCH_ROWS = 8192
 QUERY_BATCH_ROWS = 4096
 _RERANKED_OFFSET = 1e9  # re-ranked candidates always sit above the rest
-ITEM_EMBEDDING = "item_embedding"  # ranker input name of the candidate's table row
+ITEM_EMBEDDING = ITEM_EMBEDDING_VECTOR  # ranker input name of the candidate's table row
 
 
 class Retrieval(Protocol):

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from models.evaluation.data import EventLog
+from models.evaluation.data import ReplayLog
 from models.evaluation.metrics import hit_ndcg, rolling_mean, summarize
 from models.evaluation.protocol import ReplayResult
 
@@ -19,7 +19,7 @@ BAR_PLOT = "metrics_by_variant.png"
 ROLLING_PLOT = "ndcg10_rolling.png"
 
 
-def dataset_stats(log: EventLog, result: ReplayResult) -> dict[str, Any]:
+def dataset_stats(log: ReplayLog, result: ReplayResult) -> dict[str, Any]:
     """Counts and time range of the log, the split and the scored targets."""
     n_test = len(log.events) - log.n_train
     train_users = set(log.user_idx[: log.n_train].tolist())
@@ -48,7 +48,7 @@ def dataset_stats(log: EventLog, result: ReplayResult) -> dict[str, Any]:
 FIRST_EVENTS = 10  # the new-user slice: a user's first events of the test stream
 
 
-def slices(log: EventLog, result: ReplayResult) -> dict[str, np.ndarray]:
+def slices(log: ReplayLog, result: ReplayResult) -> dict[str, np.ndarray]:
     """Target masks of EVALUATION.md's slices besides all and warm: ``cold_item`` (the
     target had no training interaction) and ``new_user_first_10`` (the first 10 test
     events of users with no training event)."""
@@ -69,7 +69,7 @@ def slices(log: EventLog, result: ReplayResult) -> dict[str, np.ndarray]:
 
 
 def variant_metrics(
-    result: ReplayResult, ks: list[int], log: EventLog | None = None
+    result: ReplayResult, ks: list[int], log: ReplayLog | None = None
 ) -> dict[str, Any]:
     masks = slices(log, result) if log is not None else {}
     out = {}

@@ -19,7 +19,7 @@ from models.candidate_features import blend_scores
 from models.candidate_training import RANKER_USER_SHARE
 from models.catalog import Catalog, build_catalog
 from models.content_items import catalog_vectors
-from models.evaluation.data import DEFAULT_REWARD, EventLog
+from models.evaluation.data import DEFAULT_REWARD, ReplayLog
 from models.evaluation.sequence_variants import (
     BlendConfig,
     Full,
@@ -38,7 +38,7 @@ class BuiltSequence:
     notes: list[str]
 
 
-def log_catalog(log: EventLog, items: pathlib.Path | None) -> Catalog:
+def log_catalog(log: ReplayLog, items: pathlib.Path | None) -> Catalog:
     """The catalogue in the log's item order (metadata joined where the file has it)."""
     full = build_catalog(log.items, str(items) if items else None)
     row = {item: i for i, item in enumerate(full.item_ids)}
@@ -49,7 +49,7 @@ def log_catalog(log: EventLog, items: pathlib.Path | None) -> Catalog:
 
 
 def build(
-    log: EventLog, args: argparse.Namespace, names: list[str], show_progress: bool
+    log: ReplayLog, args: argparse.Namespace, names: list[str], show_progress: bool
 ) -> BuiltSequence:
     rewards = load_reward_config(args.reward or DEFAULT_REWARD[args.fmt])
     config = sq.SequentialConfig(

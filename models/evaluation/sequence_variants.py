@@ -29,7 +29,7 @@ from models import candidate_training
 from models.blend import BLEND_CANDIDATES, BLEND_WEIGHT, blend
 from models.candidate_features import candidate_features
 from models.candidate_training import top_unseen
-from models.evaluation.data import EventLog
+from models.evaluation.data import ReplayLog
 from models.evaluation.progress import progress
 from models.evaluation.world import World
 
@@ -59,7 +59,7 @@ class BlendConfig:
 
 
 def histories(
-    log: EventLog, positions: np.ndarray, max_len: int
+    log: ReplayLog, positions: np.ndarray, max_len: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The user's last ``max_len`` events strictly before each position (right-aligned)."""
     return candidate_training.histories(log.arrays(), positions, max_len)
@@ -143,7 +143,7 @@ class SequentialStatic:
 
 
 def _frozen_histories(
-    log: EventLog, n_train: int, max_len: int
+    log: ReplayLog, n_train: int, max_len: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every user's last ``max_len`` training events (right-aligned, row per user)."""
     rows = np.full((log.n_users, max_len), -1, dtype=np.int64)

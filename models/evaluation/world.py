@@ -17,7 +17,7 @@ import numpy as np
 from beam_pipelines.state import ItemState, StateConfig, UserState
 from beam_pipelines.state.coengagement import CoEngagement, PairWindow
 from beam_pipelines.state.updaters import Embeddings, update_item, update_user
-from models.evaluation.data import EventLog
+from models.evaluation.data import ReplayLog
 
 RECENT_ITEMS = 20
 
@@ -27,7 +27,7 @@ class World:
 
     def __init__(
         self,
-        log: EventLog,
+        log: ReplayLog,
         embeddings: Embeddings | None = None,
         state_config: StateConfig | None = None,
         recent_items: int = RECENT_ITEMS,

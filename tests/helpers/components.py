@@ -61,7 +61,7 @@ def require_binary(name: str, install: str) -> str:
 def component() -> Iterator[None]:
     """Turns ``ComponentMissing`` (a server binary absent) raised inside into
     ``fail_or_skip``; its message already says how to install it."""
-    from beam_pipelines.local_servers import ComponentMissing
+    from rtp.local_servers import ComponentMissing
 
     try:
         yield

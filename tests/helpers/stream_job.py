@@ -14,14 +14,14 @@ from pathlib import Path
 
 import yaml
 
-from beam_pipelines import simulator_publish
-from beam_pipelines.simulator import SimRecord
 from feature_repo.features import (
     ITEM_COENGAGEMENT,
     ITEM_REALTIME,
     USER_COENGAGEMENT,
     USER_REALTIME,
 )
+from rtp.simulator import publish
+from rtp.simulator.records import SimRecord
 from tests.helpers.events import event_json
 
 PROJECT = "test-project"
@@ -83,7 +83,7 @@ class Publisher(threading.Thread):
         self.stats = None
 
     def run(self) -> None:
-        self.stats = simulator_publish.publish_records(self._records, self._topic, rate=self._rate)
+        self.stats = publish.publish_records(self._records, self._topic, rate=self._rate)
 
 
 def store_args(config: dict, directory: Path) -> list[str]:

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from rtp import local_servers as servers
 from tests.helpers.components import component
-from tests.integration import servers
 
 
 def _serve(

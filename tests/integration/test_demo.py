@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from serving import demo
+from rtp.demo import run as demo
 from tests.helpers.components import fail_or_skip
 
 pytestmark = pytest.mark.timeout(1200)

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 
 from beam_pipelines.accounting import letters_in
-from beam_pipelines.simulator import SimulatorConfig, simulate
-from serving.demo_stream import StreamingFeed
+from rtp.demo.streaming_feed import StreamingFeed
+from rtp.simulator.config import SimulatorConfig
+from rtp.simulator.simulation import simulate
 from tests.helpers.components import component
 
 pytestmark = pytest.mark.timeout(1200)

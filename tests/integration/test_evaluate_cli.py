@@ -8,8 +8,10 @@ import math
 
 import pytest
 
-from beam_pipelines.simulator import SimulatorConfig, StreamWriter, simulate
 from models.evaluation.cli import main
+from rtp.simulator.config import SimulatorConfig
+from rtp.simulator.simulation import simulate
+from rtp.simulator.writer import StreamWriter
 
 BASELINES = "popularity,popularity_rolling,itemknn_recent"
 ROWS = [  # the log of tests/unit/test_evaluation_protocol.py

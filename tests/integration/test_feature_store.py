@@ -22,9 +22,9 @@ from feature_repo.store import (
     StoreUnavailableError,
     load_store_config,
 )
+from rtp import local_servers as servers
 from tests.helpers.components import component
 from tests.helpers.events import scored
-from tests.integration import servers
 
 # google-cloud-bigtable warns on every client it points at an emulator.
 pytestmark = pytest.mark.filterwarnings("ignore:Connecting to Bigtable emulator:RuntimeWarning")

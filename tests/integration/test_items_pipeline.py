@@ -27,8 +27,8 @@ from beam_pipelines.item_job import parser, run_batch
 from beam_pipelines.jobs_common import store_config
 from beam_pipelines.transforms.dead_letters import DeadLetter
 from feature_repo.features import ITEM_CONTENT
+from rtp.local_servers import stop_process_group
 from tests.helpers.components import require_import
-from tests.integration.servers import stop_process_group
 
 pubsub_v1 = require_import(
     "google.cloud.pubsub_v1", "pip install -e '.[test]' (google-cloud-pubsub is a dependency)"

@@ -12,9 +12,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from beam_pipelines.jobs_common import store_config
+from rtp.tfserving_standin.tiny_export import export_tiny
 from serving.app import create_app
 from serving.config import ServingConfig
-from tests.tfserving_standin.tiny_export import export_tiny
 
 pytestmark = pytest.mark.timeout(600)
 ITEMS = [f"i{i:04d}" for i in range(50)]

@@ -23,13 +23,13 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from beam_pipelines import simulator
 from beam_pipelines.backfill import run_backfill
 from beam_pipelines.events import parse_timestamp_ms
 from beam_pipelines.jobs_common import store_config
+from rtp.simulator import cli as simulate_cli
+from rtp.tfserving_standin.launch import standin
 from serving.app import create_app
 from serving.config import ServingConfig
-from tests.tfserving_standin.launch import standin
 
 pytestmark = pytest.mark.timeout(2400)
 K = 20
@@ -42,7 +42,7 @@ def simulate(work: Path) -> tuple[Path, dict[str, str], dict[str, int]]:
     log = work / "events.jsonl"
     # 3000 events of 40 users span ~9 h: start 12 h ago so that all of it is past.
     start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=12)
-    simulator.main(
+    simulate_cli.main(
         [
             "--events=3000",
             "--users=40",

@@ -11,11 +11,11 @@ import pytest
 from fastapi.testclient import TestClient
 from google.cloud import pubsub_v1
 
+from rtp import local_servers as servers
 from serving.app import create_app
 from serving.config import ServingConfig
 from serving.events import EventPublisher
 from serving.metrics import ServingMetrics
-from tests.integration import servers
 
 pytestmark = pytest.mark.timeout(300)
 PROJECT = "test-project"

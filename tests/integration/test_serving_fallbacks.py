@@ -15,12 +15,12 @@ from fastapi.testclient import TestClient
 
 from feature_repo import features as f
 from feature_repo.store import FeatureStoreClient
+from rtp import local_servers as servers
+from rtp.tfserving_standin.launch import standin
+from rtp.tfserving_standin.tiny_export import export_tiny
 from serving.app import create_app
 from serving.config import ServingConfig
 from tests.helpers.components import component
-from tests.integration import servers
-from tests.tfserving_standin.launch import standin
-from tests.tfserving_standin.tiny_export import export_tiny
 
 pytestmark = pytest.mark.timeout(900)
 ITEMS = [f"i{i:04d}" for i in range(300)]

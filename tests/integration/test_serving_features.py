@@ -10,9 +10,9 @@ import pytest
 
 from feature_repo import features as f
 from feature_repo.store import FeatureStoreClient, StoreUnavailableError
+from rtp import local_servers as servers
 from serving.features import FastReader, LazyStore, read_numbers
 from tests.helpers.components import component
-from tests.integration import servers
 
 pytestmark = pytest.mark.timeout(300)
 NOW_MS = 1_790_000_000_000

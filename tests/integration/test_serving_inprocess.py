@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from feature_repo import features as f
+from rtp.tfserving_standin.tiny_export import export_tiny
 from serving.backends import inprocess
 from serving.backends.inprocess import InProcessBackend
 from serving.catalog import load_catalog
 from serving.config import InProcessModelsConfig
 from serving.features import ITEM_COLUMNS, ItemSnapshot
 from serving.model_set import ModelSet
-from tests.tfserving_standin.tiny_export import export_tiny
 
 pytestmark = pytest.mark.timeout(600)
 ITEMS = [f"i{i:04d}" for i in range(300)]

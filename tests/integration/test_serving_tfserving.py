@@ -13,14 +13,14 @@ import numpy as np
 import pytest
 
 from models.candidate_features import FEATURES
+from rtp import local_servers as servers
+from rtp.tfserving_standin.launch import standin
+from rtp.tfserving_standin.tiny_export import export_tiny
 from serving.backends import ModelUnavailableError, make_backend
 from serving.catalog import load_catalog
 from serving.config import GrpcModelsConfig, InProcessModelsConfig, RestModelsConfig
 from serving.features import ItemSnapshot
 from serving.model_set import ModelSet
-from tests.integration import servers
-from tests.tfserving_standin.launch import standin
-from tests.tfserving_standin.tiny_export import export_tiny
 
 pytestmark = pytest.mark.timeout(600)
 ITEMS = [f"i{i:04d}" for i in range(600)]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from rtp import local_servers as servers
+from rtp.tfserving_standin.tiny_export import export_tiny
 from serving import workers
-from tests.integration import servers
-from tests.tfserving_standin.tiny_export import export_tiny
 
 pytestmark = [
     pytest.mark.timeout(600),

@@ -6,8 +6,9 @@ import time
 
 from google.cloud import pubsub_v1
 
-from beam_pipelines import simulator_publish
-from beam_pipelines.simulator import SimulatorConfig, simulate
+from rtp.simulator import publish
+from rtp.simulator.config import SimulatorConfig
+from rtp.simulator.simulation import simulate
 
 PROJECT = "test-project"
 TOPIC = f"projects/{PROJECT}/topics/engagement-events"
@@ -41,7 +42,7 @@ def test_publish_2000_events_and_pull_them_back(pubsub_emulator, monkeypatch):
     config = SimulatorConfig(n_events=2000, n_users=100, n_items=500, dirty_fraction=0.05)
     records = list(simulate(config))
     started_ms = int(time.time() * 1000)
-    stats = simulator_publish.publish_records(records, TOPIC, rate=RATE)
+    stats = publish.publish_records(records, TOPIC, rate=RATE)
     ended_ms = int(time.time() * 1000)
     assert stats.published == len(records) == 2105 and stats.failed == 0
     assert stats.achieved_rate <= RATE * 1.1

@@ -35,7 +35,6 @@ from tests.helpers.components import require_binary, require_import
 require_import("google.cloud.pubsub_v1", "pip install -e '.[test]'")
 REDIS = require_binary("redis-server", "apt-get install redis-server")
 
-from beam_pipelines.local_servers import HOST, free_port, start_server, stop_server  # noqa: E402
 from feature_repo.features import (  # noqa: E402
     ITEM_FEATURES,
     ITEM_REALTIME,
@@ -43,6 +42,7 @@ from feature_repo.features import (  # noqa: E402
     USER_REALTIME,
 )
 from feature_repo.store import FeatureStoreClient, sqlite_settings  # noqa: E402
+from rtp.local_servers import HOST, free_port, start_server, stop_server  # noqa: E402
 from tests.helpers.compare import assert_same_online  # noqa: E402
 from tests.helpers.stream_job import (  # noqa: E402
     PROJECT,
@@ -152,7 +152,7 @@ def _replay(letters: Path, directory: Path) -> dict:
         [
             sys.executable,
             "-m",
-            "serving.cli",
+            "rtp",
             "replay-dead-letters",
             str(letters),
             f"--store_config={directory / 'store.yaml'}",

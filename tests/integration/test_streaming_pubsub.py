@@ -31,18 +31,11 @@ pubsub_v1 = require_import(
     "google.cloud.pubsub_v1", "pip install -e '.[test]' (google-cloud-pubsub is a dependency)"
 )
 
-from beam_pipelines import simulator_publish  # noqa: E402
 from beam_pipelines.accounting import Accounting, Ledger  # noqa: E402
 from beam_pipelines.backfill import run_backfill  # noqa: E402
 from beam_pipelines.events import ValidationConfig, parse_event  # noqa: E402
 from beam_pipelines.jobs_common import store_config  # noqa: E402
 from beam_pipelines.rewards import SHORT_VIDEO  # noqa: E402
-from beam_pipelines.simulator import (  # noqa: E402
-    SimulatorConfig,
-    StreamWriter,
-    sidecar_paths,
-    simulate,
-)
 from beam_pipelines.transforms.dead_letters import DeadLetter  # noqa: E402
 from feature_repo.features import (  # noqa: E402
     ITEM_FEATURES,
@@ -50,6 +43,10 @@ from feature_repo.features import (  # noqa: E402
     USER_FEATURES,
     USER_REALTIME,
 )
+from rtp.simulator import publish  # noqa: E402
+from rtp.simulator.config import SimulatorConfig  # noqa: E402
+from rtp.simulator.simulation import simulate  # noqa: E402
+from rtp.simulator.writer import StreamWriter, sidecar_paths  # noqa: E402
 from tests.helpers.compare import assert_same_online  # noqa: E402
 
 PROJECT = "test-project"
@@ -244,9 +241,9 @@ def run(pubsub_emulator, tmp_path_factory):
         job, store, letters_dir, log = _start_job(tmp, env)
         started = time.monotonic()
         try:
-            warm_up = simulator_publish.publish_records(records[:WARM_UP], TOPIC)
+            warm_up = publish.publish_records(records[:WARM_UP], TOPIC)
             _wait_for_sink(job, log, store)
-            live = simulator_publish.publish_records(records[WARM_UP:], TOPIC, rate=RATE)
+            live = publish.publish_records(records[WARM_UP:], TOPIC, rate=RATE)
             assert warm_up.published + live.published == len(records)
             assert warm_up.failed == live.failed == 0
             _wait_for_job(job, log, store, letters_dir, ledger)

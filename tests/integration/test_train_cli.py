@@ -11,7 +11,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from beam_pipelines.simulator import SimulatorConfig, StreamWriter, sidecar_paths, simulate
+from rtp.simulator.config import SimulatorConfig
+from rtp.simulator.simulation import simulate
+from rtp.simulator.writer import StreamWriter, sidecar_paths
 from models import registry
 from tests.helpers.components import missing
 from models import train as train_cli

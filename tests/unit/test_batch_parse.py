@@ -16,7 +16,8 @@ from beam_pipelines.events import (
     ValidationConfig,
     parse_event,
 )
-from beam_pipelines.simulator import DirtyKind, SimulatorConfig, simulate
+from rtp.simulator.config import DirtyKind, SimulatorConfig
+from rtp.simulator.simulation import simulate
 from tests.unit.test_events import NOW_MS, json_values, known_key_dicts, valid_events
 
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -7,9 +7,10 @@ import pytest
 from beam_pipelines.batch_score import score_lines
 from beam_pipelines.events import EventValidationError, ValidationConfig, parse_event
 from beam_pipelines.rewards import PRESETS
-from beam_pipelines.simulator import DirtyKind, SimulatorConfig, simulate
 from beam_pipelines.state.columns import ScoredColumns
 from beam_pipelines.transforms.rewards import score_event
+from rtp.simulator.config import DirtyKind, SimulatorConfig
+from rtp.simulator.simulation import simulate
 
 
 @pytest.mark.parametrize("preset", sorted(PRESETS))

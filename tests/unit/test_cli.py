@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from beam_pipelines import console
-from serving import cli
+from rtp import cli
 
 REPO = Path(__file__).resolve().parents[2]
 # One option each command must list in its --help.
@@ -57,10 +57,10 @@ def logging_restored(monkeypatch: pytest.MonkeyPatch):
 
 
 def run_rtp(*args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m serving.cli ARGS`` from the repository root (its modules first)."""
+    """``python -m rtp ARGS`` from the repository root (its modules first)."""
     env = {k: v for k, v in os.environ.items() if k != console.VERBOSE_ENV}
     return subprocess.run(
-        [sys.executable, "-m", "serving.cli", *args],
+        [sys.executable, "-m", "rtp", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -144,7 +144,7 @@ def test_train_help_prints_no_line_from_tensorflow() -> None:
 def test_train_help_does_not_import_tensorflow() -> None:
     code = (
         "import sys\n"
-        "from serving import cli\n"
+        "from rtp import cli\n"
         "try:\n"
         "    cli.main(['train', '--help'])\n"
         "except SystemExit:\n"

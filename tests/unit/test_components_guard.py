@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from beam_pipelines.local_servers import ComponentMissing
+from rtp.local_servers import ComponentMissing
 from tests.helpers import components
 
 

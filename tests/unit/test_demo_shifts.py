@@ -4,8 +4,8 @@ import json
 
 from beam_pipelines.events import Reason
 from beam_pipelines.rewards import load_reward_config
-from beam_pipelines.simulator import InterestShift, SimRecord
-from serving.demo_shifts import choose_split, topic_share
+from rtp.demo.shifts import choose_split, topic_share
+from rtp.simulator.records import InterestShift, SimRecord
 
 REWARD = load_reward_config("short_video")
 T0 = 1_767_225_600_000

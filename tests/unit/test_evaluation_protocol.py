@@ -136,3 +136,16 @@ def test_top_items_skip_seen_items():
 def test_bad_header_is_rejected(tmp_path):
     with pytest.raises(ValueError, match="header"):
         read_movielens(_write(tmp_path, header="a,b,c,d"))
+
+
+def test_ratings_are_read_by_the_backfill_reader(tmp_path):
+    """One reader of MovieLens CSV: the backfill's; a blank line is no record and a
+    short row is counted, never a crash."""
+    path = _write(tmp_path)
+    path.write_text(path.read_text() + "\n1,5\n")
+    raw = read_movielens(path)
+    assert [(e.user_id, e.item_id, e.context["rating"], e.timestamp_ms) for e in raw.events] == [
+        (str(u), str(i), r, t * 1000) for u, i, r, t in ROWS
+    ]
+    assert [e.event_id for e in raw.events[:1]] == ["ml-3-3-6"]  # movielens_event's ids
+    assert dict(raw.skipped) == {"malformed_json": 1}

@@ -9,8 +9,8 @@ import pytest
 from beam_pipelines.event_logs import tie_key
 from beam_pipelines.rewards import MOVIELENS, SHORT_VIDEO
 from models.dataset import label_examples, point_in_time_features
-from models.event_log import EVENT_COLUMNS, load_events, time_split
-from models.testing import write_history, write_movielens
+from models.training_log import EVENT_COLUMNS, load_events, time_split
+from tests.helpers.ratings import write_history, write_movielens
 
 T0 = 1_700_000_000_000
 

@@ -21,11 +21,11 @@ from tensorflow_serving.config import model_server_config_pb2
 from beam_pipelines.embedding_source import newest_table
 from models import export, registry
 from models import train as train_cli
-from models.event_log import load_events
+from models.training_log import load_events
 from models.inputs import RANKER_INPUTS, input_specs
 from models.ranker import predict
 from models.retrieval import query_embeddings
-from models.testing import write_history, write_items_jsonl, write_movielens
+from tests.helpers.ratings import write_history, write_items_jsonl, write_movielens
 from models.towers import QUERY_INPUTS
 
 DIM = 32
@@ -244,7 +244,7 @@ def test_every_version_carries_its_training_popularity(trained) -> None:
 
 def test_items_jsonl_metadata(tmp_path) -> None:
     from models.catalog import build_catalog
-    from models.testing import rating_events
+    from tests.helpers.ratings import rating_events
 
     _, movies = rating_events(n_items=5, n_events=3)
     path = write_items_jsonl(tmp_path / "items.jsonl", movies)

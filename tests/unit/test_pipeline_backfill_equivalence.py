@@ -14,7 +14,6 @@ import pytest
 
 from beam_pipelines import backfill
 from beam_pipelines.rewards import SHORT_VIDEO
-from beam_pipelines.simulator import DirtyKind, SimulatorConfig, simulate
 from beam_pipelines.transforms.coengagement import ITEM_PAIR_ROWS, USER_PAIR_ROWS
 from beam_pipelines.transforms.dead_letters import DeadLetter
 from beam_pipelines.transforms.graph import (
@@ -33,6 +32,8 @@ from feature_repo.features import (
     USER_KEY,
     USER_REALTIME,
 )
+from rtp.simulator.config import DirtyKind, SimulatorConfig
+from rtp.simulator.simulation import simulate
 from tests.helpers.compare import assert_same_entities, last_row_per_entity
 from tests.helpers.pipelines import Collect, StreamBuilder, streaming_pipeline
 from tests.helpers.sinks import RecordingSinkFactory

@@ -8,9 +8,10 @@ import json
 
 from beam_pipelines import replay_dead_letters
 from beam_pipelines.transforms.dead_letters import DeadLetter
-from beam_pipelines.transforms.restore import STATE_COLUMN, STATE_FEATURE, state_key
+from beam_pipelines.transforms.restore import STATE_COLUMN, state_key
 from beam_pipelines.transforms.write import write_letter
 from feature_repo.features import (
+    ENCODED_STATE,
     EVENT_TIMESTAMP,
     ITEM_COENGAGEMENT,
     KEYED_STATE,
@@ -80,8 +81,8 @@ def test_replay_writes_the_newest_missing_rows_once(tmp_path, capsys):
     with FeatureStoreClient(config) as client:
         users = client.read(USER_REALTIME, ["u1", "u2"])
         keys = [state_key(USER_REALTIME, "u1"), state_key(ITEM_COENGAGEMENT, "i1")]
-        states = client.read_bytes(KEYED_STATE, STATE_FEATURE, keys)
-        marks = client.read_bytes(KEYED_STATE, STATE_FEATURE, ["progress:user_realtime"])
+        states = client.read_bytes(KEYED_STATE, ENCODED_STATE, keys)
+        marks = client.read_bytes(KEYED_STATE, ENCODED_STATE, ["progress:user_realtime"])
     assert users["u1"]["user_event_count"] == 2 and users["u2"]["user_event_count"] == 9
     assert states == {keys[0]: b"state-u1-2", keys[1]: b"pairs"}
     assert marks == {}  # a replay of old rows marks no progress

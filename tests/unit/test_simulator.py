@@ -10,20 +10,15 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from beam_pipelines import simulator_publish
 from beam_pipelines.events import EventValidationError, Reason, parse_event
-from beam_pipelines.simulator import (
-    DEFAULT_START_MS,
-    EXPECTED_REASON,
-    TOPIC_VOCABULARY,
-    DirtyKind,
-    SimRecord,
-    SimulatorConfig,
-    main,
-    rfc3339,
-    sidecar_paths,
-    simulate,
-)
+from rtp.simulator import publish
+from rtp.simulator.catalogue import TOPIC_VOCABULARY
+from rtp.simulator.cli import main
+from rtp.simulator.config import DEFAULT_START_MS, EXPECTED_REASON, DirtyKind, SimulatorConfig
+from rtp.simulator.encoding import rfc3339
+from rtp.simulator.records import SimRecord
+from rtp.simulator.simulation import simulate
+from rtp.simulator.writer import sidecar_paths
 
 NOW_MS = 1_798_761_600_000  # 2027-01-01T00:00:00Z: after every simulated event
 SMALL = {"n_users": 200, "n_items": 1000}
@@ -251,7 +246,7 @@ class _FakeClock:
 
 def test_token_bucket_paces_to_the_rate():
     clock = _FakeClock()
-    bucket = simulator_publish.TokenBucket(100.0, burst=5, clock=clock, sleep=clock.sleep)
+    bucket = publish.TokenBucket(100.0, burst=5, clock=clock, sleep=clock.sleep)
     for _ in range(505):
         bucket.take()
     assert clock.now == pytest.approx(5.0, rel=0.01)
@@ -279,7 +274,7 @@ def test_publish_sets_event_ts_and_line_attributes():
     fake = _FakePublisher()
     topic = "projects/p/topics/t"
     started_ms = int(time.time() * 1000)
-    stats = simulator_publish.publish_records(records, topic, publisher=fake, create_topic=False)
+    stats = publish.publish_records(records, topic, publisher=fake, create_topic=False)
     ended_ms = int(time.time() * 1000)
     assert stats.published == len(records) and stats.failed == 0
     for record, (_, data, attrs) in zip(records, fake.sent, strict=True):
@@ -289,4 +284,4 @@ def test_publish_sets_event_ts_and_line_attributes():
         else:
             assert started_ms <= int(attrs["event_ts"]) <= ended_ms
     with pytest.raises(ValueError, match="topic_path"):
-        simulator_publish.publish_records(records, "topics/t", publisher=fake)
+        publish.publish_records(records, "topics/t", publisher=fake)

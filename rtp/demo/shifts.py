@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 from beam_pipelines.events import parse_event
 from beam_pipelines.rewards import RewardConfig
-from beam_pipelines.simulator import InterestShift, SimRecord
+from rtp.simulator.records import InterestShift, SimRecord
 
 # Candidate shares of the clean events in part 1, latest first.
 SPLIT_SHARES = (0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5)

@@ -1,4 +1,4 @@
-"""``python -m tests.tfserving_standin --model-config MODEL_BASE/models.config
+"""``python -m rtp.tfserving_standin --model-config MODEL_BASE/models.config
 --grpc-port P [--rest-port Q] [--delay-s D] [--delay-file F]``: serve until SIGTERM."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 
-from tests.tfserving_standin.server import Servables, grpc_server, rest_app
+from rtp.tfserving_standin.server import Servables, grpc_server, rest_app
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Tiny generated data for tests and benchmarks: rating events, items, and their
+"""Tiny generated data for the model tests: rating events, items, and their
 point-in-time history written with the pure-Python state code (no Beam), in the
 backfill's layout (``<offline_dir>/<view>/*.parquet``).
 """
@@ -90,7 +90,7 @@ def write_history(
     config: StateConfig | None = None,
     dim: int = f.EMBEDDING_DIM,
 ) -> pathlib.Path:
-    """Point-in-time history of ``events`` (``event_log.EVENT_COLUMNS``) in event-time
+    """Point-in-time history of ``events`` (``training_log.EVENT_COLUMNS``) in event-time
     order, one row per applied event, as the backfill writes it."""
     config = config or StateConfig()
     embeddings = HashedEmbeddings(dim)

@@ -26,10 +26,15 @@ from typing import Any, Protocol
 
 import yaml
 
-from beam_pipelines import backfill, simulator
+from beam_pipelines import backfill
 from beam_pipelines.rewards import load_reward_config
+from feature_repo.features import USER_EVENT_COUNT
 from models.config import TrainConfig
-from serving.demo_shifts import ShiftedUser, Split, choose_split, topic_share
+from rtp.demo.shifts import ShiftedUser, Split, choose_split, topic_share
+from rtp.simulator import simulation
+from rtp.simulator.config import SimulatorConfig
+from rtp.simulator.records import SimRecord
+from rtp.simulator.writer import StreamWriter, sidecar_paths
 
 K = 10  # recommendations shown per user
 SHOWN_USERS = 3
@@ -69,8 +74,8 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def simulator_config(args: argparse.Namespace) -> simulator.SimulatorConfig:
-    return simulator.SimulatorConfig(
+def simulator_config(args: argparse.Namespace) -> SimulatorConfig:
+    return SimulatorConfig(
         n_events=args.events,
         n_users=args.users,
         n_items=args.items,
@@ -83,14 +88,14 @@ def simulator_config(args: argparse.Namespace) -> simulator.SimulatorConfig:
 
 
 def simulate(
-    config: simulator.SimulatorConfig, out: pathlib.Path
-) -> tuple[simulator.Simulation, list[simulator.SimRecord]]:
+    config: SimulatorConfig, out: pathlib.Path
+) -> tuple[simulation.Simulation, list[SimRecord]]:
     """Write the simulated stream (and its sidecars); return the simulation (ground
     truth) and its records, which the feeds publish or replay as they are."""
     events = out / "events.jsonl"
     print(f"[1/5] simulating {config.n_events} events of {config.n_users} users → {events}")
-    sim = simulator.simulate(config)
-    with simulator.StreamWriter(events) as writer:
+    sim = simulation.simulate(config)
+    with StreamWriter(events) as writer:
         records = list(writer.tee(sim))
         writer.finish(sim)
     return sim, records
@@ -101,8 +106,8 @@ def _utc(ms: int) -> str:
 
 
 def split_stream(
-    sim: simulator.Simulation,
-    records: list[simulator.SimRecord],
+    sim: simulation.Simulation,
+    records: list[SimRecord],
     topics: dict[str, str],
     out: pathlib.Path,
 ) -> Split:
@@ -139,7 +144,7 @@ def train_models(out: pathlib.Path, config: TrainConfig) -> pathlib.Path:
     print(f"[3/5] training on part 1 only (rtp train API, seed {config.seed}) → {base}")
     argv = ["--events", str(out / "events.part1.jsonl"), "--out", str(base)]
     argv += ["--join-engine", "asof"]  # Feast's point-in-time join in pandas: seconds, not a minute
-    argv += ["--items", str(simulator.sidecar_paths(out / "events.jsonl")["items"])]
+    argv += ["--items", str(sidecar_paths(out / "events.jsonl")["items"])]
     args = parser().parse_args(argv)
     version = export_trained(fit(args, config, time.perf_counter()), base, config)
     print(f"  exported model version {version}")
@@ -151,7 +156,7 @@ class Feed(Protocol):
 
     store_path: pathlib.Path  # the SQLite online store
 
-    def feed(self, records: Sequence[simulator.SimRecord], log: pathlib.Path) -> dict[str, Any]:
+    def feed(self, records: Sequence[SimRecord], log: pathlib.Path) -> dict[str, Any]:
         """``records``: the new part; ``log``: every line fed so far, this part included.
         Returns once the part is in the store."""
         ...
@@ -180,7 +185,7 @@ class BackfillFeed:
     def __exit__(self, *exc: object) -> None:
         pass
 
-    def feed(self, records: Sequence[simulator.SimRecord], log: pathlib.Path) -> dict[str, Any]:
+    def feed(self, records: Sequence[SimRecord], log: pathlib.Path) -> dict[str, Any]:
         """Replay ``log``, everything fed so far (``records`` is its new part)."""
         self._runs += 1
         argv = [f"--events={log}", f"--out={self.features / f'backfill-{self._runs}'}"]
@@ -195,7 +200,7 @@ class BackfillFeed:
         """The accounting of this run over every line of ``log``; raises if it fails."""
         from beam_pipelines.jobs_common import store_config
         from feature_repo.store import FeatureStoreClient
-        from serving.demo_stream import check_accounting, demo_ledger
+        from rtp.demo.streaming_feed import check_accounting, demo_ledger
 
         ledger = demo_ledger().add(log.read_bytes().split(b"\n")[:-1])
         letters = self.features / f"backfill-{self._runs}" / "dead_letters"
@@ -226,8 +231,8 @@ def enter_feed(
     """The streaming feed, or the backfill one without an emulator or with ``--no-stream``."""
     features = out / "features"
     if not args.no_stream:
-        from beam_pipelines.local_servers import ComponentMissing
-        from serving.demo_stream import StreamingFeed
+        from rtp.demo.streaming_feed import StreamingFeed
+        from rtp.local_servers import ComponentMissing
 
         try:
             return stack.enter_context(StreamingFeed(features, str(base), args.stream_timeout_s))
@@ -281,7 +286,7 @@ class DemoService:
         assert self.service.recommender is not None and self.service.store is not None
         body = recommendation_body(self.service.recommender.recommend(user_id, K), "", K)
         row = read_user(self.service.store, user_id)
-        body["user_event_count"] = row["user_event_count"] if row else 0
+        body[USER_EVENT_COUNT] = row[USER_EVENT_COUNT] if row else 0
         return body
 
 
@@ -292,7 +297,7 @@ def _shown(body: dict[str, Any], topics: dict[str, str], user: ShiftedUser) -> d
         "topics": [topics.get(i, "?") for i in items],
         "new_topic_share": topic_share(items, topics, user.new_topic),
         "old_topic_share": topic_share(items, topics, user.old_topic),
-        "user_event_count": body["user_event_count"],
+        USER_EVENT_COUNT: body[USER_EVENT_COUNT],
         "model_version": body["model_version"],
         "fallback": body["fallback"],
     }
@@ -301,7 +306,7 @@ def _shown(body: dict[str, Any], topics: dict[str, str], user: ShiftedUser) -> d
 def _print_list(label: str, shown: dict[str, Any], new_topic: str) -> None:
     hits = round(shown["new_topic_share"] * len(shown["items"]))
     print(
-        f"  {label} ({shown['user_event_count']} events in the store"
+        f"  {label} ({shown[USER_EVENT_COUNT]} events in the store"
         f"{', fallback ' + shown['fallback'] if shown['fallback'] else ''}): "
         f"{hits}/{len(shown['items'])} in {new_topic}"
     )

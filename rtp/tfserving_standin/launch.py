@@ -8,7 +8,7 @@ import pathlib
 import sys
 from collections.abc import Iterator
 
-from tests.integration import servers
+from rtp import local_servers as servers
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -27,7 +27,7 @@ def standin(
     """
     grpc_port = servers.free_port()
     rest_port = servers.free_port() if rest else None
-    args = [sys.executable, "-m", "tests.tfserving_standin"]
+    args = [sys.executable, "-m", "rtp.tfserving_standin"]
     args += ["--model-config", str(pathlib.Path(model_base) / "models.config")]
     args += ["--grpc-port", str(grpc_port), "--delay-s", str(delay_s)]
     if rest_port:

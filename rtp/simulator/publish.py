@@ -21,7 +21,7 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
-from beam_pipelines.simulator import SimRecord
+from rtp.simulator.simulation import SimRecord
 
 _TOPIC_PATH = re.compile(r"^projects/[^/]+/topics/[^/]+$")
 _PRUNE_EVERY = 1000

@@ -1,5 +1,6 @@
-"""The ``rtp`` console script: one subcommand per job, each imported lazily so that
-``rtp simulate`` does not pay for TensorFlow and ``rtp stream`` stays light.
+"""The ``rtp`` console script (also ``python -m rtp``): one subcommand per job,
+each imported lazily so that ``rtp simulate`` does not pay for TensorFlow and
+``rtp stream`` stays light.
 
 A command's arguments are parsed before anything heavy is imported: ``--help``
 and a bad argument (usage line, exit 2) never wait for TensorFlow. Output is
@@ -31,9 +32,7 @@ class Command(NamedTuple):
 
 
 COMMANDS: dict[str, Command] = {
-    "simulate": Command(
-        "beam_pipelines.simulator", "Write or publish a simulated engagement stream."
-    ),
+    "simulate": Command("rtp.simulator.cli", "Write or publish a simulated engagement stream."),
     "stream": Command(
         "beam_pipelines.streaming", "Run the streaming feature job (Pub/Sub → store)."
     ),
@@ -59,7 +58,7 @@ COMMANDS: dict[str, Command] = {
     ),
     "serve": Command("serving.app", "Run the recommendation HTTP service.", tensorflow=True),
     "demo": Command(
-        "serving.demo",
+        "rtp.demo.run",
         "Simulate, train, stream; recommendations before and after a shift.",
         tensorflow=True,
     ),

@@ -35,7 +35,7 @@ EVENT_COLUMNS = (
 
 
 @dataclasses.dataclass(frozen=True)
-class EventLog:
+class TrainingLog:
     """Accepted events sorted by ``(timestamp_ms, user_id, tie_key)`` (stable).
 
     ``frame`` has ``EVENT_COLUMNS``; ``lines`` are the contract JSON of the same
@@ -61,7 +61,7 @@ def default_reward(fmt: str) -> str:
     return "movielens" if fmt == "movielens" else "short_video"
 
 
-def load_events(path: str, fmt: str = "jsonl", reward: str | None = None) -> EventLog:
+def load_events(path: str, fmt: str = "jsonl", reward: str | None = None) -> TrainingLog:
     """Read, validate, score and deduplicate an event log (first arrival wins)."""
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
@@ -98,7 +98,7 @@ def load_events(path: str, fmt: str = "jsonl", reward: str | None = None) -> Eve
     order = frame.sort_values(["timestamp_ms", "_user", "_tie"], kind="stable").index
     frame = frame.drop(columns=["_tie", "_user"])
     frame = frame.loc[order].reset_index(drop=True)
-    return EventLog(frame, [lines[i] for i in order], rewards, dict(rejected))
+    return TrainingLog(frame, [lines[i] for i in order], rewards, dict(rejected))
 
 
 def _user_order(users: pd.Series) -> pd.Series:

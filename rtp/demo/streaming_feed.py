@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from beam_pipelines.accounting import Accounting, Ledger, letters_in
-from beam_pipelines.simulator import SimRecord
-from feature_repo.features import USER_REALTIME
+from feature_repo.features import USER_EVENT_COUNT, USER_REALTIME
+from rtp.simulator.records import SimRecord
 
 PROJECT = "rtp-demo"
 REWARD = "short_video"  # the job's default reward preset: its event types validate
@@ -53,7 +53,7 @@ def store_counts(store, users: list[str]) -> dict[str, int]:
     counts = {}
     for start in range(0, len(users), 200):
         for user_id, row in store.read(USER_REALTIME, users[start : start + 200]).items():
-            counts[user_id] = row["user_event_count"] if row else 0
+            counts[user_id] = row[USER_EVENT_COUNT] if row else 0
     return counts
 
 
@@ -115,7 +115,7 @@ class StreamingFeed:
     def __enter__(self) -> StreamingFeed:
         from google.cloud import pubsub_v1
 
-        from beam_pipelines.local_servers import pubsub_emulator, stop_process_group
+        from rtp.local_servers import pubsub_emulator, stop_process_group
 
         self.features.mkdir(parents=True, exist_ok=True)
         with contextlib.ExitStack() as stack:
@@ -144,8 +144,8 @@ class StreamingFeed:
         input). Raises RuntimeError if it does not hold (the deadline passed with
         messages unaccounted for, or one counted twice)."""
         from beam_pipelines.jobs_common import store_config
-        from beam_pipelines.simulator_publish import publish_records
         from feature_repo.store import FeatureStoreClient
+        from rtp.simulator.publish import publish_records
 
         self._ledger.add(r.data for r in records)
         letters_dir = self.features / "dead_letters"
