@@ -57,6 +57,9 @@ COMMANDS: dict[str, Command] = {
     "evaluate": Command(
         "models.evaluation.cli", "Replay evaluation of every variant on real data.", tensorflow=True
     ),
+    "experiment": Command(
+        "beam_pipelines.experiments.cli", "Experiment report: per-variant metrics, lifts, SRM."
+    ),
     "serve": Command("serving.app", "Run the recommendation HTTP service.", tensorflow=True),
     "demo": Command(
         "serving.demo",

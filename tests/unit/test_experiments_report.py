@@ -1,0 +1,88 @@
+"""``rtp experiment report`` on synthetic logs: the keys of report.json, the lift it
+finds, the sample-ratio check, and the files it writes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib.image
+import pytest
+
+from beam_pipelines.experiments.config import ExperimentsConfig
+from beam_pipelines.experiments.report import build_report
+from beam_pipelines.rewards import SHORT_VIDEO
+from serving.cli import main
+from tests.helpers.experiment_log import experiment, synthetic_log
+
+METRIC_KEYS = {"value", "ci_low", "ci_high", "lift"}
+
+
+def test_report_finds_a_real_lift_and_has_the_keys() -> None:
+    config = experiment("ab")
+    events = synthetic_log(config, 3000, seed=5, lifts={"treatment": 0.3})
+
+    report = build_report(events, SHORT_VIDEO, ExperimentsConfig(experiments=(config,)))
+
+    ab = report["experiments"]["ab"]
+    assert ab["control"] == "control" and ab["srm_p_value"] > 0.001
+    treatment = ab["variants"]["treatment"]
+    for name in ("control", "treatment"):
+        row = ab["variants"][name]
+        assert {"users", "exposures", "engagement_rate", "reward_per_exposure"} <= set(row)
+        assert set(row["engagement_rate"]) >= METRIC_KEYS and "srm_p_value" in row
+        assert row["daily"] and row["daily"][0]["day"] == "2023-11-14"
+    assert ab["variants"]["control"]["engagement_rate"]["lift"] is None
+    change = treatment["engagement_rate"]["lift"]
+    assert change["significant"] and change["ci_low"] < 0.3 < change["ci_high"]
+    assert report["events"]["attributed"] == report["events"]["outcomes"]
+
+
+def test_srm_flags_a_broken_60_40_assignment() -> None:
+    config = experiment("broken")
+    events = synthetic_log(
+        config, 10_000, seed=6, actual_shares={"control": 0.6, "treatment": 0.4}, k=1
+    )
+
+    report = build_report(events, SHORT_VIDEO, ExperimentsConfig(experiments=(config,)))
+
+    assert report["experiments"]["broken"]["srm_p_value"] < 1e-6
+
+
+def test_cli_writes_json_markdown_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    config = experiment("ab")
+    log = tmp_path / "events.jsonl"
+    events = synthetic_log(config, 300, seed=1, lifts={"treatment": 0.5})
+    log.write_bytes(b"".join(e.to_json() + b"\n" for e in events))
+    (tmp_path / "experiments.yaml").write_text(
+        "experiments:\n  - name: ab\n    salt: ab-salt\n"
+        "    variants: [{name: control}, {name: treatment}]\n"
+    )
+    out = tmp_path / "report"
+
+    code = main(
+        [
+            "experiment",
+            "report",
+            f"--events={log}",
+            f"--out={out}",
+            f"--experiments={tmp_path / 'experiments.yaml'}",
+        ]
+    )
+
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["events"]["read"] == len(events)
+    assert report["experiments"]["ab"]["configured"] is True
+    assert "| treatment |" in (out / "report.md").read_text()
+    for png in ("metrics_over_time.png", "lift.png"):
+        assert matplotlib.image.imread(out / png).shape[0] > 100
+    printed = capsys.readouterr().out
+    assert "ab: SRM p=" in printed and "report.json" in printed
+
+
+def test_cli_names_a_missing_log(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert (
+        main(["experiment", "report", f"--events={tmp_path}/none.jsonl", f"--out={tmp_path}"]) == 2
+    )
+    assert "none.jsonl" in capsys.readouterr().err
