@@ -29,10 +29,12 @@ NOW_MS = 1_790_000_000_000
 class FakeRecommender:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
+        self.overrides: list[tuple] = []
         self.nothing = False
 
-    def recommend(self, user_id: str, k: int) -> Recommendation:
+    def recommend(self, user_id: str, k: int, overrides: tuple = ()) -> Recommendation:
         self.calls.append((user_id, k))
+        self.overrides.append(overrides)
         if self.nothing:
             raise NothingToServe("store_unavailable: no popular list to fall back on")
         if user_id == "new":
@@ -338,10 +340,10 @@ def test_overload_is_shed_with_503_and_retry_after() -> None:
     started = threading.Semaphore(0)
 
     class Blocking(FakeRecommender):
-        def recommend(self, user_id: str, k: int) -> Recommendation:
+        def recommend(self, user_id: str, k: int, overrides: tuple = ()) -> Recommendation:
             started.release()
             release.wait(10)
-            return super().recommend(user_id, k)
+            return super().recommend(user_id, k, overrides)
 
     service = FakeService()
     service.recommender = Blocking()
