@@ -249,7 +249,9 @@ def create_app(config: ServingConfig, service: Service | None = None) -> FastAPI
         )
         await run_in_threadpool(service.start)
         if service.publisher is not None and config.exposures.enabled:
-            exposures["log"] = ExposureLog(service.publisher.publish, metrics, config.exposures)
+            exposures["log"] = ExposureLog(
+                service.publisher.publish_batch, metrics, config.exposures
+            )
             exposures["log"].start()
         try:
             yield

@@ -1,5 +1,6 @@
 """Exposure logging: one event per item a response showed, published through the
-service's Pub/Sub publisher (the path of ``POST /v1/events``), off the request path.
+service's Pub/Sub publisher (``POST /v1/events``'s ``EventPublisher``, one publish
+request per batch: ``publish_batch``), off the request path.
 
 A request only appends what it showed to a bounded buffer (a lock and an append).
 A background thread drains the buffer every ``interval_s`` seconds, builds the
@@ -16,12 +17,11 @@ is the response's (epoch milliseconds); ``position`` is 0-based.
 
 from __future__ import annotations
 
-import asyncio
 import collections
 import dataclasses
 import logging
 import threading
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from beam_pipelines.events import EngagementEvent
 from serving.config import ExposuresConfig
@@ -29,7 +29,8 @@ from serving.metrics import ServingMetrics
 
 LOG = logging.getLogger(__name__)
 EXPOSURE_CONTEXT = ("position", "request_id", "experiment", "variant", "source")
-Publish = Callable[[list[EngagementEvent]], Awaitable[list[str]]]
+Publish = Callable[[list[EngagementEvent]], list[str]]
+"""Blocking: message ids once published, an exception otherwise."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -120,22 +121,18 @@ class ExposureLog:
         return taken
 
     def _run(self) -> None:
-        loop = asyncio.new_event_loop()  # the publisher's coroutine runs on this thread
-        try:
-            while not self._stopping.wait(self.config.interval_s):
-                loop.run_until_complete(self.drain())
-            loop.run_until_complete(self.drain())
-        finally:
-            loop.close()
+        while not self._stopping.wait(self.config.interval_s):
+            self.drain()
+        self.drain()
 
-    async def drain(self) -> None:
+    def drain(self) -> None:
         """Publish everything buffered now, ``batch_size`` events per call."""
         events = [e for shown in self._take() for e in shown.events(self.config.event_type)]
         size = self.config.batch_size
         for start in range(0, len(events), size):
             batch = events[start : start + size]
             try:
-                await self.publish(batch)
+                self.publish(batch)
             except Exception as e:  # PublishError, or anything a publisher raises
                 if not self._failing:
                     LOG.warning("exposure events not published (counted as failed): %s", e)

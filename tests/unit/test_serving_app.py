@@ -55,6 +55,12 @@ class FakePublisher:
         self.published.extend(events)
         return [str(i) for i in range(len(events))]
 
+    def publish_batch(self, events: list[EngagementEvent]) -> list[str]:
+        if self.fail:
+            raise PublishError("publishing to projects/p/topics/t failed: DeadlineExceeded")
+        self.published.extend(events)
+        return [str(i) for i in range(len(events))]
+
 
 class FakeService:
     def __init__(self) -> None:

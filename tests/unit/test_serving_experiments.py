@@ -5,7 +5,6 @@ buffer is full)."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 import time
@@ -48,7 +47,8 @@ EXPERIMENTS = {
 
 
 class ThreadRecordingPublisher:
-    """FakePublisher that records which thread publishes and can hold a publish."""
+    """FakePublisher (``publish_batch``) that records which thread publishes and can
+    hold a publish."""
 
     def __init__(self) -> None:
         self.published: list[EngagementEvent] = []
@@ -57,10 +57,9 @@ class ThreadRecordingPublisher:
         self.release.set()
         self.fail = False
 
-    async def publish(self, events: list[EngagementEvent]) -> list[str]:
+    def publish_batch(self, events: list[EngagementEvent]) -> list[str]:
         self.threads.add(threading.current_thread().name)
-        while not self.release.is_set():
-            await asyncio.sleep(0.005)
+        self.release.wait(10)
         if self.fail:
             raise PublishError("publishing to projects/p/topics/t failed: Unavailable")
         self.published.extend(events)
@@ -170,10 +169,10 @@ def test_failed_publishes_are_counted() -> None:
     publisher = ThreadRecordingPublisher()
     publisher.fail = True
     metrics = ServingMetrics()
-    log = ExposureLog(publisher.publish, metrics, ExposuresConfig(batch_size=2))
+    log = ExposureLog(publisher.publish_batch, metrics, ExposuresConfig(batch_size=2))
     log.offer(Shown("r", "u", ("a", "b", "c"), ("ranked",) * 3, NOW_MS))
 
-    asyncio.run(log.drain())
+    log.drain()
 
     failed = metrics.registry.get_sample_value("rtp_serving_exposures_total", {"outcome": "failed"})
     assert failed == 3.0
@@ -181,7 +180,7 @@ def test_failed_publishes_are_counted() -> None:
 
 def test_stop_publishes_what_is_left() -> None:
     publisher = ThreadRecordingPublisher()
-    log = ExposureLog(publisher.publish, ServingMetrics(), ExposuresConfig(interval_s=10))
+    log = ExposureLog(publisher.publish_batch, ServingMetrics(), ExposuresConfig(interval_s=10))
     log.start()
     log.offer(Shown("r", "u", ("a",), ("explore",), NOW_MS))
     log.stop()
