@@ -15,6 +15,7 @@ import collections
 import dataclasses
 import datetime as dt
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -72,3 +73,24 @@ def variant_metrics(rows: np.ndarray) -> VariantMetrics:
         engagement_rate=ratio_estimate(rows[:, ENGAGED], exposures),
         reward_per_exposure=ratio_estimate(rows[:, REWARD], exposures),
     )
+
+
+def metrics_record(key: GroupKey, metrics: VariantMetrics) -> dict[str, Any]:
+    """One flat row (a Parquet or online-store row) of a group's metrics; ``day`` is
+    ``ALL_DAYS`` for the whole run. NaN where the data give no interval."""
+    experiment, variant, day = key
+    row: dict[str, Any] = {
+        "experiment": experiment,
+        "variant": variant,
+        "day": day,
+        "users": metrics.users,
+        "exposures": metrics.exposures,
+        "engagements": metrics.engagements,
+        "reward": metrics.reward,
+    }
+    for metric in METRICS:
+        estimate = getattr(metrics, metric)
+        row[metric] = estimate.value
+        row[f"{metric}_ci_low"] = estimate.ci_low
+        row[f"{metric}_ci_high"] = estimate.ci_high
+    return row
