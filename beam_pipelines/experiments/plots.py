@@ -13,7 +13,13 @@ TITLES = {"engagement_rate": "engagement rate", "reward_per_exposure": "reward p
 
 
 def _pyplot() -> Any:
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as e:  # the base (pipeline) install has no matplotlib
+        raise ImportError(
+            "the experiment report's plots need matplotlib: "
+            "pip install 'rtp-personalization[train]' (or [all])"
+        ) from e
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
