@@ -112,13 +112,14 @@ class EventPublisher:
         a background thread), or ``PublishError``.
 
         The same messages as ``publish`` (the event's JSON, the ``event_ts``
-        attribute), built as raw protobuf messages and sent through the client's
-        GAPIC ``publish``: about a fifth of the CPU of the batching client's
+        attribute), built as raw protobuf messages and sent through the generated
+        (GAPIC) client's ``publish``: about a fifth of the CPU of the batching client's
         per-message path (0.2 against 1.1 ms per 20 events, measured against the
         emulator), which is what a busy service pays for its exposure events.
         """
         if self._client is None:
             raise PublishError("publisher is not open")
+        from google.pubsub_v1 import PublisherClient as GapicPublisher
         from google.pubsub_v1.types import PublishRequest, PubsubMessage
 
         message = PubsubMessage.pb()
@@ -130,9 +131,10 @@ class EventPublisher:
             ],
         )
         try:
-            return list(
-                self._client.api.publish(request=request, timeout=self.timeout_s).message_ids
-            )
+            # The batching client overrides the generated client's ``publish``; the
+            # generated one (its base class, on the same channel) sends one request.
+            answer = GapicPublisher.publish(self._client, request=request, timeout=self.timeout_s)
+            return list(answer.message_ids)
         except Exception as e:  # the client raises api_core errors of many kinds
             raise PublishError(f"publishing to {self.topic} failed: {type(e).__name__}: {e}") from e
 
