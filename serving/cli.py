@@ -58,7 +58,7 @@ COMMANDS: dict[str, Command] = {
         "models.evaluation.cli", "Replay evaluation of every variant on real data.", tensorflow=True
     ),
     "experiment": Command(
-        "beam_pipelines.experiments.cli", "Experiment report: per-variant metrics, lifts, SRM."
+        "beam_pipelines.experiments.cli", "Experiments: report (lifts, SRM), metrics (Parquet)."
     ),
     "serve": Command("serving.app", "Run the recommendation HTTP service.", tensorflow=True),
     "demo": Command(

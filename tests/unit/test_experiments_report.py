@@ -86,3 +86,31 @@ def test_cli_names_a_missing_log(tmp_path: Path, capsys: pytest.CaptureFixture) 
         main(["experiment", "report", f"--events={tmp_path}/none.jsonl", f"--out={tmp_path}"]) == 2
     )
     assert "none.jsonl" in capsys.readouterr().err
+
+
+def test_metrics_job_writes_the_report_numbers_as_parquet(tmp_path: Path) -> None:
+    """``rtp experiment metrics``: the Beam job over a log with a redelivered event
+    and an invalid line writes the report's per-variant numbers."""
+    import pyarrow.parquet as pq
+
+    config = experiment("ab")
+    events = synthetic_log(config, 80, seed=2, lifts={"treatment": 0.5})
+    log = tmp_path / "events.jsonl"
+    lines = [e.to_json() for e in events]
+    log.write_bytes(b"\n".join([*lines, lines[0], b'{"not": "an event"}']) + b"\n")
+
+    assert main(["experiment", "metrics", f"--events={log}", f"--out={tmp_path / 'm'}"]) == 0
+
+    (path,) = (tmp_path / "m").glob("experiment_metrics*.parquet")
+    rows = {(r["variant"], r["day"]): r for r in pq.read_table(path).to_pylist()}
+    report = build_report(events, SHORT_VIDEO)["experiments"]["ab"]["variants"]
+    for variant, expected in report.items():
+        whole = rows[(variant, "")]
+        assert (whole["users"], whole["exposures"]) == (expected["users"], expected["exposures"])
+        assert whole["engagement_rate"] == pytest.approx(expected["engagement_rate"]["value"])
+        assert whole["reward_per_exposure_ci_low"] == pytest.approx(
+            expected["reward_per_exposure"]["ci_low"]
+        )
+        assert len([key for key in rows if key[0] == variant]) == len(expected["daily"]) + 1
+    summary = json.loads((tmp_path / "m" / "summary.json").read_text())
+    assert summary["invalid"] == 1 and summary["valid"] == len(events) + 1
