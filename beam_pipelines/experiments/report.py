@@ -52,6 +52,7 @@ from beam_pipelines.rewards import RewardConfig
 
 JSON_NAME, MD_NAME = "report.json", "report.md"
 OVER_TIME_PNG, LIFT_PNG = "metrics_over_time.png", "lift.png"
+NO_EXPERIMENT = "No logged exposure in this log carries an experiment and variant."
 
 
 def build_report(
@@ -203,6 +204,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         "Intervals are 95 %, clustered by user (delta method); lifts are relative to the "
         "control; `*` marks an interval that excludes no change.",
     ]
+    if not report["experiments"]:
+        lines += ["", NO_EXPERIMENT]
     for name, experiment in report["experiments"].items():
         srm = experiment["srm_p_value"]
         warning = (
@@ -232,7 +235,7 @@ def markdown(report: Mapping[str, Any]) -> str:
 
 def summary(report: Mapping[str, Any]) -> list[str]:
     """A few lines for the terminal: each variant's lifts."""
-    lines = []
+    lines = [] if report["experiments"] else [NO_EXPERIMENT]
     for name, experiment in report["experiments"].items():
         srm = experiment["srm_p_value"]
         lines.append(f"{name}: SRM p={'n/a' if srm is None else f'{srm:.3g}'}")

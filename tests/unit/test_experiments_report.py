@@ -10,7 +10,7 @@ import matplotlib.image
 import pytest
 
 from beam_pipelines.experiments.config import ExperimentsConfig
-from beam_pipelines.experiments.report import build_report
+from beam_pipelines.experiments.report import build_report, markdown, write_report
 from beam_pipelines.rewards import SHORT_VIDEO
 from serving.cli import main
 from tests.helpers.experiment_log import experiment, synthetic_log
@@ -79,6 +79,14 @@ def test_cli_writes_json_markdown_and_plots(tmp_path: Path, capsys: pytest.Captu
         assert matplotlib.image.imread(out / png).shape[0] > 100
     printed = capsys.readouterr().out
     assert "ab: SRM p=" in printed and "report.json" in printed
+
+
+def test_a_log_without_experiments_says_so(tmp_path: Path) -> None:
+    report = build_report(synthetic_log(experiment(), 5, seed=1)[:0], SHORT_VIDEO)
+    assert report["experiments"] == {}
+    assert "carries an experiment" in markdown(report)
+    write_report(report, tmp_path)  # the plots still open
+    assert matplotlib.image.imread(tmp_path / "lift.png").shape[0] > 50
 
 
 def test_cli_names_a_missing_log(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
