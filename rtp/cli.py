@@ -56,6 +56,9 @@ COMMANDS: dict[str, Command] = {
     "evaluate": Command(
         "models.evaluation.cli", "Replay evaluation of every variant on real data.", tensorflow=True
     ),
+    "experiment": Command(
+        "beam_pipelines.experiments.cli", "Experiments: report (lifts, SRM), metrics (Parquet)."
+    ),
     "serve": Command("serving.app", "Run the recommendation HTTP service.", tensorflow=True),
     "demo": Command(
         "rtp.demo.run",

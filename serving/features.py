@@ -205,6 +205,42 @@ def read_user(store: LazyStore | FeatureStoreClient, user_id: str) -> dict[str, 
     return store.read(f.USER_REALTIME, [user_id]).get(user_id)
 
 
+def features_as_of(
+    user: Mapping[str, Any], freeze_ms: int
+) -> tuple[Mapping[str, Any], frozenset[str]]:
+    """The user's row as if the stream had stopped at ``freeze_ms`` (epoch ms), and
+    the items only the dropped events had (to leave out of the co-engagement window).
+
+    The last-N events after ``freeze_ms`` are dropped, ``user_last_event_ms`` becomes
+    the newest kept one (0 if none is kept: the user then reads as stale), and the
+    embedding version is cleared so that ``model_set.align_user`` re-pools the
+    embeddings from the kept events. Counts and decayed rates keep their streamed
+    values: the row does not hold what it would take to rewind them.
+    """
+    if int(user.get(f.USER_LAST_EVENT_MS) or 0) <= freeze_ms:
+        return user, frozenset()
+    events = list(
+        zip(
+            user.get(f.USER_RECENT_ITEMS) or [],
+            user.get(f.USER_RECENT_TS_MS) or [],
+            user.get(f.USER_RECENT_REWARDS) or [],
+            strict=False,
+        )
+    )
+    kept = [e for e in events if e[1] <= freeze_ms]
+    kept_items = {item for item, _, _ in kept}
+    dropped = frozenset(item for item, ts, _ in events if ts > freeze_ms) - kept_items
+    frozen = {
+        **user,
+        f.USER_RECENT_ITEMS: [item for item, _, _ in kept],
+        f.USER_RECENT_TS_MS: [ts for _, ts, _ in kept],
+        f.USER_RECENT_REWARDS: [reward for _, _, reward in kept],
+        f.USER_LAST_EVENT_MS: max((ts for _, ts, _ in kept), default=0),
+        f.USER_EMBEDDING_VERSION: None,
+    }
+    return frozen, dropped
+
+
 def feature_age_s(user: Mapping[str, Any], at_ms: int) -> float:
     """Seconds between the user's newest event and ``at_ms`` (never negative)."""
     return max(at_ms - int(user.get(f.USER_LAST_EVENT_MS) or 0), 0) / 1000.0

@@ -52,6 +52,13 @@ class ServingMetrics:
             ["outcome"],
             registry=r,
         )
+        self.exposures = Counter(
+            "rtp_serving_exposures",
+            "Exposure events of shown items, by outcome: published, dropped (buffer "
+            "full) or failed (Pub/Sub did not acknowledge).",
+            ["outcome"],
+            registry=r,
+        )
         self.in_flight = Gauge(
             "rtp_serving_recommendations_in_flight",
             "Recommendation requests running or waiting for a worker.",

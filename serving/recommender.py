@@ -4,6 +4,10 @@
          │ store down: popular_cache   │ unknown / stale user: trending
          └ model down or slow: embedding dot product, then the same post-ranking
 
+An experiment's variant (``overrides``, from ``beam_pipelines.experiments``) changes
+the exploration share, the diversity weight and the candidate sources of its
+requests, or freezes the user's features at a time (``features.features_as_of``).
+
 Nothing here raises for a missing component except ``NothingToServe`` (→ 503),
 when there is neither a model answer nor any popular list.
 """
@@ -31,6 +35,7 @@ from serving.config import FallbackConfig, RankingConfig
 from serving.features import (
     ItemFeatureCache,
     feature_age_s,
+    features_as_of,
     read_user,
     user_embedding_now,
 )
@@ -38,6 +43,9 @@ from serving.model_set import ModelSet, align_user
 
 LOG = logging.getLogger(__name__)
 POPULAR = "popular"
+RANKING_OVERRIDES = frozenset({"explore_share", "diversity_weight", "candidate_sources"})
+Overrides = tuple[tuple[str, Any], ...]
+"""Sorted ``(setting, value)`` items of a variant (``Assignment.overrides``)."""
 
 
 class NothingToServe(RuntimeError):
@@ -74,6 +82,18 @@ class Parts:
     items: ItemFeatureCache
 
 
+@dataclasses.dataclass(frozen=True)
+class Request:
+    """One request's settings: the ranking config with its variant's changes, and the
+    items left out of the co-engagement window by frozen features."""
+
+    user_id: str
+    k: int
+    at_ms: int
+    ranking: RankingConfig
+    hidden: frozenset[str] = frozenset()
+
+
 def seeded_rng(seed: int | None) -> Callable[[str], np.random.Generator]:
     """Per-request RNG factory: ``(seed, user_id)`` streams, or fresh entropy."""
 
@@ -108,6 +128,15 @@ class Recommender:
         self._rng = rng or seeded_rng(ranking.seed)
         self._half_lives = (state.user_short_half_life_s, state.user_long_half_life_s)
         self._clock = clock
+        self._rankings: dict[Overrides, RankingConfig] = {(): ranking}
+
+    def ranking_for(self, overrides: Overrides) -> RankingConfig:
+        """The ranking config with a variant's changes (built once per variant)."""
+        found = self._rankings.get(overrides)
+        if found is None:
+            update = {k: v for k, v in overrides if k in RANKING_OVERRIDES}
+            found = self._rankings.setdefault(overrides, self.ranking.model_copy(update=update))
+        return found
 
     def swap(self, models: ModelSet, items: ItemFeatureCache) -> Parts:
         """Serve another model version from the next request on; returns the old parts
@@ -116,46 +145,49 @@ class Recommender:
         self.breaker.success()
         return old
 
-    def recommend(self, user_id: str, k: int) -> Recommendation:
+    def recommend(self, user_id: str, k: int, overrides: Overrides = ()) -> Recommendation:
         parts = self.parts
         at_ms = int(self._clock() * 1000)
+        request = Request(user_id, k, at_ms, self.ranking_for(overrides))
         try:
             user = read_user(self.store, user_id)
         except StoreUnavailableError as e:
             return self._popular(user_id, k, None, None, fb.POPULAR_CACHE, fb.STORE_UNAVAILABLE, e)
         if user is None:
             return self._popular(user_id, k, None, None, fb.TRENDING, fb.UNKNOWN_USER)
+        freeze_ms = dict(overrides).get("freeze_ms")
+        if freeze_ms is not None:
+            user, hidden = features_as_of(user, freeze_ms)
+            request = dataclasses.replace(request, hidden=hidden)
         age_s = feature_age_s(user, at_ms)
         if age_s > self.fallback.max_feature_age_s:
             return self._popular(user_id, k, user, age_s, fb.TRENDING, fb.STALE_FEATURES)
         user = align_user(user, parts.models.catalog, self._half_lives)
         if self.breaker.allow():
             try:
-                result = self._ranked(parts, user_id, user, k, at_ms)
+                result = self._ranked(parts, request, user)
             except ModelUnavailableError as e:
                 self.breaker.failure()
-                return self._embedding(parts, user_id, user, k, at_ms, age_s, e)
+                return self._embedding(parts, request, user, age_s, e)
             self.breaker.success()
             return dataclasses.replace(result, feature_age_s=age_s)
-        return self._embedding(parts, user_id, user, k, at_ms, age_s, "circuit breaker open")
+        return self._embedding(parts, request, user, age_s, "circuit breaker open")
 
     def _recent(self, user: Mapping[str, Any] | None) -> list[str]:
         n = self.ranking.exclude_recent
         return list((user or {}).get(USER_RECENT_ITEMS) or [])[:n] if n else []
 
-    def _ranked(
-        self, parts: Parts, user_id: str, user: Mapping[str, Any], k: int, at_ms: int
-    ) -> Recommendation:
+    def _ranked(self, parts: Parts, request: Request, user: Mapping[str, Any]) -> Recommendation:
         models = parts.models
         recent = models.catalog.rows(self._recent(user))
         if self._blends(models):
-            rows, scores = self._blended(parts, user_id, user, recent)
+            rows, scores = self._blended(parts, request, user, recent)
         else:
             rows, scores = models.ranked_candidates(
                 user, recent, parts.items.snapshot, self.ranking.candidates
             )
-        items = self._arrange(parts, user_id, rows, scores, k, at_ms)
-        return Recommendation(user_id, items, models.version, None)
+        items = self._arrange(parts, request, rows, scores)
+        return Recommendation(request.user_id, items, models.version, None)
 
     def _blends(self, models: ModelSet) -> bool:
         order = self.ranking.order
@@ -164,23 +196,23 @@ class Recommender:
         return models.sequential and (order == "auto" or models.candidate_ranker)
 
     def _blended(
-        self, parts: Parts, user_id: str, user: Mapping[str, Any], recent: np.ndarray
+        self, parts: Parts, request: Request, user: Mapping[str, Any], recent: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """The sequential retriever's and the co-engagement source's candidates,
-        ordered by ``models.blend`` (the order ``rtp evaluate``'s ``full`` measures)."""
+        """The sequential retriever's and the co-engagement source's candidates (those
+        of ``ranking.candidate_sources``), ordered by ``models.blend`` (the order
+        ``rtp evaluate``'s ``full`` measures)."""
         models, n = parts.models, self.ranking.blend_candidates
         catalog = models.catalog
-        try:
-            window = coengagement.interacted_items(self.store, user_id)
-            co = coengagement.coengagement_scores(self.store, catalog, parts.items.snapshot, window)
-        except StoreUnavailableError as e:
-            LOG.warning("co-engagement not read, sequential candidates only: %s", e)
-            window, co = [], np.zeros(len(catalog))
+        sources = request.ranking.candidate_sources
+        window, co = self._coengagement(parts, request, "coengagement" in sources)
         # Not shown again: the recent events' items and every item of the pair window
         # (the replay excludes all seen items; the window is what the store knows).
         seen = np.union1d(recent[recent >= 0], catalog.rows(window))
         seen = seen[seen >= 0]
-        seq_rows, probability = models.sequence_candidates(user)
+        if "retriever" in sources:
+            seq_rows, probability = models.sequence_candidates(user)
+        else:
+            seq_rows, probability = np.zeros(0, np.int64), np.zeros(0)
         keep = np.isin(seq_rows, postrank.unseen_rows(seq_rows, seen))
         seq_rows, probability = seq_rows[keep][:n], probability[keep][:n]
         co[seen] = 0.0
@@ -203,6 +235,23 @@ class Recommender:
             rows, scores = blend(seq_rows, probability, co_rows, co, self.ranking.blend_weight)
         return rows[: self.ranking.candidates], scores[: self.ranking.candidates]
 
+    def _coengagement(
+        self, parts: Parts, request: Request, scored: bool
+    ) -> tuple[list[str], np.ndarray]:
+        """The user's pair window (without frozen-away items) and, if ``scored``, the
+        co-engagement score of every catalogue row (zeros otherwise)."""
+        catalog = parts.models.catalog
+        try:
+            window = coengagement.interacted_items(self.store, request.user_id)
+            window = [item for item in window if item not in request.hidden]
+            if not scored:
+                return window, np.zeros(len(catalog))
+            co = coengagement.coengagement_scores(self.store, catalog, parts.items.snapshot, window)
+        except StoreUnavailableError as e:
+            LOG.warning("co-engagement not read, sequential candidates only: %s", e)
+            return [], np.zeros(len(catalog))
+        return window, co
+
     def _ranks_candidates(self, models: ModelSet) -> bool:
         """The candidate ranker orders the blend's candidates: with ``order: ranker``,
         or ``auto`` when this version's training measured it better than the blend."""
@@ -214,15 +263,14 @@ class Recommender:
     def _embedding(
         self,
         parts: Parts,
-        user_id: str,
+        request: Request,
         user: Mapping[str, Any],
-        k: int,
-        at_ms: int,
         age_s: float,
         error: Exception | str,
     ) -> Recommendation:
         query = user_embedding_now(user)
         catalog = parts.models.catalog
+        user_id, k = request.user_id, request.k
         if query is None or query.shape[0] != catalog.embeddings.shape[1]:
             return self._popular(user_id, k, user, age_s, fb.TRENDING, fb.MODEL_UNAVAILABLE, error)
         scores = fb.embedding_scores(catalog.embeddings, query)
@@ -230,7 +278,7 @@ class Recommender:
         scores[recent[recent >= 0]] = -np.inf
         order = np.argsort(-scores, kind="stable")[: self.ranking.candidates]
         rows = order[np.isfinite(scores[order])]
-        items = self._arrange(parts, user_id, rows, scores[rows], k, at_ms)
+        items = self._arrange(parts, request, rows, scores[rows])
         return Recommendation(
             user_id,
             items,
@@ -242,20 +290,21 @@ class Recommender:
         )
 
     def _arrange(
-        self, parts: Parts, user_id: str, rows: np.ndarray, scores: np.ndarray, k: int, at_ms: int
+        self, parts: Parts, request: Request, rows: np.ndarray, scores: np.ndarray
     ) -> list[Recommended]:
-        alpha, beta = parts.items.snapshot.beta_now(rows, at_ms, self.state)
+        alpha, beta = parts.items.snapshot.beta_now(rows, request.at_ms, self.state)
         catalog = parts.models.catalog
+        ranking = request.ranking
         arranged = postrank.arrange(
             scores,
             catalog.embeddings[rows],
             alpha,
             beta,
-            k,
-            explore_share=self.ranking.explore_share,
-            diversity_weight=self.ranking.diversity_weight,
-            rng=self._rng(user_id),
-            unit=catalog.unit_embeddings[rows] if self.ranking.diversity_weight > 0 else None,
+            request.k,
+            explore_share=ranking.explore_share,
+            diversity_weight=ranking.diversity_weight,
+            rng=self._rng(request.user_id),
+            unit=catalog.unit_embeddings[rows] if ranking.diversity_weight > 0 else None,
         )
         ids = catalog.item_ids
         return [

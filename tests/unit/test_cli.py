@@ -26,6 +26,7 @@ OPTIONS = {
     "serve": "--store-path",
     "demo": "--no-stream",
     "replay-dead-letters": "--store_config",
+    "experiment": "report",
 }
 # A bad command line per command: a missing required option, an unknown flag, a bad value.
 BAD = {
@@ -38,6 +39,7 @@ BAD = {
     "serve": ["--models", "m", "--port", "eighty"],
     "demo": ["--seed", "one"],
     "replay-dead-letters": ["no-such-dir"],
+    "experiment": ["fly"],
 }
 TF_LINE = ("I0000", "W0000", "E0000", "absl::", "oneDNN", "cuda", "cuInit", "tensorflow")
 

@@ -29,10 +29,12 @@ NOW_MS = 1_790_000_000_000
 class FakeRecommender:
     def __init__(self) -> None:
         self.calls: list[tuple[str, int]] = []
+        self.overrides: list[tuple] = []
         self.nothing = False
 
-    def recommend(self, user_id: str, k: int) -> Recommendation:
+    def recommend(self, user_id: str, k: int, overrides: tuple = ()) -> Recommendation:
         self.calls.append((user_id, k))
+        self.overrides.append(overrides)
         if self.nothing:
             raise NothingToServe("store_unavailable: no popular list to fall back on")
         if user_id == "new":
@@ -48,6 +50,12 @@ class FakePublisher:
         self.fail = False
 
     async def publish(self, events: list[EngagementEvent]) -> list[str]:
+        if self.fail:
+            raise PublishError("publishing to projects/p/topics/t failed: DeadlineExceeded")
+        self.published.extend(events)
+        return [str(i) for i in range(len(events))]
+
+    def publish_batch(self, events: list[EngagementEvent]) -> list[str]:
         if self.fail:
             raise PublishError("publishing to projects/p/topics/t failed: DeadlineExceeded")
         self.published.extend(events)
@@ -338,10 +346,10 @@ def test_overload_is_shed_with_503_and_retry_after() -> None:
     started = threading.Semaphore(0)
 
     class Blocking(FakeRecommender):
-        def recommend(self, user_id: str, k: int) -> Recommendation:
+        def recommend(self, user_id: str, k: int, overrides: tuple = ()) -> Recommendation:
             started.release()
             release.wait(10)
-            return super().recommend(user_id, k)
+            return super().recommend(user_id, k, overrides)
 
     service = FakeService()
     service.recommender = Blocking()
