@@ -24,6 +24,7 @@ from beam_pipelines.state.config import StateConfig
 from feature_repo import features as f
 from feature_repo.store import FeatureStoreClient, StoreUnavailableError
 from serving.catalog import ItemCatalog
+from serving.periodic import Periodic
 
 LOG = logging.getLogger(__name__)
 ITEM_COLUMNS: tuple[str, ...] = tuple(f.ITEM_FEATURES)
@@ -363,8 +364,7 @@ class ItemFeatureCache:
         self._store = LazyStore(store_factory, retry_s=0.0)
         self._on_refresh = on_refresh
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._periodic = Periodic(self.refresh, refresh_s, "item-features")
 
     def refresh(self) -> bool:
         """Read every item now; True on success (``last_error`` says why not)."""
@@ -382,17 +382,8 @@ class ItemFeatureCache:
 
     def start(self) -> None:
         """Run ``refresh`` every ``refresh_s`` seconds in a daemon thread."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="item-features", daemon=True)
-            self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.refresh_s):
-            self.refresh()
+        self._periodic.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+        self._periodic.stop()
         self._store.close()
