@@ -212,6 +212,43 @@ class ItemsConfig(_Config):
     """Items per store read during a refresh."""
 
 
+class NewItemsConfig(_Config):
+    """Items uploaded after the served model version, recommended by content
+    (``serving.new_items``): their ids come from the item pipeline's item table,
+    their vectors from the ``item_content`` view, both read in the background."""
+
+    table_path: str = Field(min_length=1)
+    """The item table directory ``rtp items`` writes (``<out>/items``: a local
+    path or a URI pyarrow opens, e.g. ``gs://bucket/items``)."""
+
+    refresh_s: float = Field(5.0, gt=0)
+    """Seconds between looks for new item-table files (only files not read yet are
+    read) and store reads of their items' content vectors."""
+
+    catalog_refresh_s: float = Field(600.0, gt=0)
+    """Seconds between re-reads of the catalogue items' content vectors (the
+    profile side: what a user's recent items are about)."""
+
+    max_items: int = Field(5000, ge=1, le=200_000)
+    """New items kept, newest upload first: the rows of the per-request
+    matrix-vector product (384 floats each for MiniLM)."""
+
+    slots: int = Field(2, ge=0, le=100)
+    """Slots of a top-k reserved for the best new items (never more than half of
+    k); 0 turns the source off without removing its reads."""
+
+    min_cosine: float = Field(0.3, ge=-1.0, le=1.0)
+    """A new item takes a slot only if the cosine of its content vector with the
+    user's content profile reaches this."""
+
+    profile_items: int = Field(10, ge=1, le=1000)
+    """The user's newest recent items whose content vectors are averaged into the
+    profile."""
+
+    batch_size: int = Field(256, ge=1, le=10_000)
+    """Items per store read during a refresh."""
+
+
 class LimitsConfig(_Config):
     """Request bounds; a request outside them gets a 4xx naming the limit."""
 
@@ -290,6 +327,9 @@ class ServingConfig(_Config):
     ranking: RankingConfig = Field(default_factory=RankingConfig)
     fallback: FallbackConfig = Field(default_factory=FallbackConfig)
     items: ItemsConfig = Field(default_factory=ItemsConfig)
+    new_items: NewItemsConfig | None = None
+    """Content candidates for items newer than the model version; None: off."""
+
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
 
     state: StateConfig = Field(default_factory=StateConfig)

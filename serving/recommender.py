@@ -40,6 +40,7 @@ from serving.features import (
     user_embedding_now,
 )
 from serving.model_set import ModelSet, align_user
+from serving.new_items import NEW_ITEM, NewItemsCache, best_new_items, new_slots, place
 
 LOG = logging.getLogger(__name__)
 POPULAR = "popular"
@@ -56,7 +57,7 @@ class NothingToServe(RuntimeError):
 class Recommended:
     item_id: str
     score: float
-    source: str  # postrank.EXPLOIT, postrank.EXPLORE or POPULAR
+    source: str  # postrank.EXPLOIT, postrank.EXPLORE, POPULAR or new_items.NEW_ITEM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,11 +76,13 @@ class Recommendation:
 
 @dataclasses.dataclass(frozen=True)
 class Parts:
-    """The model version a request uses, with its item snapshot source: swapped as a
-    whole on a version change, read once per request."""
+    """The model version a request uses, with its item snapshot source and its new
+    items (those not in its catalogue; None: off): swapped as a whole on a version
+    change, read once per request."""
 
     models: ModelSet
     items: ItemFeatureCache
+    new_items: NewItemsCache | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -120,9 +123,10 @@ class Recommender:
         state: StateConfig,
         rng: Callable[[str], np.random.Generator] | None = None,
         clock: Callable[[], float] = time.time,
+        new_items: NewItemsCache | None = None,
     ) -> None:
         self.store, self.popular = store, popular
-        self.parts = Parts(models, items)
+        self.parts = Parts(models, items, new_items)
         self.ranking, self.fallback, self.state = ranking, fallback, state
         self.breaker = fb.CircuitBreaker(fallback.breaker_failures, fallback.breaker_cooldown_s)
         self._rng = rng or seeded_rng(ranking.seed)
@@ -138,10 +142,12 @@ class Recommender:
             found = self._rankings.setdefault(overrides, self.ranking.model_copy(update=update))
         return found
 
-    def swap(self, models: ModelSet, items: ItemFeatureCache) -> Parts:
+    def swap(
+        self, models: ModelSet, items: ItemFeatureCache, new_items: NewItemsCache | None = None
+    ) -> Parts:
         """Serve another model version from the next request on; returns the old parts
         (requests in flight finish with them)."""
-        old, self.parts = self.parts, Parts(models, items)
+        old, self.parts = self.parts, Parts(models, items, new_items)
         self.breaker.success()
         return old
 
@@ -186,7 +192,7 @@ class Recommender:
             rows, scores = models.ranked_candidates(
                 user, recent, parts.items.snapshot, self.ranking.candidates
             )
-        items = self._arrange(parts, request, rows, scores)
+        items = self._arrange(parts, request, user, rows, scores)
         return Recommendation(request.user_id, items, models.version, None)
 
     def _blends(self, models: ModelSet) -> bool:
@@ -278,7 +284,7 @@ class Recommender:
         scores[recent[recent >= 0]] = -np.inf
         order = np.argsort(-scores, kind="stable")[: self.ranking.candidates]
         rows = order[np.isfinite(scores[order])]
-        items = self._arrange(parts, request, rows, scores[rows])
+        items = self._arrange(parts, request, user, rows, scores[rows])
         return Recommendation(
             user_id,
             items,
@@ -290,7 +296,12 @@ class Recommender:
         )
 
     def _arrange(
-        self, parts: Parts, request: Request, rows: np.ndarray, scores: np.ndarray
+        self,
+        parts: Parts,
+        request: Request,
+        user: Mapping[str, Any],
+        rows: np.ndarray,
+        scores: np.ndarray,
     ) -> list[Recommended]:
         alpha, beta = parts.items.snapshot.beta_now(rows, request.at_ms, self.state)
         catalog = parts.models.catalog
@@ -307,10 +318,27 @@ class Recommender:
             unit=catalog.unit_embeddings[rows] if ranking.diversity_weight > 0 else None,
         )
         ids = catalog.item_ids
-        return [
+        ranked = [
             Recommended(str(ids[rows[i]]), float(scores[i]), source)
             for i, source in zip(arranged.indices.tolist(), arranged.sources, strict=True)
         ]
+        return self._with_new_items(parts, request, user, ranked)
+
+    def _with_new_items(
+        self, parts: Parts, request: Request, user: Mapping[str, Any], ranked: list[Recommended]
+    ) -> list[Recommended]:
+        """``ranked`` with the user's best new items in their reserved slots
+        (``serving.new_items``): content cosine as the score, no store read."""
+        cache = parts.new_items
+        if cache is None:
+            return ranked
+        config = cache.config
+        recent = [i for i in user.get(USER_RECENT_ITEMS) or [] if i not in request.hidden]
+        n = new_slots(request.k, config.slots)
+        new = best_new_items(cache.snapshot, recent, n, config.min_cosine, config.profile_items)
+        if not new:
+            return ranked
+        return place(ranked, [Recommended(i, s, NEW_ITEM) for i, s in new], request.k)
 
     def _popular(
         self,

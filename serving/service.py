@@ -20,6 +20,7 @@ from serving.events import EventPublisher
 from serving.features import ItemFeatureCache, ItemSnapshot, LazyStore
 from serving.metrics import ServingMetrics
 from serving.model_set import ModelSet
+from serving.new_items import NewItemsCache
 from serving.recommender import Parts, Recommender
 
 LOG = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class Service:
             config.fallback,
             self.state,
             rng=self._rng,
+            new_items=parts.new_items,
         )
         self.metrics.model_version.set(version)
         if config.models.version is None and config.models.reload_s is not None:
@@ -95,7 +97,8 @@ class Service:
 
     def _load(self, version: int, strict: bool) -> Parts:
         """Models (opened; with ``strict`` an open failure raises) and item features of
-        ``version``, the item snapshot read once and refreshed in the background."""
+        ``version``, the item snapshot (and the new items, if configured) read once
+        and refreshed in the background."""
         config = self.config
         catalog = load_catalog(config.model_base, version)
         models_config = self._models_config(version)
@@ -119,7 +122,14 @@ class Service:
         )
         items.refresh()
         items.start()
-        return Parts(models, items)
+        new_items = None
+        if config.new_items is not None:
+            new_items = NewItemsCache(
+                catalog, lambda: FeatureStoreClient(reader_config), config.new_items
+            )
+            new_items.refresh()
+            new_items.start()
+        return Parts(models, items, new_items)
 
     def _models_config(self, version: int) -> ModelsConfig:
         """The configured models; in-process, a version exported without the
@@ -166,7 +176,7 @@ class Service:
         except (ModelUnavailableError, OSError, ValueError) as e:
             LOG.info("model version %s not served yet: %s", newest, e)
             return False
-        old = self.recommender.swap(parts.models, parts.items)
+        old = self.recommender.swap(parts.models, parts.items, parts.new_items)
         self.popular.model_items = fb.load_model_popular(self.config.model_base, newest)
         self.metrics.model_version.set(newest)
         LOG.info("now serving model version %s (was %s)", newest, current)
@@ -218,4 +228,6 @@ class Service:
 
 def _retire(parts: Parts) -> None:
     parts.items.stop()
+    if parts.new_items is not None:
+        parts.new_items.stop()
     parts.models.close()

@@ -15,8 +15,9 @@ from serving import fallbacks as fb
 from serving import postrank
 from serving.backends import ModelUnavailableError
 from serving.catalog import ItemCatalog
-from serving.config import FallbackConfig, RankingConfig
+from serving.config import FallbackConfig, NewItemsConfig, RankingConfig
 from serving.features import ItemSnapshot
+from serving.new_items import NEW_ITEM, ContentSnapshot
 from serving.recommender import NothingToServe, Recommender, seeded_rng
 
 NOW_S = 1_800_000_000.0
@@ -311,3 +312,33 @@ def test_candidate_ranker_orders_when_measured_or_chosen(order, measured, ranked
     assert features[:, FEATURES.index("user_log_events")] == pytest.approx(np.log1p(4.0))
     co = features[:, FEATURES.index("co_cosine")]
     assert co.tolist() == pytest.approx([0.0, 0.0, 2.0, 0.0])  # rows a, c, d, e
+
+
+class FakeNewItems:
+    """Two new items: n-x along a's content, n-y orthogonal to it."""
+
+    config = NewItemsConfig(table_path="unused", slots=2, min_cosine=0.5)
+    snapshot = ContentSnapshot(
+        ("n-x", "n-y"),
+        np.array([[1, 0], [0, 1]], dtype=np.float32),
+        {"b": np.array([1, 0], np.float32), "n-x": np.array([1, 0], np.float32)},
+        "enc@1",
+        NOW_MS,
+    )
+
+
+def test_a_new_item_matching_the_recent_content_takes_a_reserved_slot() -> None:
+    result = recommender(FakeStore({"u": user()}))
+    result.parts = dataclasses.replace(result.parts, new_items=FakeNewItems())
+
+    items = result.recommend("u", 4).items
+
+    # Profile = b's content vector: n-x (cosine 1) in slot 4 // 2 = 2, n-y below 0.5.
+    assert [(r.item_id, r.source) for r in items] == [
+        ("a", "ranked"),
+        ("c", "ranked"),
+        ("n-x", NEW_ITEM),
+        ("d", "ranked"),
+    ]
+    assert items[2].score == 1.0
+    assert [r.item_id for r in result.recommend("u", 1).items] == ["a"]  # k // 2 = 0 slots
