@@ -8,13 +8,16 @@ uses for anything missing).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 
 from rtp import local_servers as servers
 from tests.helpers.components import component
+from tests.helpers.item_job import running_item_job
 
 
 def _serve(
@@ -46,3 +49,11 @@ def pubsub_emulator() -> Iterator[servers.Server]:
     does not set it so that tests choose their own scope for the variable.
     """
     yield from _serve(servers.pubsub_emulator)
+
+
+@pytest.fixture
+def item_job(pubsub_emulator: servers.Server, tmp_path: Path) -> Iterator[argparse.Namespace]:
+    """The streaming item job on a fresh topic of the emulator
+    (``tests.helpers.item_job.running_item_job``)."""
+    with running_item_job(pubsub_emulator, tmp_path) as job:
+        yield job

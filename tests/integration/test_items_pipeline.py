@@ -9,42 +9,21 @@ publication to its ``item_content`` row being readable.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from feast.errors import FeatureViewNotFoundException
 
 from beam_pipelines.content import item_text, shared_encoder
 from beam_pipelines.item_job import parser, run_batch
-from beam_pipelines.jobs_common import store_config
 from beam_pipelines.transforms.dead_letters import DeadLetter
 from feature_repo.features import ITEM_CONTENT
-from rtp.local_servers import stop_process_group
-from tests.helpers.components import require_import
+from tests.helpers.item_job import publish, reader, wait_for_row
 
-pubsub_v1 = require_import(
-    "google.cloud.pubsub_v1", "pip install -e '.[test]' (google-cloud-pubsub is a dependency)"
-)
-
-PROJECT = "test-project"
-TOPIC = f"projects/{PROJECT}/topics/item-uploads"
-SUBSCRIPTION = f"projects/{PROJECT}/subscriptions/item-uploads-job"
 VERSION = "all-MiniLM-L6-v2@gt-0.1.0"
 pytestmark = pytest.mark.timeout(900)
-
-
-def _reader(store_path: Path):
-    from feature_repo.store import FeatureStoreClient
-
-    return FeatureStoreClient({**store_config(None, str(store_path)), "apply_on_open": False})
 
 
 def _letters(directory: Path) -> list[DeadLetter]:
@@ -75,7 +54,7 @@ def test_a_catalogue_file_is_encoded_into_the_store_and_the_item_table(tmp_path)
             item_text("American President, The (1995)", "Comedy|Drama|Romance"),
         ]
     )
-    with _reader(db) as client:
+    with reader(db) as client:
         rows = client.read(ITEM_CONTENT, ["1", "11"])
     for n, item in enumerate(["1", "11"]):
         assert rows[item]["item_content_version"] == VERSION
@@ -88,83 +67,10 @@ def test_a_catalogue_file_is_encoded_into_the_store_and_the_item_table(tmp_path)
     assert [letter.reason for letter in letters] == ["missing_field"]
 
 
-def _tail(path: Path, lines: int = 40) -> str:
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-
-
-def _wait_for_row(job, log: Path, db: Path, item_id: str, timeout_s: float) -> dict:
-    """Poll the store until ``item_id`` has an ``item_content`` row."""
-    deadline = time.monotonic() + timeout_s
-    client = None
-    try:
-        while time.monotonic() < deadline:
-            assert job.poll() is None, f"item job exited {job.returncode}:\n{_tail(log)}"
-            if client is None and (db.parent / "registry.db").exists():
-                try:
-                    client = _reader(db).open()
-                except Exception:  # the job is still applying the definitions
-                    client = None
-            if client is not None:
-                try:
-                    row = client.read(ITEM_CONTENT, [item_id])[item_id]
-                except FeatureViewNotFoundException:
-                    # opened between the registry's creation and the job's apply of
-                    # the views: its cached registry lacks them, open again
-                    client.close()
-                    client, row = None, None
-                if row is not None:
-                    return row
-            time.sleep(0.2)
-    finally:
-        if client is not None:
-            client.close()
-    raise AssertionError(f"no item_content row for {item_id} in {timeout_s} s:\n{_tail(log)}")
-
-
-@pytest.fixture
-def item_job(pubsub_emulator, tmp_path):
-    """The streaming item job on a fresh topic and subscription of the emulator."""
-    env = {**os.environ, "PUBSUB_EMULATOR_HOST": pubsub_emulator.address}
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.address)
-        publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-        publisher.create_topic(name=TOPIC)
-        subscriber.create_subscription(name=SUBSCRIPTION, topic=TOPIC, ack_deadline_seconds=60)
-        subscriber.close()
-        out, db, log = tmp_path / "out", tmp_path / "store" / "online.db", tmp_path / "job.log"
-        args = [
-            sys.executable,
-            "-m",
-            "beam_pipelines.item_job",
-            f"--input_subscription={SUBSCRIPTION}",
-            f"--out={out}",
-            f"--store_path={db}",
-        ]
-        with log.open("wb") as handle:
-            job = subprocess.Popen(
-                args,
-                stdout=handle,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,
-                cwd=Path(__file__).parents[2],
-            )
-        try:
-            yield argparse.Namespace(job=job, publisher=publisher, out=out, db=db, log=log)
-        finally:
-            stop_process_group(job)
-            publisher.stop()
-
-
-def _publish(publisher, record: dict | bytes) -> None:
-    data = record if isinstance(record, bytes) else json.dumps(record).encode()
-    publisher.publish(TOPIC, data).result(timeout=30)
-
-
 def test_a_published_upload_is_encoded_into_the_store(item_job):
     job, publisher = item_job.job, item_job.publisher
-    _publish(publisher, {"item_id": "warm-up", "title": "first upload", "topic": "cooking"})
-    _wait_for_row(job, item_job.log, item_job.db, "warm-up", timeout_s=300)
+    publish(publisher, {"item_id": "warm-up", "title": "first upload", "topic": "cooking"})
+    wait_for_row(job, item_job.log, item_job.db, "warm-up", timeout_s=300)
 
     upload = {
         "item_id": "new-1",
@@ -176,10 +82,10 @@ def test_a_published_upload_is_encoded_into_the_store(item_job):
         "duration_ms": 21_000,
         "upload_time": int(time.time() * 1000),
     }
-    _publish(publisher, b"{not json")  # a bad record on the same topic
+    publish(publisher, b"{not json")  # a bad record on the same topic
     published = time.monotonic()
-    _publish(publisher, upload)
-    row = _wait_for_row(job, item_job.log, item_job.db, "new-1", timeout_s=120)
+    publish(publisher, upload)
+    row = wait_for_row(job, item_job.log, item_job.db, "new-1", timeout_s=120)
     latency_s = time.monotonic() - published
     print(f"upload -> item_content row readable: {latency_s:.2f} s")
 
