@@ -89,16 +89,14 @@ def best_new_items(
     if profile is None:
         return []
     cosine = snapshot.vectors @ profile.astype(np.float32)  # rows are unit vectors
-    order = np.argsort(-cosine, kind="stable")
+    rows = np.flatnonzero(cosine >= min_cosine)
     seen = set(recent)
-    chosen: list[tuple[str, float]] = []
-    for row in order.tolist():
-        if cosine[row] < min_cosine or len(chosen) == n:
-            break
-        item = snapshot.item_ids[row]
-        if item not in seen:
-            chosen.append((item, float(cosine[row])))
-    return chosen
+    enough = n + len(seen)  # the best n rows once the recent ones are dropped
+    if len(rows) > enough:
+        rows = rows[np.argpartition(-cosine[rows], enough - 1)[:enough]]
+    rows = rows[np.lexsort((rows, -cosine[rows]))]  # ties: the newer upload first
+    chosen = [(snapshot.item_ids[r], float(cosine[r])) for r in rows.tolist()]
+    return [(item, score) for item, score in chosen if item not in seen][:n]
 
 
 def new_slots(k: int, slots: int) -> int:
