@@ -390,6 +390,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--token", help=f"Bearer token (or set {TOKEN_ENV}); default: no token.")
     p.add_argument("--pubsub-topic", help="projects/P/topics/T for POST /v1/events.")
     p.add_argument("--experiments", help="Experiments YAML (beam_pipelines.experiments.config).")
+    p.add_argument(
+        "--new-items",
+        metavar="DIR",
+        help="Item table of rtp items (<out>/items): recommend uploads newer than the model "
+        "version by content (the config's new_items section for the other settings).",
+    )
     p.add_argument("--config", help="Full serving config YAML; the flags above override it.")
     p.add_argument(
         "--workers",
@@ -441,6 +447,8 @@ def config_from_args(args: argparse.Namespace) -> ServingConfig:
         data["token"] = token
     if args.pubsub_topic:
         data["pubsub_topic"] = args.pubsub_topic
+    if args.new_items:
+        data["new_items"] = {**(data.get("new_items") or {}), "table_path": args.new_items}
     if args.experiments:
         from beam_pipelines.experiments.config import load_experiments_config
 

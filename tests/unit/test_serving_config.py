@@ -78,6 +78,17 @@ def test_config_file_with_flags_on_top(tmp_path: Path) -> None:
     assert config.ranking.explore_share == 0.2 and config.ranking.seed == 5
 
 
+def test_new_items_flag_sets_the_item_table(tmp_path: Path) -> None:
+    assert config_from_args(args()).new_items is None
+    path = tmp_path / "serving.yaml"
+    path.write_text("model_base: /m\nnew_items: {table_path: /old, slots: 3}\n")
+
+    config = config_from_args(args("--config", str(path), "--new-items", "/out/items"))
+
+    assert config.new_items is not None
+    assert (config.new_items.table_path, config.new_items.slots) == ("/out/items", 3)
+
+
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
