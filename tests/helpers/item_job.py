@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,6 @@ from rtp.local_servers import Server, stop_process_group
 from tests.helpers.components import require_import
 
 PROJECT = "test-project"
-TOPIC = f"projects/{PROJECT}/topics/item-uploads"
-SUBSCRIPTION = f"projects/{PROJECT}/subscriptions/item-uploads-job"
 
 
 def reader_config(store_path: Path) -> dict[str, Any]:
@@ -71,15 +70,17 @@ def wait_for_row(job, log: Path, db: Path, item_id: str, timeout_s: float) -> di
     raise AssertionError(f"no item_content row for {item_id} in {timeout_s} s:\n{tail(log)}")
 
 
-def publish(publisher, record: dict | bytes) -> None:
+def publish(item_job: argparse.Namespace, record: dict | bytes) -> None:
+    """Publish one item record (JSON of a dict, or raw bytes) to the job's topic."""
     data = record if isinstance(record, bytes) else json.dumps(record).encode()
-    publisher.publish(TOPIC, data).result(timeout=30)
+    item_job.publisher.publish(item_job.topic, data).result(timeout=30)
 
 
 @contextlib.contextmanager
 def running_item_job(emulator: Server, tmp_path: Path) -> Iterator[argparse.Namespace]:
-    """The streaming item job on a fresh topic and subscription of ``emulator``:
-    ``job`` (the process), ``publisher``, ``out`` (item table under ``out/items``),
+    """The streaming item job on a fresh topic and subscription of ``emulator`` (the
+    emulator lives for the session: names are unique per call): ``job`` (the
+    process), ``publisher``, ``topic``, ``out`` (item table under ``out/items``),
     ``db`` (its SQLite store) and ``log``."""
     pubsub_v1 = require_import(
         "google.cloud.pubsub_v1", "pip install -e '.[test]' (google-cloud-pubsub is a dependency)"
@@ -88,15 +89,18 @@ def running_item_job(emulator: Server, tmp_path: Path) -> Iterator[argparse.Name
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PUBSUB_EMULATOR_HOST", emulator.address)
         publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
-        publisher.create_topic(name=TOPIC)
-        subscriber.create_subscription(name=SUBSCRIPTION, topic=TOPIC, ack_deadline_seconds=60)
+        name = f"item-uploads-{uuid.uuid4().hex[:8]}"
+        topic = f"projects/{PROJECT}/topics/{name}"
+        subscription = f"projects/{PROJECT}/subscriptions/{name}-job"
+        publisher.create_topic(name=topic)
+        subscriber.create_subscription(name=subscription, topic=topic, ack_deadline_seconds=60)
         subscriber.close()
         out, db, log = tmp_path / "out", tmp_path / "store" / "online.db", tmp_path / "job.log"
         args = [
             sys.executable,
             "-m",
             "beam_pipelines.item_job",
-            f"--input_subscription={SUBSCRIPTION}",
+            f"--input_subscription={subscription}",
             f"--out={out}",
             f"--store_path={db}",
         ]
@@ -110,7 +114,9 @@ def running_item_job(emulator: Server, tmp_path: Path) -> Iterator[argparse.Name
                 cwd=Path(__file__).parents[2],
             )
         try:
-            yield argparse.Namespace(job=job, publisher=publisher, out=out, db=db, log=log)
+            yield argparse.Namespace(
+                job=job, publisher=publisher, topic=topic, out=out, db=db, log=log
+            )
         finally:
             stop_process_group(job)
             publisher.stop()

@@ -68,8 +68,8 @@ def test_a_catalogue_file_is_encoded_into_the_store_and_the_item_table(tmp_path)
 
 
 def test_a_published_upload_is_encoded_into_the_store(item_job):
-    job, publisher = item_job.job, item_job.publisher
-    publish(publisher, {"item_id": "warm-up", "title": "first upload", "topic": "cooking"})
+    job = item_job.job
+    publish(item_job, {"item_id": "warm-up", "title": "first upload", "topic": "cooking"})
     wait_for_row(job, item_job.log, item_job.db, "warm-up", timeout_s=300)
 
     upload = {
@@ -82,9 +82,9 @@ def test_a_published_upload_is_encoded_into_the_store(item_job):
         "duration_ms": 21_000,
         "upload_time": int(time.time() * 1000),
     }
-    publish(publisher, b"{not json")  # a bad record on the same topic
+    publish(item_job, b"{not json")  # a bad record on the same topic
     published = time.monotonic()
-    publish(publisher, upload)
+    publish(item_job, upload)
     row = wait_for_row(job, item_job.log, item_job.db, "new-1", timeout_s=120)
     latency_s = time.monotonic() - published
     print(f"upload -> item_content row readable: {latency_s:.2f} s")

@@ -47,12 +47,12 @@ def recommended(client: TestClient, user: str) -> dict:
 
 
 def test_an_upload_is_recommended_by_content_without_a_new_model(item_job, tmp_path) -> None:
-    job, publisher = item_job.job, item_job.publisher
+    job = item_job.job
     # The catalogue's metadata goes through the same job: their content vectors
     # are the users' profiles.
     for item, (title, tags) in {**SPORTS, **COOKING}.items():
         topic = "sports" if item in SPORTS else "cooking"
-        publish(publisher, metadata(item, title, tags, topic))
+        publish(item_job, metadata(item, title, tags, topic))
     for item in [*SPORTS, *COOKING]:
         wait_for_row(job, item_job.log, item_job.db, item, timeout_s=300)
 
@@ -72,10 +72,10 @@ def test_an_upload_is_recommended_by_content_without_a_new_model(item_job, tmp_p
         assert before["fallback"] is None, before
         assert all(i["source"] != "new_item" for i in before["items"])
 
-        publish(publisher, metadata("new-cook", "Grandma's lasagna recipe", ["pasta"], "cooking"))
+        publish(item_job, metadata("new-cook", "Grandma's lasagna recipe", ["pasta"], "cooking"))
         published = time.monotonic()
         publish(
-            publisher,
+            item_job,
             metadata("new-sport", "Insane dunk at the buzzer", ["basketball", "dunk"], "sports"),
         )
         deadline = published + 180
