@@ -30,13 +30,12 @@ from tests.integration.test_serving_fresh_events import ITEMS, user_row
 pytestmark = pytest.mark.timeout(600)
 TOPIC = "projects/test-project/topics/serving-exposures"
 SUBSCRIPTION = "projects/test-project/subscriptions/serving-exposures-test"
-NOW_MS = int(time.time() * 1000)
 BEFORE = ["i0001", "i0002", "i0003"]
 NEIGHBOURS = [f"i{i:04d}" for i in range(50, 55)]
 
 
-def experiments() -> ExperimentsConfig:
-    freeze = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((NOW_MS - 30 * 60_000) / 1000))
+def experiments(now_ms: int) -> ExperimentsConfig:
+    freeze = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime((now_ms - 30 * 60_000) / 1000))
     return ExperimentsConfig.model_validate(
         {
             "experiments": [
@@ -61,24 +60,24 @@ def users_by_variant(config: ExperimentsConfig) -> dict[str, str]:
     return found
 
 
-def write_features(store_path: Path, users: list[str]) -> None:
+def write_features(store_path: Path, users: list[str], now_ms: int) -> None:
     """Each user: three engagements an hour ago, then i0040 a minute ago, which is
     co-engaged with i0050..i0054."""
     rows, windows = [], []
     for user in users:
-        row = user_row(user, ["i0040", *BEFORE], NOW_MS - 60_000)
-        row["user_recent_ts_ms"] = [NOW_MS - 60_000] + [NOW_MS - 3_600_000 - k for k in range(3)]
+        row = user_row(user, ["i0040", *BEFORE], now_ms - 60_000)
+        row["user_recent_ts_ms"] = [now_ms - 60_000] + [now_ms - 3_600_000 - k for k in range(3)]
         rows.append(row)
         windows.append(
             {
                 f.USER_KEY: user,
-                f.EVENT_TIMESTAMP: NOW_MS,
+                f.EVENT_TIMESTAMP: now_ms,
                 "user_interacted_items": ["i0040", *BEFORE],
             }
         )
     pairs = {
         f.ITEM_KEY: "i0040",
-        f.EVENT_TIMESTAMP: NOW_MS,
+        f.EVENT_TIMESTAMP: now_ms,
         "item_neighbors": NEIGHBOURS,
         "item_neighbor_pairs": [5.0] * len(NEIGHBOURS),
     }
@@ -120,9 +119,10 @@ def test_streamed_versus_frozen_features(
 ) -> None:
     base = tmp_path / "models"
     export_tiny(base, ITEMS, version=1)
-    config = experiments()
+    now_ms = int(time.time() * 1000)  # at the test, not at collection: ages are asserted
+    config = experiments(now_ms)
     users = users_by_variant(config)
-    write_features(tmp_path / "online.db", list(users.values()))
+    write_features(tmp_path / "online.db", list(users.values()), now_ms)
     serving = ServingConfig(
         model_base=str(base),
         models={"type": "inprocess", "reload_s": None},
