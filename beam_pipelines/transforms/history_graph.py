@@ -21,13 +21,13 @@ from apache_beam import typehints
 from apache_beam.metrics import Metrics
 
 from beam_pipelines.batch_score import score_lines
-from beam_pipelines.events import ValidationConfig
+from beam_pipelines.events import Reason, ValidationConfig
 from beam_pipelines.history_tables import item_finals, item_table, user_finals, user_table
 from beam_pipelines.rewards import RewardConfig
 from beam_pipelines.state.columns import ScoredColumns, key_codes
 from beam_pipelines.state.item_fold import fold_items
 from beam_pipelines.state.records import ScoredEvent
-from beam_pipelines.state.user_fold import LATE, fold_users
+from beam_pipelines.state.user_fold import fold_users
 from beam_pipelines.transforms import batch_coders  # noqa: F401  (registers the coders)
 from beam_pipelines.transforms.coengagement import (
     ITEM_PAIR_ROWS,
@@ -103,7 +103,7 @@ class _FoldUsers(_FoldShard):
         history, letters = fold_users(columns, s.state, lateness_ms, s.embeddings, s.replay_order)
         for letter in letters:
             event = columns.event(letter.index)
-            if letter.reason == LATE:
+            if letter.reason is Reason.LATE:
                 dead = late_letter(event, letter.newest_ms)
             else:
                 dead = duplicate_letter(event)

@@ -43,7 +43,7 @@ from beam_pipelines.state.keyed import (
 )
 from beam_pipelines.state.records import ScoredEvent
 from beam_pipelines.state.seen import SeenEvents
-from beam_pipelines.state.updaters import is_late, update_item, update_user
+from beam_pipelines.state.updaters import rejection, update_item, update_user
 from beam_pipelines.transforms.dead_letters import DEAD_LETTER, DeadLetter
 from beam_pipelines.transforms.restore import RestoringDoFn, StateRestore
 from beam_pipelines.transforms.state_coders import item_state_coder, user_state_coder
@@ -112,13 +112,17 @@ class _UserStepper:
         """``(state, None)`` after applying ``event``, or ``(state, dead letter)`` if it
         is late or a duplicate (checked in that order: a late one is never looked up)."""
         user, seen, restored = state if state is not None else (None, SeenEvents(), frozenset())
-        if is_late(user, event, self.allowed_lateness_ms):
-            return state, late_letter(event, user.last_event_ms)
-        if event.event_id in seen:
+        newest = user.last_event_ms if user is not None else None
+        reason = rejection(
+            newest, seen, event.event_id, event.timestamp_ms, self.allowed_lateness_ms
+        )
+        if reason is Reason.LATE:
+            return state, late_letter(event, newest)
+        if reason is Reason.DUPLICATE:
             return state, duplicate_letter(event)
         _USER_UPDATES.inc()
         # The user's newest event time never decreases, so neither does the version.
-        newest = max(event.timestamp_ms, user.last_event_ms if user is not None else 0)
+        newest = max(event.timestamp_ms, newest or 0)
         user = update_user(user, event, self.embeddings.current(newest), self.config)
         seen.add(event.event_id, event.timestamp_ms, self.allowed_lateness_ms)
         return UserKeyState(user, seen, restored), None
