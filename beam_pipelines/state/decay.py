@@ -22,6 +22,20 @@ def decay_value(value: float, from_ms: int, to_ms: int, half_life_s: float) -> f
     return float(value * 2.0 ** (-(max(to_ms - from_ms, 0) / 1000.0) / half_life_s))
 
 
+def ratio(numerator, denominator):
+    """``numerator / denominator`` where the denominator is > 0, else 0: of floats (one
+    state's sums) or element-wise of arrays (one per history row)."""
+    if isinstance(denominator, float):
+        return numerator / denominator if denominator > 0 else 0.0
+    out = np.zeros_like(numerator)
+    return np.divide(numerator, denominator, out=out, where=denominator > 0)
+
+
+def positive_part(value):
+    """``max(value, 0)`` of a float or element-wise of an array."""
+    return max(value, 0.0) if isinstance(value, float) else np.maximum(value, 0.0)
+
+
 class DecayedSums:
     """A matrix of decayed sums: one row per half-life, one column per channel."""
 

@@ -25,9 +25,7 @@ from beam_pipelines.state.decay import DecayedSums
 from beam_pipelines.state.prefix import decayed_prefix, segmented_decayed_prefix
 from beam_pipelines.state.seen import SeenEvents
 from beam_pipelines.state.updaters import rejection
-from beam_pipelines.state.user_state import EMB_WEIGHT, UserState
-
-_TINY = float(np.finfo(np.float64).tiny)
+from beam_pipelines.state.user_state import EMB_WEIGHT, UserState, pooled
 
 
 class UserHistory(NamedTuple):
@@ -277,7 +275,7 @@ class _Embeddings:
                 self.rows.ts[first:last], x[at : at + size], self.half_lives, carry, carry_t
             )
             at += size
-        return _pooled(sums[:, 0]), _pooled(sums[:, 1])
+        return pooled(sums[:, 0, 1:], sums[:, 0, 0]), pooled(sums[:, 1, 1:], sums[:, 1, 0])
 
     def _rebuilt(self, row: int, table) -> np.ndarray:
         """The embedding channels ``UserState.rebuild_embeddings`` gives after ``row``."""
@@ -308,11 +306,3 @@ def _channels(items: list[str], reward: np.ndarray, table) -> np.ndarray:
     x[has, 0] = np.abs(reward[has])
     x[has, 1:] = reward[has, None] * matrix[codes[has]]
     return x
-
-
-def _pooled(sums: np.ndarray) -> np.ndarray:
-    """Rows × (weight, weighted sum…) → float32 pooled embeddings (0 where no weight)."""
-    weight = sums[:, :1]
-    ok = weight >= _TINY
-    pooled = np.divide(sums[:, 1:], weight, out=np.zeros_like(sums[:, 1:]), where=ok)
-    return pooled.astype(np.float32)
