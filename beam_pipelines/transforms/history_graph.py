@@ -1,13 +1,13 @@
 """ComputeFeatureHistory: the bounded graph on batches of events rather than single ones.
 
-The same stages as ``ComputeFeatures(sequenced=True)`` (parse, reward, user state
-with lateness and deduplication, item state, one output of dead letters), with
-the same decisions, counters and final values, but each element is a batch:
-chunks of log lines are parsed at once (``batch_parse``), users and items are
-grouped by a few shards rather than one key each, and each shard is replayed with
-NumPy (``state.user_fold``, ``state.item_fold``) straight into Arrow tables. The
-per-event transforms stay the reference (and the streaming path); tests hold the
-two to the same results.
+The stages of the streaming ``ComputeFeatures`` (parse, reward, user state with
+lateness and deduplication, item state, one output of dead letters), with the
+same decisions, counters and final values, but each element is a batch: chunks of
+log lines (each parsed and scored by the same ``parse_event`` and ``score_event``,
+``batch_score``), users and items grouped by a few shards rather than one key
+each, and each shard replayed (``state.user_fold``, ``state.item_fold``: the
+stepper's ``rejection`` per event, decayed sums as NumPy prefix scans) straight
+into Arrow tables. Tests hold the replay to the per-event steppers.
 """
 
 from __future__ import annotations
@@ -131,8 +131,7 @@ class _FoldItems(_FoldShard):
 class ComputeFeatureHistory(beam.PTransform):
     """``(seqs, lines)`` chunks of a bounded log → ``{user_history, item_history}``
     (Arrow tables in ``history.arrow_schema``), ``{user_final, item_final}`` (the last
-    row of each entity) and ``dead_letters``: ``ComputeFeatures(sequenced=True)``'s
-    results, with history as tables rather than row lists. ``finals=False`` leaves
+    row of each entity) and ``dead_letters``. ``finals=False`` leaves
     the final outputs empty, for a job that does not write them; with finals the
     final co-engagement rows come too (``{user_pair_rows, item_pair_rows}``)."""
 
