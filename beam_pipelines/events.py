@@ -3,6 +3,16 @@
 ``parse_event`` never raises anything but ``EventValidationError``; its
 ``reason`` is one of the ``Reason`` codes, stable strings that dead letters,
 metrics and the simulator's labels share. Times are epoch milliseconds (UTC).
+Streaming and the backfill both parse each message with it.
+
+Nearly every message is plainly valid, so ``parse_event`` first tries a lean
+check (orjson, type, length and printability tests) that accepts a message only
+when it is plainly a valid event; anything else goes through the full checks,
+which stay the definition of the contract and give the reason. So the lean check
+can only ever accept what the full checks accept, with the same event. Where
+orjson and the standard decoder could differ it defers too: orjson rejects lone
+surrogates, NaN and non-UTF-8 (all rejected by the contract as well) and reads
+integers beyond 64 bits as floats (so a large float falls back).
 """
 
 from __future__ import annotations
@@ -15,6 +25,8 @@ import math
 import re
 import time
 from typing import Any
+
+import orjson
 
 MAX_MESSAGE_BYTES = 64 * 1024
 MAX_ID_CHARS = 128
@@ -129,7 +141,20 @@ def parse_event(
     config: ValidationConfig = DEFAULT_VALIDATION,
     now_ms: int | None = None,
 ) -> EngagementEvent:
-    """Parse and validate one event; raise ``EventValidationError`` otherwise."""
+    """Parse and validate one event; raise ``EventValidationError`` otherwise.
+    ``now_ms``: epoch ms bounding future timestamps (default the clock)."""
+    now = int(time.time() * 1000) if now_ms is None else now_ms
+    if type(data) is bytes:
+        event = _plain_event(data, config, now + config.max_future_ms)
+        if event is not None:
+            return event
+    return _checked_event(data, config, now)
+
+
+def _checked_event(
+    data: bytes | bytearray | memoryview | str, config: ValidationConfig, now: int
+) -> EngagementEvent:
+    """The full checks, in the contract's order: the event or the first reason."""
     obj = _decode(data, config.max_message_bytes)
     unknown = set(obj) - _KNOWN_FIELDS
     if unknown:
@@ -141,7 +166,6 @@ def parse_event(
     if "timestamp" not in obj:
         raise EventValidationError(Reason.MISSING_FIELD, "timestamp")
     ts = parse_timestamp_ms(obj["timestamp"])
-    now = int(time.time() * 1000) if now_ms is None else now_ms
     if ts < config.min_timestamp_ms or ts > now + config.max_future_ms:
         raise EventValidationError(Reason.TIMESTAMP_OUT_OF_RANGE, f"timestamp {ts} ms")
     watch_ms = _optional_int(obj, "watch_ms")
@@ -159,6 +183,94 @@ def parse_event(
         context=_check_context(obj.get("context")),
         **ids,
     )
+
+
+_MAX_MS = 10**13
+_BIG_FLOAT = 2.0**63
+
+
+def _plain_event(raw: bytes, config: ValidationConfig, latest_ms: int) -> EngagementEvent | None:
+    """The event if ``raw`` is plainly valid, else None (the full checks decide)."""
+    if len(raw) > config.max_message_bytes:
+        return None
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    if type(obj) is not dict or not _KNOWN_FIELDS.issuperset(obj):
+        return None
+    get = obj.get
+    event_id, user_id, item_id = get("event_id"), get("user_id"), get("item_id")
+    event_type = get("event_type")
+    if not (
+        _plain_id(event_id)
+        and _plain_id(user_id)
+        and _plain_id(item_id)
+        and _plain_id(event_type)
+        and event_type in config.event_types
+    ):
+        return None
+    ts = get("timestamp")
+    if type(ts) is not int:
+        if type(ts) is str:
+            try:
+                ts = parse_timestamp_ms(ts)
+            except EventValidationError:
+                return None
+        elif type(ts) is float and _plain_float(ts):
+            ts = int(ts)
+        else:
+            return None
+    if ts < config.min_timestamp_ms or ts > latest_ms:
+        return None
+    watch, duration = get("watch_ms"), get("item_duration_ms")
+    if watch is not None and (type(watch) is not int or not 0 <= watch <= _MAX_MS):
+        return None
+    if duration is not None and (
+        type(duration) is not int
+        or not 0 < duration <= _MAX_MS
+        or (watch or 0) > MAX_WATCH_TO_DURATION * duration
+    ):
+        return None
+    surface = get("surface")
+    if surface is not None and not _plain_id(surface):
+        return None
+    context = get("context")
+    if context is not None and not _plain_context(context):
+        return None
+    # orjson's dict is already a fresh one: no copy as the full checks make.
+    return EngagementEvent(
+        event_id, user_id, item_id, event_type, ts, watch, duration, surface, context
+    )
+
+
+def _plain_id(value) -> bool:
+    # Not printable: control characters (the contract rejects them), and also some
+    # valid ones (NBSP, ...), which the full checks then accept.
+    return type(value) is str and 0 < len(value) <= MAX_ID_CHARS and value.isprintable()
+
+
+def _plain_float(value: float) -> bool:
+    # orjson reads an integer literal beyond 64 bits as a float, json as an int.
+    return math.isfinite(value) and abs(value) < _BIG_FLOAT
+
+
+def _plain_context(context) -> bool:
+    if type(context) is not dict or len(context) > MAX_CONTEXT_KEYS:
+        return False
+    for key, value in context.items():
+        if len(key) > MAX_CONTEXT_KEY_CHARS:
+            return False
+        kind = type(value)
+        if kind is str:
+            if len(value) > MAX_CONTEXT_VALUE_CHARS:
+                return False
+        elif kind is float:
+            if not _plain_float(value):
+                return False
+        elif kind is not int and kind is not bool:
+            return False
+    return True
 
 
 def _decode(data: bytes | bytearray | memoryview | str, max_bytes: int) -> dict[str, Any]:

@@ -15,26 +15,17 @@ from beam_pipelines.history import arrow_schema
 from beam_pipelines.state.config import StateConfig
 from beam_pipelines.state.item_fold import ItemHistory
 from beam_pipelines.state.user_fold import UserHistory
+from beam_pipelines.state.user_state import scalar_features
 from feature_repo import features as f
 
 _TIMESTAMP = pa.timestamp("ms", tz="UTC")
 
 
-def _rate(numerator: np.ndarray, events: np.ndarray) -> np.ndarray:
-    return np.divide(numerator, events, out=np.zeros_like(numerator), where=events > 0)
-
-
 def user_columns(history: UserHistory) -> dict[str, np.ndarray]:
     """Scalar feature columns of ``UserState.features`` (float64, int64)."""
-    s = history.sums
     return {
         f.USER_EVENT_COUNT: history.count,
-        f.USER_EVENTS_SHORT: s[:, 0, 0],
-        f.USER_EVENTS_LONG: s[:, 1, 0],
-        f.USER_REWARD_RATE_SHORT: _rate(s[:, 0, 1], s[:, 0, 0]),
-        f.USER_REWARD_RATE_LONG: _rate(s[:, 1, 1], s[:, 1, 0]),
-        f.USER_ENGAGEMENT_RATE_SHORT: _rate(s[:, 0, 2], s[:, 0, 0]),
-        f.USER_ENGAGEMENT_RATE_LONG: _rate(s[:, 1, 2], s[:, 1, 0]),
+        **scalar_features(history.sums[:, 0].T, history.sums[:, 1].T),
         f.USER_LAST_EVENT_MS: history.newest_ms,
     }
 

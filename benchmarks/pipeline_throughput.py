@@ -47,7 +47,7 @@ def plain_loop(lines: list[bytes], lateness_ms: int = 600_000) -> float:
         seen.add(event.event_id)
         scored = score_event(event, SHORT_VIDEO, seq)
         state = users.get(scored.user_id)
-        if is_late(state, scored, lateness_ms):
+        if is_late(state.last_event_ms if state else None, scored.timestamp_ms, lateness_ms):
             continue
         newest = max(scored.timestamp_ms, state.last_event_ms if state else 0)
         state = users[scored.user_id] = update_user(state, scored, source.current(newest), config)

@@ -7,6 +7,7 @@ pickle rather than one element per event.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from operator import itemgetter
 from typing import NamedTuple
@@ -50,10 +51,10 @@ class ScoredColumns(NamedTuple):
 
     @classmethod
     def from_events(cls, events: Iterable[ScoredEvent]) -> ScoredColumns:
-        columns = cls.empty()
-        for event in events:
-            columns.append(event)
-        return columns
+        """The events' fields as columns (without ``source``)."""
+        fields = zip(*events, strict=True)  # ScoredEvent's fields, ``source`` last
+        columns = [list(column) for column in itertools.islice(fields, len(cls._fields))]
+        return cls(*columns) if columns else cls.empty()
 
     @classmethod
     def concat(cls, parts: Iterable[ScoredColumns]) -> ScoredColumns:

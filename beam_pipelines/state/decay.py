@@ -12,6 +12,13 @@ from __future__ import annotations
 import numpy as np
 
 
+def log2_decay_per_ms(half_lives_s) -> np.ndarray:
+    """``−1/h`` per millisecond for half-lives ``h`` in seconds: ``2^(Δ · this)`` is the
+    decay over Δ ms. The one unit conversion of the per-event sums and the backfill's
+    prefix scans (``state.prefix``)."""
+    return -1.0 / (np.asarray(half_lives_s, dtype=np.float64) * 1000.0)
+
+
 def decay_factors(delta_ms: float, half_lives_s: np.ndarray) -> np.ndarray:
     """``2^(−Δ/h)`` for a time difference in milliseconds and half-lives in seconds."""
     return np.exp2(-(delta_ms / 1000.0) / half_lives_s)
@@ -20,6 +27,20 @@ def decay_factors(delta_ms: float, half_lives_s: np.ndarray) -> np.ndarray:
 def decay_value(value: float, from_ms: int, to_ms: int, half_life_s: float) -> float:
     """A decayed value read at ``from_ms`` brought forward to ``to_ms`` (≥ from_ms)."""
     return float(value * 2.0 ** (-(max(to_ms - from_ms, 0) / 1000.0) / half_life_s))
+
+
+def ratio(numerator, denominator):
+    """``numerator / denominator`` where the denominator is > 0, else 0: of floats (one
+    state's sums) or element-wise of arrays (one per history row)."""
+    if isinstance(denominator, float):
+        return numerator / denominator if denominator > 0 else 0.0
+    out = np.zeros_like(numerator)
+    return np.divide(numerator, denominator, out=out, where=denominator > 0)
+
+
+def positive_part(value):
+    """``max(value, 0)`` of a float or element-wise of an array."""
+    return max(value, 0.0) if isinstance(value, float) else np.maximum(value, 0.0)
 
 
 class DecayedSums:
@@ -37,7 +58,7 @@ class DecayedSums:
 
     def _set_rate(self) -> None:
         # Column of -1/h in per-millisecond units: one exp2 gives every row's factor.
-        self._log2_per_ms = (-1.0 / (self.half_lives_s * 1000.0))[:, None]
+        self._log2_per_ms = log2_decay_per_ms(self.half_lives_s)[:, None]
 
     def push(self, t_ms: int, x: np.ndarray) -> None:
         """Add channel values ``x`` observed at event time ``t_ms`` (hot path: no copies)."""

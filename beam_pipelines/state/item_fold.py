@@ -14,7 +14,13 @@ import numpy as np
 
 from beam_pipelines.state.columns import ScoredColumns
 from beam_pipelines.state.config import StateConfig
-from beam_pipelines.state.item_state import CONVERSIONS, ENGAGED, EXPOSURES
+from beam_pipelines.state.item_state import (
+    CONVERSIONS,
+    ENGAGED,
+    EXPOSURES,
+    REWARD,
+    decayed_features,
+)
 from beam_pipelines.state.prefix import segmented_decayed_prefix
 from beam_pipelines.state.user_fold import replay_groups
 from feature_repo import features as f
@@ -32,22 +38,9 @@ class ItemHistory(NamedTuple):
 
     def features(self, config: StateConfig) -> dict[str, np.ndarray]:
         """The feature columns of ``ItemState.features`` (float64, int64)."""
-        v = self.sums
-        h_short, h_long = config.item_short_half_life_s, config.item_long_half_life_s
-        prior = 1.0 / h_long
-        trending = (v[:, 0, ENGAGED] / h_short + prior) / (v[:, 1, ENGAGED] / h_long + prior)
-        failures = np.maximum(v[:, 1, EXPOSURES] - v[:, 1, CONVERSIONS], 0.0)
         return {
             f.ITEM_EVENT_COUNT: self.count,
-            f.ITEM_IMPRESSIONS_SHORT: v[:, 0, EXPOSURES],
-            f.ITEM_IMPRESSIONS_LONG: v[:, 1, EXPOSURES],
-            f.ITEM_ENGAGEMENTS_SHORT: v[:, 0, ENGAGED],
-            f.ITEM_ENGAGEMENTS_LONG: v[:, 1, ENGAGED],
-            f.ITEM_REWARD_SUM_SHORT: v[:, 0, 2],
-            f.ITEM_REWARD_SUM_LONG: v[:, 1, 2],
-            f.ITEM_BETA_ALPHA: config.beta_prior_alpha + v[:, 1, CONVERSIONS],
-            f.ITEM_BETA_BETA: config.beta_prior_beta + failures,
-            f.ITEM_TRENDING: trending,
+            **decayed_features(self.sums[:, 0].T, self.sums[:, 1].T, config),
             f.ITEM_LAST_EVENT_MS: self.newest_ms,
         }
 
@@ -60,7 +53,7 @@ def fold_items(columns: ScoredColumns, config: StateConfig, order: str) -> ItemH
     x = np.empty((len(by), 4))
     x[:, EXPOSURES] = np.asarray(columns.exposure, dtype=np.float64)[by]
     x[:, ENGAGED] = np.asarray(columns.engaged, dtype=np.float64)[by]
-    x[:, 2] = np.asarray(columns.reward, dtype=np.float64)[by]
+    x[:, REWARD] = np.asarray(columns.reward, dtype=np.float64)[by]
     x[:, CONVERSIONS] = np.asarray(columns.conversion, dtype=np.float64)[by]
     ts = np.asarray(columns.timestamp_ms, dtype=np.int64)[by]
     sums, newest = segmented_decayed_prefix(ts, x, half_lives, groups.starts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from beam_pipelines.state.config import StateConfig
-from beam_pipelines.state.decay import DecayedSums
+from beam_pipelines.state.decay import DecayedSums, positive_part
 from beam_pipelines.state.records import ScoredEvent
 from feature_repo import features as f
 
@@ -33,29 +33,38 @@ class ItemState:
         self.count += other.count
 
     def features(self, config: StateConfig) -> dict:
-        """Feature values as of the newest event (see feature_repo.features).
-
-        ``item_trending`` compares engagement rates (sum / half-life) of the two
-        horizons, each smoothed by one pseudo-engagement per long half-life so a
-        brand-new item with one like is not infinitely trending.
-        """
-        v = self.sums.values
-        h_short, h_long = config.item_short_half_life_s, config.item_long_half_life_s
-        prior = 1.0 / h_long
-        trending = (v[0, ENGAGED] / h_short + prior) / (v[1, ENGAGED] / h_long + prior)
-        # Successes are conversions (at most one per exposure), so alpha + beta
-        # tracks exposures; a conversion without a logged exposure adds no failure.
-        failures = max(v[1, EXPOSURES] - v[1, CONVERSIONS], 0.0)
+        """Feature values as of the newest event (see feature_repo.features)."""
+        short, long = self.sums.values.tolist()
         return {
             f.ITEM_EVENT_COUNT: self.count,
-            f.ITEM_IMPRESSIONS_SHORT: float(v[0, EXPOSURES]),
-            f.ITEM_IMPRESSIONS_LONG: float(v[1, EXPOSURES]),
-            f.ITEM_ENGAGEMENTS_SHORT: float(v[0, ENGAGED]),
-            f.ITEM_ENGAGEMENTS_LONG: float(v[1, ENGAGED]),
-            f.ITEM_REWARD_SUM_SHORT: float(v[0, REWARD]),
-            f.ITEM_REWARD_SUM_LONG: float(v[1, REWARD]),
-            f.ITEM_BETA_ALPHA: float(config.beta_prior_alpha + v[1, CONVERSIONS]),
-            f.ITEM_BETA_BETA: float(config.beta_prior_beta + failures),
-            f.ITEM_TRENDING: float(trending),
+            **decayed_features(short, long, config),
             f.ITEM_LAST_EVENT_MS: int(self.sums.t_ref_ms or 0),
         }
+
+
+def decayed_features(short, long, config: StateConfig) -> dict:
+    """The features of the short- and long-term sums, indexed by channel: one item's
+    (a list of floats each) or one per row of the backfill's history (channels × rows
+    arrays, giving columns).
+
+    ``item_trending`` compares engagement rates (sum / half-life) of the two
+    horizons, each smoothed by one pseudo-engagement per long half-life so a
+    brand-new item with one like is not infinitely trending.
+    """
+    h_short, h_long = config.item_short_half_life_s, config.item_long_half_life_s
+    prior = 1.0 / h_long
+    trending = (short[ENGAGED] / h_short + prior) / (long[ENGAGED] / h_long + prior)
+    # Successes are conversions (at most one per exposure), so alpha + beta
+    # tracks exposures; a conversion without a logged exposure adds no failure.
+    failures = positive_part(long[EXPOSURES] - long[CONVERSIONS])
+    return {
+        f.ITEM_IMPRESSIONS_SHORT: short[EXPOSURES],
+        f.ITEM_IMPRESSIONS_LONG: long[EXPOSURES],
+        f.ITEM_ENGAGEMENTS_SHORT: short[ENGAGED],
+        f.ITEM_ENGAGEMENTS_LONG: long[ENGAGED],
+        f.ITEM_REWARD_SUM_SHORT: short[REWARD],
+        f.ITEM_REWARD_SUM_LONG: long[REWARD],
+        f.ITEM_BETA_ALPHA: config.beta_prior_alpha + long[CONVERSIONS],
+        f.ITEM_BETA_BETA: config.beta_prior_beta + failures,
+        f.ITEM_TRENDING: trending,
+    }

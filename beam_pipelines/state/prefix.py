@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from beam_pipelines.state.decay import log2_decay_per_ms
+
 # Largest exponent (in half-lives of the shortest half-life) spanned in one block:
 # 2^±256 keeps every factor and partial sum far from overflow and underflow.
 _BLOCK_HALF_LIVES = 256.0
@@ -33,7 +35,7 @@ def decayed_prefix(
     big_t = np.maximum.accumulate(t)
     if carry_t_ms is not None:
         big_t = np.maximum(big_t, carry_t_ms)
-    rate = 1.0 / (np.asarray(half_lives_s, dtype=np.float64) * 1000.0)  # half-lives per ms
+    rate = -log2_decay_per_ms(half_lives_s)  # half-lives per ms
     out = np.empty((n, len(rate), x.shape[1]), dtype=np.float64)
     span_ms = _BLOCK_HALF_LIVES / rate.max()
     state, state_t = carry, carry_t_ms
@@ -88,7 +90,7 @@ def segmented_decayed_prefix(
     n = len(t_ms)
     t = np.asarray(t_ms, dtype=np.int64)
     newest = segmented_max(t, starts)
-    log2_per_ms = -1.0 / (np.asarray(half_lives_s, dtype=np.float64) * 1000.0)
+    log2_per_ms = log2_decay_per_ms(half_lives_s)
     sums = np.exp2(np.multiply.outer(newest - t, log2_per_ms))[:, :, None] * x[:, None, :]
     if initial is not None:
         sums += initial

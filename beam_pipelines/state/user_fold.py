@@ -3,8 +3,8 @@
 Gives what folding each user's events one by one through ``UserState`` (with
 lateness and deduplication as ``transforms.state._UserStepper``) gives: the same
 accept/late/duplicate decision per event and the state after every applied event
-(up to float rounding), as columns for the history table. The decisions are a
-plain loop with the same ``SeenEvents``; the decayed sums are prefix scans
+(up to float rounding), as columns for the history table. The decisions are
+the stepper's own (``updaters.rejection``, per event); the decayed sums are prefix scans
 (``state.prefix``), the embeddings split where the table version changes (there
 they are rebuilt from the last N events, as ``UserState.rebuild_embeddings`` does).
 """
@@ -12,21 +12,20 @@ they are rebuilt from the last N events, as ``UserState.rebuild_embeddings`` doe
 from __future__ import annotations
 
 import bisect
-import collections
+import itertools
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
+from beam_pipelines.events import Reason
 from beam_pipelines.state.columns import ScoredColumns, key_codes, pick
 from beam_pipelines.state.config import StateConfig
 from beam_pipelines.state.decay import DecayedSums
-from beam_pipelines.state.prefix import decayed_prefix, segmented_decayed_prefix, segmented_max
+from beam_pipelines.state.prefix import decayed_prefix, segmented_decayed_prefix
 from beam_pipelines.state.seen import SeenEvents
-from beam_pipelines.state.user_state import EMB_WEIGHT, UserState
-
-LATE, DUPLICATE = "late", "duplicate"
-_TINY = float(np.finfo(np.float64).tiny)
+from beam_pipelines.state.updaters import rejection
+from beam_pipelines.state.user_state import EMB_WEIGHT, UserState, pooled
 
 
 class UserHistory(NamedTuple):
@@ -58,7 +57,7 @@ class UserHistory(NamedTuple):
 class Letter(NamedTuple):
     """An event not applied: ``reason`` late or duplicate, with the user's newest time."""
 
-    reason: str
+    reason: Reason
     index: int
     newest_ms: int | None
 
@@ -89,20 +88,20 @@ def replay_groups(columns: ScoredColumns, order: str, key: Sequence[str]) -> Gro
 def decide(
     ts: list[int], ids: list[str], indices: list[int], lateness_ms: int
 ) -> tuple[list[int], list[Letter]]:
-    """Applied event indices and letters of one user's events in replay order."""
+    """Applied event indices and letters of one user's events in replay order: the
+    streaming stepper's decisions (``updaters.rejection``), event by event."""
     seen, newest = SeenEvents(), None
     applied, letters = [], []
     for i in indices:
-        t = ts[i]
-        if newest is not None and newest - t > lateness_ms:
-            letters.append(Letter(LATE, i, newest))
-        elif ids[i] in seen:
-            letters.append(Letter(DUPLICATE, i, newest))
-        else:
-            applied.append(i)
-            seen.add(ids[i], t, lateness_ms)
-            if newest is None or t > newest:
-                newest = t
+        t, event_id = ts[i], ids[i]
+        reason = rejection(newest, seen, event_id, t, lateness_ms)
+        if reason is not None:
+            letters.append(Letter(reason, i, newest))
+            continue
+        applied.append(i)
+        seen.add(event_id, t, lateness_ms)
+        if newest is None or t > newest:
+            newest = t
     return applied, letters
 
 
@@ -110,49 +109,16 @@ def decide_all(
     columns: ScoredColumns, groups: Groups, lateness_ms: int
 ) -> tuple[np.ndarray, np.ndarray, list[Letter]]:
     """``decide`` for every user: applied event indices (users one after another),
-    applied events per user, and the letters.
-
-    A user none of whose event ids repeats has no duplicate, and then an event is
-    late exactly when it is too far behind the newest of all its user's earlier
-    events (a late event is older than that newest, so never moved it): one
-    vectorized comparison. Users with a repeated id take the ``decide`` loop.
-    """
-    by, starts = groups.order, groups.starts
-    n, users = len(by), len(starts)
-    sizes = np.diff(np.append(starts, n))
-    ts = np.asarray(columns.timestamp_ms, dtype=np.int64)[by]
-    before = np.empty_like(ts)
-    before[1:] = segmented_max(ts, starts)[:-1]
-    before[starts] = ts[starts]
-    late = before - ts > lateness_ms
-    order_list = by.tolist()
-    late_at = np.flatnonzero(late)
-    keep = ~late
-    repeated = _users_with_repeated_ids(columns.event_id, order_list, sizes)
-    letters = []
-    if repeated:
-        late_at = late_at[~np.isin(np.searchsorted(starts, late_at, side="right") - 1, repeated)]
-        for user in repeated:
-            start, stop = int(starts[user]), int(starts[user]) + int(sizes[user])
-            rows, user_letters = decide(
-                columns.timestamp_ms, columns.event_id, order_list[start:stop], lateness_ms
-            )
-            keep[start:stop] = np.isin(by[start:stop], rows)
-            letters.extend(user_letters)
-    letters.extend(Letter(LATE, order_list[k], int(before[k])) for k in late_at.tolist())
-    applied_sizes = np.add.reduceat(keep.astype(np.int64), starts) if users else sizes
-    return by[keep], applied_sizes, letters
-
-
-def _users_with_repeated_ids(ids: list[str], order_list: list[int], sizes: np.ndarray) -> list[int]:
-    """Users (by group index) with an event id more than once."""
-    if len(set(ids)) == len(ids):  # the common case, and cheaper than pairs
-        return []
-    user_of = np.repeat(np.arange(len(sizes)), sizes).tolist()
-    pairs = list(zip(user_of, (ids[i] for i in order_list), strict=True))
-    if len(set(pairs)) == len(pairs):
-        return []
-    return sorted({pair[0] for pair, count in collections.Counter(pairs).items() if count > 1})
+    applied events per user, and the letters."""
+    order, ts, ids = groups.order.tolist(), columns.timestamp_ms, columns.event_id
+    bounds = [*groups.starts.tolist(), len(order)]
+    applied, sizes, letters = [], [], []
+    for start, stop in itertools.pairwise(bounds):
+        rows, user_letters = decide(ts, ids, order[start:stop], lateness_ms)
+        applied.extend(rows)
+        sizes.append(len(rows))
+        letters.extend(user_letters)
+    return np.array(applied, dtype=np.int64), np.array(sizes, dtype=np.int64), letters
 
 
 def fold_users(
@@ -309,7 +275,7 @@ class _Embeddings:
                 self.rows.ts[first:last], x[at : at + size], self.half_lives, carry, carry_t
             )
             at += size
-        return _pooled(sums[:, 0]), _pooled(sums[:, 1])
+        return pooled(sums[:, 0, 1:], sums[:, 0, 0]), pooled(sums[:, 1, 1:], sums[:, 1, 0])
 
     def _rebuilt(self, row: int, table) -> np.ndarray:
         """The embedding channels ``UserState.rebuild_embeddings`` gives after ``row``."""
@@ -340,11 +306,3 @@ def _channels(items: list[str], reward: np.ndarray, table) -> np.ndarray:
     x[has, 0] = np.abs(reward[has])
     x[has, 1:] = reward[has, None] * matrix[codes[has]]
     return x
-
-
-def _pooled(sums: np.ndarray) -> np.ndarray:
-    """Rows × (weight, weighted sum…) → float32 pooled embeddings (0 where no weight)."""
-    weight = sums[:, :1]
-    ok = weight >= _TINY
-    pooled = np.divide(sums[:, 1:], weight, out=np.zeros_like(sums[:, 1:]), where=ok)
-    return pooled.astype(np.float32)

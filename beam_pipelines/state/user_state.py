@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 
 from beam_pipelines.state.config import StateConfig
-from beam_pipelines.state.decay import DecayedSums
+from beam_pipelines.state.decay import DecayedSums, ratio
 from beam_pipelines.state.records import ScoredEvent
 from feature_repo import features as f
 
@@ -91,29 +91,19 @@ class UserState:
         self.embedding_version = version
 
     def features(self) -> dict:
-        """Feature values as of the newest event (see feature_repo.features).
-
-        Called once per event by the backfill, so scalars go through one
-        ``tolist`` rather than many small NumPy reads.
-        """
+        """Feature values as of the newest event (see feature_repo.features)."""
         v = self.sums.values
-        (events_s, reward_s, engaged_s, weight_s), (events_l, reward_l, engaged_l, weight_l) = v[
-            :, :_SCALARS
-        ].tolist()
+        short, long = pooled(v[:, _SCALARS:], v[:, EMB_WEIGHT]).tolist()
+        scalars_short, scalars_long = v[:, :_SCALARS].tolist()
         ts, _, items, rewards = (
             zip(*reversed(self.recent), strict=True) if self.recent else ((),) * 4
         )
         return {
-            f.USER_EMB_SHORT: _pooled(v[0, _SCALARS:], weight_s),
-            f.USER_EMB_LONG: _pooled(v[1, _SCALARS:], weight_l),
+            f.USER_EMB_SHORT: short,
+            f.USER_EMB_LONG: long,
             f.USER_EMBEDDING_VERSION: self.embedding_version,
             f.USER_EVENT_COUNT: self.count,
-            f.USER_EVENTS_SHORT: events_s,
-            f.USER_EVENTS_LONG: events_l,
-            f.USER_REWARD_RATE_SHORT: reward_s / events_s if events_s > 0 else 0.0,
-            f.USER_REWARD_RATE_LONG: reward_l / events_l if events_l > 0 else 0.0,
-            f.USER_ENGAGEMENT_RATE_SHORT: engaged_s / events_s if events_s > 0 else 0.0,
-            f.USER_ENGAGEMENT_RATE_LONG: engaged_l / events_l if events_l > 0 else 0.0,
+            **scalar_features(scalars_short, scalars_long),
             f.USER_LAST_EVENT_MS: int(self.sums.t_ref_ms or 0),
             f.USER_RECENT_ITEMS: list(items),
             f.USER_RECENT_TS_MS: list(ts),
@@ -121,12 +111,28 @@ class UserState:
         }
 
 
+def scalar_features(short, long) -> dict:
+    """Decayed event counts and rates from the short- and long-term sums, indexed by
+    channel: one user's (a list of floats each) or one per row of the backfill's
+    history (channels × rows arrays, giving columns)."""
+    return {
+        f.USER_EVENTS_SHORT: short[EVENTS],
+        f.USER_EVENTS_LONG: long[EVENTS],
+        f.USER_REWARD_RATE_SHORT: ratio(short[REWARD], short[EVENTS]),
+        f.USER_REWARD_RATE_LONG: ratio(long[REWARD], long[EVENTS]),
+        f.USER_ENGAGEMENT_RATE_SHORT: ratio(short[ENGAGED], short[EVENTS]),
+        f.USER_ENGAGEMENT_RATE_LONG: ratio(long[ENGAGED], long[EVENTS]),
+    }
+
+
 # A weight decayed into the subnormals has too few bits left to divide by: the
 # quotient would depend on the order the events arrived in.
 _TINY = float(np.finfo(np.float64).tiny)
 
 
-def _pooled(weighted_sum: np.ndarray, weight: float) -> list[float]:
-    if weight < _TINY:
-        return [0.0] * len(weighted_sum)
-    return (weighted_sum / weight).astype(np.float32).tolist()
+def pooled(weighted_sums: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Pooled embeddings ``Σ r·e / Σ |r|`` (float32) from weighted sums (… × dims) and
+    their weights (…); zero where the weight is too small to divide by."""
+    ok = (weights >= _TINY)[..., None]
+    out = np.zeros_like(weighted_sums)
+    return np.divide(weighted_sums, weights[..., None], out=out, where=ok).astype(np.float32)

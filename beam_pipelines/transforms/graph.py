@@ -1,8 +1,9 @@
-"""ComputeFeatures: the one graph streaming and backfill share.
+"""ComputeFeatures: the streaming graph, and the settings the backfill shares.
 
 raw messages → ParseEvents → ComputeRewards → UpdateUserState (lateness,
 deduplication by event_id, user state) → UpdateItemState, with every dead letter
-(invalid, duplicate, late) in one output.
+(invalid, duplicate, late) in one output. The backfill
+(``transforms.history_graph``) runs the same per-key steps over a bounded log.
 """
 
 from __future__ import annotations
@@ -25,14 +26,7 @@ from beam_pipelines.transforms.dead_letters import DEAD_LETTER, DeadLetter
 from beam_pipelines.transforms.parse import EVENTS, ParseEvents
 from beam_pipelines.transforms.restore import StateRestore
 from beam_pipelines.transforms.rewards import ComputeRewards
-from beam_pipelines.transforms.state import (
-    ACCEPTED,
-    FINAL,
-    HISTORY,
-    ROWS,
-    UpdateItemState,
-    UpdateUserState,
-)
+from beam_pipelines.transforms.state import ACCEPTED, ROWS, UpdateItemState, UpdateUserState
 
 USER_ROWS = "user_rows"
 ITEM_ROWS = "item_rows"
@@ -87,62 +81,37 @@ class CountDeadLetters(beam.DoFn):
 
 
 class ComputeFeatures(beam.PTransform):
-    """Raw messages → features and dead letters.
-
-    Streaming: ``{user_rows, item_rows, user_pair_rows, item_pair_rows,
+    """Raw messages → ``{user_rows, item_rows, user_pair_rows, item_pair_rows,
     dead_letters}``, each key's newest row dict per bundle (the store keeps only the
     newest); the pair rows are ``user_coengagement`` and ``item_coengagement``.
-    ``sequenced=True`` for bounded logs: input ``(seq, bytes)``, state folded in
-    ``settings.replay_order`` (event time by default; arrival order decides
-    lateness and duplicates as a stream receiving that order did); output
-    ``{user_history, item_history}`` (a list of rows per entity),
-    ``{user_final, item_final}`` (last row per entity), the final co-engagement
-    rows ``{user_pair_rows, item_pair_rows}`` and ``dead_letters``.
     """
 
-    def __init__(self, settings: FeatureSettings, sequenced: bool = False):
+    def __init__(self, settings: FeatureSettings):
         super().__init__()
         self._settings = settings
-        self._sequenced = sequenced
 
     def expand(self, raw):
-        s, seq = self._settings, self._sequenced
-        parsed = raw | "ParseEvents" >> ParseEvents(s.validation(), seq)
-        scored = parsed[EVENTS] | "ComputeRewards" >> ComputeRewards(s.rewards, seq)
-        order = s.replay_order if seq else None
-        restore = None if seq else s.restore
+        s = self._settings
+        parsed = raw | "ParseEvents" >> ParseEvents(s.validation())
+        scored = parsed[EVENTS] | "ComputeRewards" >> ComputeRewards(s.rewards)
         lateness = s.allowed_lateness_s
         users = scored | "UpdateUserState" >> UpdateUserState(
-            s.state, s.embeddings, lateness, order, restore
+            s.state, s.embeddings, lateness, s.restore
         )
         accepted = users[ACCEPTED]
-        item_rows = accepted | "UpdateItemState" >> UpdateItemState(
-            s.state, order, restore, lateness
-        )
+        item_rows = accepted | "UpdateItemState" >> UpdateItemState(s.state, s.restore, lateness)
         pairs = accepted | "UpdateCoEngagement" >> UpdateCoEngagement(
-            s.rewards, order, restore, lateness
+            s.rewards, restore=s.restore, allowed_lateness_s=lateness
         )
         dead = (
             (parsed[DEAD_LETTER], users[DEAD_LETTER])
             | "MergeDeadLetters" >> beam.Flatten()
             | "CountDeadLetters" >> beam.ParDo(CountDeadLetters())
         )
-        coengagement = {
+        return {
+            USER_ROWS: users[ROWS],
+            ITEM_ROWS: item_rows,
             USER_PAIR_ROWS: pairs[USER_PAIR_ROWS],
             ITEM_PAIR_ROWS: pairs[ITEM_PAIR_ROWS],
-        }
-        if not seq:
-            return {
-                USER_ROWS: users[ROWS],
-                ITEM_ROWS: item_rows,
-                DEAD_LETTERS: dead,
-                **coengagement,
-            }
-        return {
-            **coengagement,
-            USER_HISTORY: users[HISTORY],
-            ITEM_HISTORY: item_rows[HISTORY],
-            USER_FINAL: users[FINAL],
-            ITEM_FINAL: item_rows[FINAL],
             DEAD_LETTERS: dead,
         }

@@ -1,13 +1,13 @@
 """ComputeFeatureHistory: the bounded graph on batches of events rather than single ones.
 
-The same stages as ``ComputeFeatures(sequenced=True)`` (parse, reward, user state
-with lateness and deduplication, item state, one output of dead letters), with
-the same decisions, counters and final values, but each element is a batch:
-chunks of log lines are parsed at once (``batch_parse``), users and items are
-grouped by a few shards rather than one key each, and each shard is replayed with
-NumPy (``state.user_fold``, ``state.item_fold``) straight into Arrow tables. The
-per-event transforms stay the reference (and the streaming path); tests hold the
-two to the same results.
+The stages of the streaming ``ComputeFeatures`` (parse, reward, user state with
+lateness and deduplication, item state, one output of dead letters), with the
+same decisions, counters and final values, but each element is a batch: chunks of
+log lines (each parsed and scored by the same ``parse_event`` and ``score_event``,
+``batch_score``), users and items grouped by a few shards rather than one key
+each, and each shard replayed (``state.user_fold``, ``state.item_fold``: the
+stepper's ``rejection`` per event, decayed sums as NumPy prefix scans) straight
+into Arrow tables. Tests hold the replay to the per-event steppers.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ from apache_beam import typehints
 from apache_beam.metrics import Metrics
 
 from beam_pipelines.batch_score import score_lines
-from beam_pipelines.events import ValidationConfig
+from beam_pipelines.events import Reason, ValidationConfig
 from beam_pipelines.history_tables import item_finals, item_table, user_finals, user_table
 from beam_pipelines.rewards import RewardConfig
 from beam_pipelines.state.columns import ScoredColumns, key_codes
 from beam_pipelines.state.item_fold import fold_items
 from beam_pipelines.state.records import ScoredEvent
-from beam_pipelines.state.user_fold import LATE, fold_users
+from beam_pipelines.state.user_fold import fold_users
 from beam_pipelines.transforms import batch_coders  # noqa: F401  (registers the coders)
 from beam_pipelines.transforms.coengagement import (
     ITEM_PAIR_ROWS,
@@ -103,7 +103,7 @@ class _FoldUsers(_FoldShard):
         history, letters = fold_users(columns, s.state, lateness_ms, s.embeddings, s.replay_order)
         for letter in letters:
             event = columns.event(letter.index)
-            if letter.reason == LATE:
+            if letter.reason is Reason.LATE:
                 dead = late_letter(event, letter.newest_ms)
             else:
                 dead = duplicate_letter(event)
@@ -131,8 +131,7 @@ class _FoldItems(_FoldShard):
 class ComputeFeatureHistory(beam.PTransform):
     """``(seqs, lines)`` chunks of a bounded log → ``{user_history, item_history}``
     (Arrow tables in ``history.arrow_schema``), ``{user_final, item_final}`` (the last
-    row of each entity) and ``dead_letters``: ``ComputeFeatures(sequenced=True)``'s
-    results, with history as tables rather than row lists. ``finals=False`` leaves
+    row of each entity) and ``dead_letters``. ``finals=False`` leaves
     the final outputs empty, for a job that does not write them; with finals the
     final co-engagement rows come too (``{user_pair_rows, item_pair_rows}``)."""
 

@@ -11,6 +11,12 @@ from beam_pipelines.transforms.dead_letters import DEAD_LETTER, DeadLetter
 EVENTS = "events"
 
 
+def invalid_letter(err: EventValidationError, data: bytes | str) -> DeadLetter:
+    """The dead letter of a message ``parse_event`` rejected: its reason and raw bytes."""
+    payload = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    return DeadLetter.now(err.reason.value, err.detail, payload)
+
+
 class _ParseFn(beam.DoFn):
     def __init__(self, config: ValidationConfig, sequenced: bool):
         self._config = config
@@ -24,12 +30,7 @@ class _ParseFn(beam.DoFn):
             event = parse_event(data, self._config)
         except EventValidationError as err:
             self._invalid.inc()
-            payload = (
-                data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
-            )
-            yield beam.pvalue.TaggedOutput(
-                DEAD_LETTER, DeadLetter.now(err.reason.value, err.detail, payload)
-            )
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, invalid_letter(err, data))
             return
         self._valid.inc()
         yield (seq, event) if self._sequenced else event

@@ -33,16 +33,9 @@ class ComputeRewards(beam.PTransform):
     """Map each event to its reward. The parser already restricted the event types
     to those of ``config``, so every event has a rule."""
 
-    def __init__(self, config: RewardConfig, sequenced: bool = False):
+    def __init__(self, config: RewardConfig):
         super().__init__()
         self._config = config
-        self._sequenced = sequenced
 
     def expand(self, events):
-        config = self._config
-        if self._sequenced:
-            # A bounded log stays on disk, and its letters name the record by seq:
-            # no need to carry (and shuffle) the parsed event as well.
-            score = lambda seq, e: score_event(e, config, seq, keep_source=False)  # noqa: E731
-            return events | "Score" >> beam.MapTuple(score)
-        return events | "Score" >> beam.Map(score_event, config)
+        return events | "Score" >> beam.Map(score_event, self._config)

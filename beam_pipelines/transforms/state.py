@@ -1,12 +1,10 @@
 """UpdateUserState and UpdateItemState: thin Beam wrappers over beam_pipelines.state.
 
-Streaming: a stateful DoFn per key reads the state, applies one event with the
-pure-Python updaters and writes it back; at the end of the bundle it emits the
-feature row of each key it updated (its newest state: the online store keeps
-nothing else). Bounded logs: group by key, sort (arrival or event-time order) and
-fold with the same updaters, emitting the history (the list of an entity's rows,
-one per applied event) and the final row of each entity. Every row is stamped
-with the entity's newest event time.
+A stateful DoFn per key reads the state, applies one event with the pure-Python
+updaters and writes it back; at the end of the bundle it emits the feature row of
+each key it updated (its newest state: the online store keeps nothing else). Every
+row is stamped with the entity's newest event time. The backfill folds the same
+updaters over each key's events in replay order (``transforms.history_graph``).
 
 UpdateUserState also deduplicates: per user it remembers the ids of applied events
 within the allowed lateness of the newest one (``beam_pipelines.state.seen``), so a
@@ -45,7 +43,7 @@ from beam_pipelines.state.keyed import (
 )
 from beam_pipelines.state.records import ScoredEvent
 from beam_pipelines.state.seen import SeenEvents
-from beam_pipelines.state.updaters import is_late, update_item, update_user
+from beam_pipelines.state.updaters import rejection, update_item, update_user
 from beam_pipelines.transforms.dead_letters import DEAD_LETTER, DeadLetter
 from beam_pipelines.transforms.restore import RestoringDoFn, StateRestore
 from beam_pipelines.transforms.state_coders import item_state_coder, user_state_coder
@@ -60,13 +58,11 @@ _DUPLICATES = Metrics.counter("rtp", "duplicates")
 _USER_UPDATES = Metrics.counter("rtp", "user_updates")
 _ITEM_UPDATES = Metrics.counter("rtp", "item_updates")
 _ITEM_REPLAYS = Metrics.counter("rtp", "item_replays_skipped")
-_USERS = Metrics.counter("rtp", "users")
-_ITEMS = Metrics.counter("rtp", "items")
 
 ROWS = "rows"  # streaming: a key's newest row per bundle
 ACCEPTED = "accepted"
-HISTORY = "history"  # bounded: the list of one entity's rows
-FINAL = "final"  # bounded: the entity's last row
+HISTORY = "history"  # backfill: one entity's rows
+FINAL = "final"  # backfill: the entity's last row
 
 
 def user_row(user_id: str, state) -> dict:
@@ -105,7 +101,7 @@ def duplicate_letter(event: ScoredEvent) -> DeadLetter:
 
 
 class _UserStepper:
-    """Per-user logic shared by the stateful DoFn and the batch fold."""
+    """Per-user logic of the stateful DoFn (tests fold it as the backfill's oracle)."""
 
     def __init__(self, config: StateConfig, allowed_lateness_ms: int, embeddings: EmbeddingSource):
         self.config = config
@@ -116,13 +112,17 @@ class _UserStepper:
         """``(state, None)`` after applying ``event``, or ``(state, dead letter)`` if it
         is late or a duplicate (checked in that order: a late one is never looked up)."""
         user, seen, restored = state if state is not None else (None, SeenEvents(), frozenset())
-        if is_late(user, event, self.allowed_lateness_ms):
-            return state, late_letter(event, user.last_event_ms)
-        if event.event_id in seen:
+        newest = user.last_event_ms if user is not None else None
+        reason = rejection(
+            newest, seen, event.event_id, event.timestamp_ms, self.allowed_lateness_ms
+        )
+        if reason is Reason.LATE:
+            return state, late_letter(event, newest)
+        if reason is Reason.DUPLICATE:
             return state, duplicate_letter(event)
         _USER_UPDATES.inc()
         # The user's newest event time never decreases, so neither does the version.
-        newest = max(event.timestamp_ms, user.last_event_ms if user is not None else 0)
+        newest = max(event.timestamp_ms, newest or 0)
         user = update_user(user, event, self.embeddings.current(newest), self.config)
         seen.add(event.event_id, event.timestamp_ms, self.allowed_lateness_ms)
         return UserKeyState(user, seen, restored), None
@@ -190,25 +190,6 @@ def replay_key(order: str):
     return lambda e: e.seq
 
 
-def _history(rows: list[dict]):
-    yield beam.pvalue.TaggedOutput(HISTORY, rows)
-    yield beam.pvalue.TaggedOutput(FINAL, rows[-1])
-
-
-def _fold_user(kv, stepper: _UserStepper, order: str):
-    user_id, events = kv
-    _USERS.inc()
-    state, rows = None, []
-    for event in sorted(events, key=replay_key(order)):
-        state, late = stepper.step(state, event)
-        if late is not None:
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, late)
-            continue
-        yield event
-        rows.append(user_row(user_id, state.user))
-    yield from _history(rows)
-
-
 class UpdateUserState(beam.PTransform):
     """ScoredEvent → ``accepted`` events, user_realtime rows and ``dead_letter`` (late,
     duplicate).
@@ -216,9 +197,7 @@ class UpdateUserState(beam.PTransform):
     ``allowed_lateness_s``: how far behind the user's newest event time an event
     may be and still apply; later ones become dead letters with reason ``late``.
     An event_id already applied to the user becomes a dead letter ``duplicate``.
-    ``replay_order`` None streams through a stateful DoFn in processing order and
-    emits ``rows``; ``"arrival"``/``"time"`` (bounded logs) folds each user in that
-    order and emits ``history`` and ``final``. ``restore`` (streaming only): load
+    Emits each updated user's newest row per bundle as ``rows``. ``restore``: load
     each user's state from the store at its first event and carry it on the rows.
     """
 
@@ -227,25 +206,17 @@ class UpdateUserState(beam.PTransform):
         config: StateConfig,
         embeddings: EmbeddingSource,
         allowed_lateness_s: float = 600.0,
-        replay_order: str | None = None,
         restore: StateRestore | None = None,
     ):
         super().__init__()
         if allowed_lateness_s < 0:
             raise ValueError(f"allowed_lateness_s must be >= 0 seconds, got {allowed_lateness_s}")
         self._stepper = _UserStepper(config, int(allowed_lateness_s * 1000), embeddings)
-        self._order = replay_order
         self._restore = restore
 
     def expand(self, events):
         key_by_user = beam.Map(lambda e: (e.user_id, e)).with_output_types(STR_KEYED)
         keyed = events | "KeyByUser" >> key_by_user
-        if self._order:
-            keyed = keyed | "GroupByUser" >> beam.GroupByKey()
-            apply = beam.FlatMap(_fold_user, self._stepper, self._order)
-            return keyed | "FoldInOrder" >> apply.with_outputs(
-                HISTORY, FINAL, DEAD_LETTER, main=ACCEPTED
-            )
         apply = beam.ParDo(_UserStateFn(self._stepper, self._restore))
         return keyed | "ApplyEvents" >> apply.with_outputs(ROWS, DEAD_LETTER, main=ACCEPTED)
 
@@ -287,44 +258,24 @@ class _ItemStateFn(RestoringDoFn):
         yield from self._rows.flush()
 
 
-def _fold_item(kv, config: StateConfig, order: str):
-    item_id, events = kv
-    _ITEMS.inc()
-    state, rows = None, []
-    for event in sorted(events, key=replay_key(order)):
-        state = update_item(state, event, config)
-        rows.append(item_row(item_id, state, config))
-    yield from _history(rows)
-
-
 class UpdateItemState(beam.PTransform):
-    """Accepted ScoredEvents → item_realtime rows (``replay_order`` as in UpdateUserState:
-    None emits one dict per event; bounded emits ``history`` and ``final``).
+    """Accepted ScoredEvents → each updated item's newest row per bundle.
     ``restore``: as in UpdateUserState; an item remembers the ids it applied
     within ``allowed_lateness_s`` of its newest event, to skip a restored duplicate."""
 
     def __init__(
         self,
         config: StateConfig,
-        replay_order: str | None = None,
         restore: StateRestore | None = None,
         allowed_lateness_s: float = 600.0,
     ):
         super().__init__()
         self._config = config
-        self._order = replay_order
         self._restore = restore
         self._lateness_ms = int(allowed_lateness_s * 1000)
 
     def expand(self, events):
         key_by_item = beam.Map(lambda e: (e.item_id, e)).with_output_types(STR_KEYED)
         keyed = events | "KeyByItem" >> key_by_item
-        if self._order:
-            apply = beam.FlatMap(_fold_item, self._config, self._order)
-            return (
-                keyed
-                | "GroupByItem" >> beam.GroupByKey()
-                | "FoldInOrder" >> apply.with_outputs(HISTORY, FINAL)
-            )
         apply = _ItemStateFn(self._config, self._lateness_ms, self._restore)
         return keyed | "ApplyEvents" >> beam.ParDo(apply)

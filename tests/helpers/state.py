@@ -23,7 +23,7 @@ def user_fold(
     states, rows, accepted, late = {}, [], [], []
     for e in events:
         state = states.get(e.user_id)
-        if is_late(state, e, lateness_ms):
+        if is_late(state.last_event_ms if state else None, e.timestamp_ms, lateness_ms):
             late.append(e.event_id)
             continue
         newest = max(e.timestamp_ms, state.last_event_ms if state else 0)

@@ -1,5 +1,5 @@
 """ComputeRewards: each event becomes a ScoredEvent with the short-video reward,
-engagement flag and exposure flag worked out by hand; the sequence number is kept."""
+engagement flag and exposure flag worked out by hand."""
 
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ BY_HAND = {
 }
 
 
-def _expected(seqs: dict[str, int]) -> list[ScoredEvent]:
+def _expected() -> list[ScoredEvent]:
     expected = []
     for e in EVENTS:
         reward, engaged, exposure, conversion = BY_HAND[e.event_id]
@@ -52,27 +52,15 @@ def _expected(seqs: dict[str, int]) -> list[ScoredEvent]:
                 reward,
                 engaged,
                 exposure,
-                seq=seqs.get(e.event_id, 0),
                 conversion=conversion,
-                # Streaming letters carry the event as it came; a bounded log's, its seq.
-                source=None if seqs else e,
+                source=e,  # late and duplicate letters carry the event as it came
             )
         )
     return expected
 
 
-def test_rewards_streaming_and_sequenced():
+def test_rewards_streaming():
     p = batch_pipeline()
     streamed = p | "Events" >> beam.Create(EVENTS) | "Score" >> ComputeRewards(SHORT_VIDEO)
-
-    seqs = {e.event_id: 100 + 10 * k for k, e in enumerate(EVENTS)}
-    pairs = [(seqs[e.event_id], e) for e in EVENTS]
-    sequenced = (
-        p
-        | "Pairs" >> beam.Create(pairs)
-        | "ScoreSeq" >> ComputeRewards(SHORT_VIDEO, sequenced=True)
-    )
-    assert_outputs(
-        {"streaming": (streamed, _expected({})), "sequenced": (sequenced, _expected(seqs))}
-    )
+    assert_outputs({"streaming": (streamed, _expected())})
     p.run().wait_until_finish()

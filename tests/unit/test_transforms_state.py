@@ -1,6 +1,6 @@
 """UpdateUserState and UpdateItemState: the Beam wrappers apply the pure state code
-per key, in processing order (streaming) or in replay order (bounded logs), and
-dead-letter events more than the allowed lateness behind the user's newest one.
+per key in processing order and dead-letter events more than the allowed lateness
+behind the user's newest one. (The backfill's replay orders: test_state_batch_fold.)
 
 Expectations come from folding the same events with the pure updaters; a few
 values are checked by hand. Independent branches share a pipeline to keep the
@@ -15,17 +15,10 @@ import pytest
 from beam_pipelines.embedding_source import EmbeddingSource
 from beam_pipelines.state import StateConfig
 from beam_pipelines.transforms.dead_letters import DEAD_LETTER
-from beam_pipelines.transforms.state import (
-    ACCEPTED,
-    FINAL,
-    HISTORY,
-    ROWS,
-    UpdateItemState,
-    UpdateUserState,
-)
+from beam_pipelines.transforms.state import ACCEPTED, ROWS, UpdateItemState, UpdateUserState
 from feature_repo.features import EVENT_TIMESTAMP, ITEM_KEY, USER_KEY
 from tests.helpers.events import MINUTE_MS, SECOND_MS, T0_MS, scored
-from tests.helpers.pipelines import assert_outputs, batch_pipeline, state_pipeline
+from tests.helpers.pipelines import assert_outputs, state_pipeline
 from tests.helpers.state import item_fold, user_fold
 
 CONFIG = StateConfig()
@@ -127,58 +120,6 @@ def test_item_state_values_by_hand():
 
 
 # Arrival order x, y, z: y is 1000 s behind x (late); z is 500 s behind (applied).
-# Replayed in event-time order nothing is late.
-USER_LOG = [
-    scored("x", "u1", "i1", "like", T0_MS + 1000 * SECOND_MS, seq=1),
-    scored("y", "u1", "i2", "like", T0_MS, seq=2),
-    scored("z", "u1", "i3", "hide", T0_MS + 500 * SECOND_MS, seq=3),
-    scored("w", "u2", "i1", "like", T0_MS, seq=4),
-]
-ORDERS = {"arrival": lambda e: e.seq, "time": lambda e: (e.timestamp_ms, e.seq)}
-
-
-def test_bounded_user_and_item_state_fold_in_replay_order():
-    p = batch_pipeline()
-    # Input deliberately not in seq order: the folds sort.
-    log = p | "UserLog" >> beam.Create(USER_LOG[::-1])
-    checks, applied = {}, {}
-    for order, key in ORDERS.items():
-        rows, accepted, late = _user_fold(sorted(USER_LOG, key=key))
-        applied[order] = ([e.event_id for e in accepted], late)
-        users = log | f"Users_{order}" >> UpdateUserState(
-            CONFIG, EmbeddingSource(), LATENESS_S, replay_order=order
-        )
-        history = list(_per_entity(rows, USER_KEY).values())
-        letters = users[DEAD_LETTER] | f"Letters_{order}" >> beam.Map(_late_letter)
-        late_letters = [
-            ("late", e.event_id, e.timestamp_ms) for e in USER_LOG if e.event_id in late
-        ]
-        checks |= {
-            f"history_{order}": (users[HISTORY], history),
-            f"final_{order}": (users[FINAL], [h[-1] for h in history]),
-            f"accepted_{order}": (users[ACCEPTED], accepted),
-            f"late_{order}": (letters, late_letters),
-        }
-    assert applied == {"arrival": (["x", "z", "w"], ["y"]), "time": (["y", "w", "z", "x"], [])}
-
-    item_log = [e._replace(seq=k) for k, e in enumerate(ITEM_EVENTS[::-1])]
-    item_rows = _item_fold(sorted(item_log, key=ORDERS["time"]))
-    per_item = _per_entity(item_rows, ITEM_KEY)
-    assert [r["item_event_count"] for r in per_item["i1"]] == [1, 2, 3]
-    history = list(per_item.values())
-    items = (
-        p
-        | "ItemLog" >> beam.Create(item_log)
-        | "Items" >> UpdateItemState(CONFIG, replay_order="time")
-    )
-    checks |= {
-        "item_history": (items[HISTORY], history),
-        "item_final": (items[FINAL], [h[-1] for h in history]),
-    }
-    assert_outputs(checks)
-    p.run().wait_until_finish()
-
-
 def test_negative_lateness_is_rejected():
     with pytest.raises(ValueError, match="allowed_lateness_s"):
         UpdateUserState(CONFIG, EmbeddingSource(), allowed_lateness_s=-1)

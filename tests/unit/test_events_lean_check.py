@@ -1,19 +1,18 @@
-"""parse_lines ≡ parse_event: the same event or the same reason and detail per line."""
+"""parse_event's lean check ≡ its full checks: the same event or the same reason and
+detail per line."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from beam_pipelines.batch_parse import EventFields, parse_lines
 from beam_pipelines.events import (
     DEFAULT_VALIDATION,
-    EngagementEvent,
     EventValidationError,
     ValidationConfig,
+    _checked_event,
     parse_event,
 )
 from rtp.simulator.config import DirtyKind, SimulatorConfig
@@ -23,26 +22,16 @@ from tests.unit.test_events import NOW_MS, json_values, known_key_dicts, valid_e
 FUZZ = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
-def _reference(line, config=DEFAULT_VALIDATION):
+def _outcome(parse, line, config):
     try:
-        return parse_event(line, config, NOW_MS)
+        return parse(line, config, NOW_MS)
     except EventValidationError as err:
         return err.reason, err.detail
 
 
-def _batch(lines, config=DEFAULT_VALIDATION):
-    out = []
-    for got in parse_lines(lines, config, NOW_MS):
-        if isinstance(got, EventValidationError):
-            out.append((got.reason, got.detail))
-        else:
-            assert isinstance(got, EventFields)
-            out.append(got.to_event())
-    return out
-
-
 def _assert_same(lines, config=DEFAULT_VALIDATION):
-    assert _batch(lines, config) == [_reference(line, config) for line in lines]
+    got = [_outcome(parse_event, line, config) for line in lines]
+    assert got == [_outcome(_checked_event, line, config) for line in lines]
 
 
 @FUZZ
@@ -88,11 +77,3 @@ def test_simulator_lines_with_every_dirty_kind():
     lines = [record.data for record in simulate(config)]
     limits = ValidationConfig(min_timestamp_ms=0, max_future_ms=10**15)
     _assert_same(lines, limits)
-
-
-def test_event_fields_mirror_the_contract_dataclass():
-    # EventFields copies EngagementEvent's fields to skip its construction: keep in step.
-    contract = dataclasses.fields(EngagementEvent)
-    assert EventFields._fields == tuple(f.name for f in contract)
-    defaults = {f.name: f.default for f in contract if f.default is not dataclasses.MISSING}
-    assert EventFields._field_defaults == defaults
