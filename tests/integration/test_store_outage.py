@@ -232,13 +232,27 @@ def _run(records, users, items, redis_a, redis_b, tmp_path, env) -> None:
     _assert_same(retrying, baseline)
 
     letters = _reasons(jobs["lettering"][1])
+    # The quiet keys' last rows fall in the outage when the job keeps pace with the
+    # stream; a job lagging by more than 8 s (a loaded machine) writes them after it,
+    # and then every letter is superseded by a newer stored row: nothing is stale.
+    stale = not _same(_views(configs["lettering"], *ids), baseline)
     first = _replay(jobs["lettering"][1], jobs["lettering"][2])
     second = _replay(jobs["lettering"][1], jobs["lettering"][2])
-    print(f"lettering job: letters {dict(letters)}; replay {first['written']}")
-    print(f"replayed again: {second['written']}")
+    print(f"lettering job: letters {dict(letters)}; stale rows before replay: {stale}")
+    print(f"replay {first['written']}; replayed again: {second['written']}")
     assert letters["store_write_failed"] > 0 and set(letters) == {"store_write_failed"}
-    assert sum(first["written"].values()) > 0 and sum(second["written"].values()) == 0
+    if stale:  # the replay is what brings the store level with the baseline
+        assert sum(first["written"].values()) > 0
+    assert sum(second["written"].values()) == 0
     _assert_same(_views(configs["lettering"], *ids), baseline)
+
+
+def _same(got: dict, want: dict) -> bool:
+    try:
+        _assert_same(got, want)
+    except AssertionError:
+        return False
+    return True
 
 
 def _assert_same(got: dict, want: dict) -> None:
