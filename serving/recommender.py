@@ -330,7 +330,7 @@ class Recommender:
         """``ranked`` with the user's best new items in their reserved slots
         (``serving.new_items``): content cosine as the score, no store read."""
         cache = parts.new_items
-        if cache is None:
+        if cache is None or "new_items" not in request.ranking.candidate_sources:
             return ranked
         config = cache.config
         recent = [i for i in user.get(USER_RECENT_ITEMS) or [] if i not in request.hidden]

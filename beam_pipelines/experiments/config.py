@@ -36,8 +36,10 @@ from beam_pipelines.events import MAX_CONTEXT_VALUE_CHARS
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 """Experiment, variant and layer names: no comma, which joins names in an event's context."""
 
-CandidateSource = Literal["retriever", "coengagement"]
-CANDIDATE_SOURCES: tuple[CandidateSource, ...] = ("retriever", "coengagement")
+CandidateSource = Literal["retriever", "coengagement", "new_items"]
+# ``new_items``: the service's reserved slots for uploads newer than the model
+# version (``serving.new_items``; they appear only where ``new_items`` is configured).
+CANDIDATE_SOURCES: tuple[CandidateSource, ...] = ("retriever", "coengagement", "new_items")
 
 # Settings a variant may change (its ``overrides``), in the order they are listed.
 SETTINGS = ("explore_share", "diversity_weight", "candidate_sources", "freeze_ms")

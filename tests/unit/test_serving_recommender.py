@@ -342,3 +342,14 @@ def test_a_new_item_matching_the_recent_content_takes_a_reserved_slot() -> None:
     ]
     assert items[2].score == 1.0
     assert [r.item_id for r in result.recommend("u", 1).items] == ["a"]  # k // 2 = 0 slots
+
+
+def test_new_item_slots_follow_the_candidate_sources() -> None:
+    """An experiment variant without the ``new_items`` source shows no new item."""
+    result = recommender(FakeStore({"u": user()}), candidate_sources=["retriever", "coengagement"])
+    result.parts = dataclasses.replace(result.parts, new_items=FakeNewItems())
+
+    items = result.recommend("u", 4).items
+
+    assert NEW_ITEM not in {r.source for r in items}
+    assert [r.item_id for r in items] == ["a", "c", "d", "e"]
