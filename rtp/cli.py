@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
+import threading
 from typing import NamedTuple
 
 from beam_pipelines.console import configure_logging, request_verbose
@@ -92,6 +94,10 @@ def parse_command_args(command: Command, argv: list[str]) -> None:
         module.parser().parse_args(argv)
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     verbose = False
@@ -115,6 +121,14 @@ def main(argv: list[str] | None = None) -> int:
         from serving.quiet import import_tensorflow
 
         import_tensorflow()
+    # SIGTERM (``kill PID``, a supervisor stopping the command) unwinds like Ctrl-C:
+    # ``finally`` blocks run, so the emulators and servers a command started are
+    # stopped by pid instead of outliving it. ``rtp serve`` installs uvicorn's own.
+    if (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    ):
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     module = importlib.import_module(command.module)
     return int(module.main(rest) or 0)
 

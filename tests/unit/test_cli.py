@@ -274,3 +274,37 @@ def test_a_missing_log_or_an_unknown_reward_is_a_usage_error(
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"usage: rtp {name} ") and message in err
+
+
+def test_sigterm_unwinds_a_command_like_ctrl_c() -> None:
+    """``kill PID`` runs the command's ``finally`` blocks (servers stopped by pid)."""
+    import signal
+    import subprocess
+    import sys
+
+    code = """
+import argparse, sys, time, types
+from rtp import cli
+module = types.ModuleType("sleeper")
+def main(argv):
+    try:
+        print("ready", flush=True)
+        time.sleep(60)
+    finally:
+        print("cleaned up", flush=True)
+module.main, module.parser = main, argparse.ArgumentParser
+sys.modules["sleeper"] = module
+cli.COMMANDS["sleep"] = cli.Command("sleeper", "sleep")
+sys.exit(cli.main(["sleep"]))
+"""
+    process = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert "cleaned up" in out, err
+    assert process.returncode == 128 + signal.SIGTERM
