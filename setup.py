@@ -25,6 +25,10 @@ PIPELINE = [
     "safetensors==0.8.0",
 ]
 
+# Beam's DaskRunner (rtp backfill --runner DaskRunner): dask.distributed at the
+# version of the dask Beam's dependencies installed (they release together).
+DASK = ["distributed==2026.8.0"]
+
 # Pinned together: these resolve cleanly on Python 3.11 (TFRS needs Keras 2,
 # hence tf-keras at the TensorFlow version). The service needs them all too: it
 # loads the SavedModels through models.registry (TFRS layers, Keras 2) and talks
@@ -71,9 +75,10 @@ setup(
     install_requires=PIPELINE,
     extras_require={
         "pipeline": PIPELINE,
+        "dask": DASK,
         "train": TRAIN,
         "serve": SERVE,
-        "all": list(dict.fromkeys([*TRAIN, *SERVE])),  # rtp demo and every command
+        "all": list(dict.fromkeys([*TRAIN, *SERVE, *DASK])),  # rtp demo and every command
         "test": TEST,
     },
     entry_points={"console_scripts": ["rtp = rtp.cli:main"]},

@@ -8,7 +8,11 @@ the entity's newest event time: the point-in-time history Feast's offline store
 reads), optionally the final values to the online store, and ``summary.json``.
 Events are replayed in event-time order unless ``--order arrival`` asks for a
 stream's arrival order (the file order).
-Runs on Beam's FnApiRunner (named explicitly, see ARCHITECTURE.md).
+Runs on Beam's FnApiRunner (named explicitly, see ARCHITECTURE.md), or with
+``--runner DaskRunner [--dask_address HOST:PORT]`` on Beam's DaskRunner
+(``backfill_runner``): a ``dask.distributed`` scheduler, or a LocalCluster of
+``--dask_workers`` processes. Every output feeds one last step (``Done``): the
+DaskRunner computes only what the pipeline's last step depends on.
 """
 
 from __future__ import annotations
@@ -26,10 +30,22 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
-from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
+from beam_pipelines.backfill_counts import counts_from_outputs
+from beam_pipelines.backfill_runner import (
+    RUNNERS,
+    backfill_pipeline,
+    has_metrics,
+    run_to_completion,
+)
 from beam_pipelines.console import configure_logging
-from beam_pipelines.event_logs import FORMATS, EventLogParser, expand_paths, read_chunks
+from beam_pipelines.event_logs import (
+    FORMATS,
+    EventLogParser,
+    count_records,
+    expand_paths,
+    read_split,
+)
 from beam_pipelines.history import arrow_schema
 from beam_pipelines.history_sink import WriteHistoryTables
 from beam_pipelines.jobs_common import (
@@ -39,7 +55,7 @@ from beam_pipelines.jobs_common import (
     store_config,
 )
 from beam_pipelines.rewards import load_reward_config
-from beam_pipelines.sinks import FeastSinkFactory, WriteDeadLetters
+from beam_pipelines.sinks import FeastSinkFactory, WriteDeadLetterFiles
 from beam_pipelines.transforms.coengagement import ITEM_PAIR_ROWS, USER_PAIR_ROWS
 from beam_pipelines.transforms.graph import (
     DEAD_LETTERS,
@@ -49,7 +65,11 @@ from beam_pipelines.transforms.graph import (
     USER_HISTORY,
     FeatureSettings,
 )
-from beam_pipelines.transforms.history_graph import ComputeFeatureHistory
+from beam_pipelines.transforms.history_graph import (
+    EVENTS_PER_SHARD,
+    ComputeFeatureHistory,
+    shards_for,
+)
 from beam_pipelines.transforms.write import WriteFeatures
 from feature_repo.features import (
     ITEM_COENGAGEMENT,
@@ -71,44 +91,70 @@ def _count_read(chunk):
 
 
 class ReadEventLog(beam.PTransform):
-    """Files matching ``pattern`` → ``(seqs, records)`` chunks (``seq``: arrival order)."""
+    """Files matching ``pattern`` → ``(seqs, records)`` chunks (``seq``: arrival order).
 
-    def __init__(self, pattern: str, fmt: str):
+    ``splits`` > 1 reads each file in that many interleaved parts (``read_split``),
+    one element each: the DaskRunner's tasks follow its input's elements, so one
+    file would otherwise be one task at every stage.
+    """
+
+    def __init__(self, pattern: str, fmt: str, splits: int = 1):
         super().__init__()
         if fmt not in FORMATS:
             raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+        if splits < 1:
+            raise ValueError(f"splits must be >= 1, got {splits}")
         self._paths = expand_paths(pattern)
         self._fmt = fmt
+        self._splits = splits
 
     def expand(self, pipeline):
+        parts = [
+            (index, path, part)
+            for index, path in enumerate(self._paths)
+            for part in range(self._splits)
+        ]
         return (
             pipeline
-            | "ListFiles" >> beam.Create(list(enumerate(self._paths)))
-            | "ReadChunks" >> beam.FlatMap(read_chunks, self._fmt)
+            | "ListFiles" >> beam.Create(parts)
+            | "ReadChunks" >> beam.FlatMap(read_split, self._fmt, self._splits)
             | "CountRead" >> beam.Map(_count_read)
         )
 
 
 class WriteHistory(beam.PTransform):
-    """Arrow tables of one view → Parquet under ``<offline_dir>/<view>/``."""
+    """``(shard, table)`` of one view → ``<offline_dir>/<view>/part-SSSSS-of-NNNNN.parquet``
+    (parts of an earlier run are removed first); the output is the paths."""
 
-    def __init__(self, offline_dir: pathlib.Path, view: str):
+    def __init__(self, offline_dir: pathlib.Path, view: str, shards: int):
         super().__init__()
-        self._prefix = str(offline_dir / view / "part")
+        directory = offline_dir / view
+        for stale in directory.glob("part-*.parquet"):
+            stale.unlink()
+        self._prefix = str(directory / "part")
         self._schema = arrow_schema(view)
+        self._shards = shards
 
     def expand(self, tables):
-        return tables | "ToParquet" >> WriteHistoryTables(self._prefix, self._schema)
+        return tables | "ToParquet" >> WriteHistoryTables(self._prefix, self._schema, self._shards)
 
 
-def build(pipeline, args: argparse.Namespace, settings: FeatureSettings, out: pathlib.Path):
+def build(
+    pipeline, args: argparse.Namespace, settings: FeatureSettings, out: pathlib.Path, shards: int
+):
+    # On Dask the log is read in as many parts as shards (its tasks, see ReadEventLog).
+    splits = shards if args.runner == "DaskRunner" else 1
+    read = ReadEventLog(args.events, args.format, splits)
     features = (
         pipeline
-        | "ReadEventLog" >> ReadEventLog(args.events, args.format)
-        | "ComputeFeatureHistory" >> ComputeFeatureHistory(settings, finals=args.online)
+        | "ReadEventLog" >> read
+        | "ComputeFeatureHistory"
+        >> ComputeFeatureHistory(settings, finals=args.online, shards=shards)
     )
-    for tag, view in ((USER_HISTORY, USER_REALTIME), (ITEM_HISTORY, ITEM_REALTIME)):
-        features[tag] | f"History_{view}" >> WriteHistory(out / "offline", view)
+    written = [
+        features[tag] | f"History_{view}" >> WriteHistory(out / "offline", view, shards)
+        for tag, view in ((USER_HISTORY, USER_REALTIME), (ITEM_HISTORY, ITEM_REALTIME))
+    ]
     letters = [features[DEAD_LETTERS]]
     if args.online:
         sink = FeastSinkFactory(store_config(args.store_config, args.store_path))
@@ -120,18 +166,25 @@ def build(pipeline, args: argparse.Namespace, settings: FeatureSettings, out: pa
         )
         for tag, view in finals:
             letters.append(features[tag] | f"Online_{view}" >> WriteFeatures(sink, view))
-    (
+    written.append(
         letters
         | "AllDeadLetters" >> beam.Flatten()
-        | "WriteDeadLetters" >> WriteDeadLetters(str(out / "dead_letters"))
+        | "WriteDeadLetters" >> WriteDeadLetterFiles(str(out / "dead_letters"))
     )
+    # Last, and after every write: a runner that computes only what the last step
+    # needs (the DaskRunner) then runs them all.
+    _ = written | "AllWritten" >> beam.Flatten() | "Done" >> beam.Map(lambda path: path)
 
 
-def summarize(result, wall_s: float, args: argparse.Namespace) -> dict[str, Any]:
-    counters = {
+def counters(result) -> dict[str, int]:
+    """The ``rtp`` counters of a finished job."""
+    return {
         c.key.metric.name: c.committed
         for c in result.metrics().query(MetricsFilter().with_namespace("rtp"))["counters"]
     }
+
+
+def summarize(counters: dict[str, int], wall_s: float, args: argparse.Namespace) -> dict[str, Any]:
     by_reason = {
         name.removeprefix("dead_letter_"): value
         for name, value in sorted(counters.items())
@@ -178,6 +231,8 @@ def fewer_collections(young_threshold: int = 200_000):
 
 def run_backfill(argv: list[str]) -> dict[str, Any]:
     args = parser().parse_args(argv)
+    if args.runner == "DaskRunner" and args.online:
+        raise ValueError("--online runs on the FnApiRunner only (not yet checked on Dask)")
     out = pathlib.Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     reward = reward_name(args)
@@ -189,12 +244,15 @@ def run_backfill(argv: list[str]) -> dict[str, Any]:
         replay_order=args.order,
     )
     started = time.perf_counter()
-    pipeline = beam.Pipeline(runner=FnApiRunner())
-    build(pipeline, args, settings, out)
-    with fewer_collections():
-        result = pipeline.run()
-        result.wait_until_finish()
-    summary = summarize(result, time.perf_counter() - started, args)
+    shards = shards_for(
+        count_records(expand_paths(args.events), args.format), args.events_per_shard
+    )
+    with backfill_pipeline(args.runner, shards, args.dask_address, args.dask_workers) as p:
+        build(p, args, settings, out, shards)
+        with fewer_collections():
+            result = run_to_completion(p)
+    counts = counters(result) if has_metrics(args.runner) else counts_from_outputs(out)
+    summary = summarize(counts, time.perf_counter() - started, args)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -227,6 +285,28 @@ def parser() -> argparse.ArgumentParser:
         "duplicates (for parity tests against a stream).",
     )
     p.add_argument("--online", action="store_true", help="Also write the final values online.")
+    p.add_argument(
+        "--runner",
+        choices=RUNNERS,
+        default="FnApiRunner",
+        help="FnApiRunner (default): Beam's local runner, in this process. DaskRunner: "
+        "Beam's runner on dask.distributed (pip install '.[dask]'), at --dask_address "
+        "or on a LocalCluster of --dask_workers processes; without --online.",
+    )
+    p.add_argument("--dask_address", help="DaskRunner: a dask scheduler's HOST:PORT.")
+    p.add_argument(
+        "--dask_workers",
+        type=int,
+        default=2,
+        help="DaskRunner without --dask_address: LocalCluster worker processes (default 2).",
+    )
+    p.add_argument(
+        "--events_per_shard",
+        type=int,
+        default=EVENTS_PER_SHARD,
+        help="Sharding: ceil(records in the log / this) shards, so a fold holds about "
+        f"this many events (default {EVENTS_PER_SHARD}).",
+    )
     add_store_arguments(p, others="rtp stream and rtp serve")
     return p
 
@@ -236,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     cli = parser()
     args = cli.parse_args(argv)
+    if args.runner == "DaskRunner" and args.online:
+        cli.error("--online runs on the FnApiRunner only (not yet checked on the DaskRunner)")
     check_log_inputs(cli, args.events, reward_name(args))
     summary = run_backfill(argv)
     print(json.dumps(summary, indent=2))

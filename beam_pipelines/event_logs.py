@@ -127,6 +127,34 @@ def read_chunks(
         yield seqs, records
 
 
+def read_split(
+    split: tuple[int, str, int], fmt: str, splits: int
+) -> Iterator[tuple[list[int], list[bytes]]]:
+    """The chunks of one file whose index is ``part`` modulo ``splits``, for
+    ``split = (file_index, path, part)``: ``splits`` readers share a file's parsing
+    (each reads the file, keeps a chunk in ``splits``)."""
+    file_index, path, part = split
+    for index, chunk in enumerate(read_chunks((file_index, path), fmt)):
+        if index % splits == part:
+            yield chunk
+
+
+def count_records(paths: Sequence[str], fmt: str) -> int:
+    """About how many records the files hold (newlines; Parquet: its row counts):
+    a size for sharding, counted without parsing."""
+    import pyarrow.parquet as pq
+
+    total = 0
+    for path in paths:
+        with FileSystems.open(path) as handle:
+            if fmt == "parquet":
+                total += pq.ParquetFile(handle).metadata.num_rows
+                continue
+            while block := handle.read(1 << 22):
+                total += block.count(b"\n")
+    return total
+
+
 def parse_log(
     pattern: str, fmt: str, validation: ValidationConfig, now_ms: int | None = None
 ) -> tuple[list[EngagementEvent], collections.Counter[str]]:

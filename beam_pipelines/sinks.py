@@ -93,6 +93,19 @@ class _WriteDeadLetterFiles(beam.DoFn):
         self._lines = []
 
 
+class WriteDeadLetterFiles(beam.PTransform):
+    """Dead letters → JSONL files under ``directory``, one per bundle. The output is
+    empty: a later step can depend on it (a runner that computes only what the
+    last step needs, the DaskRunner, then still writes the files)."""
+
+    def __init__(self, directory: str):
+        super().__init__()
+        self._directory = directory
+
+    def expand(self, letters):
+        return letters | "Write" >> beam.ParDo(_WriteDeadLetterFiles(self._directory))
+
+
 class WriteDeadLetters(beam.PTransform):
     """Dead letters to JSONL files under a directory and/or a Pub/Sub topic."""
 
@@ -105,7 +118,7 @@ class WriteDeadLetters(beam.PTransform):
 
     def expand(self, letters):
         if self._directory:
-            letters | "ToFiles" >> beam.ParDo(_WriteDeadLetterFiles(self._directory))
+            letters | "ToFiles" >> WriteDeadLetterFiles(self._directory)
         if self._topic:
             (
                 letters

@@ -45,9 +45,12 @@ from beam_pipelines.transforms.graph import (
     FeatureSettings,
 )
 from beam_pipelines.transforms.state import ACCEPTED, FINAL, HISTORY, duplicate_letter, late_letter
+from beam_pipelines.transforms.tagged import TaggedParDo
 
-SHARDS = 4  # groups per stage: few and large (the runner's cost is per element)
+EVENTS_PER_SHARD = 50_000  # events a fold holds at once, on average (see shards_for)
+MAX_SHARDS = 4096
 _SHARDED = typehints.KV[int, ScoredColumns]
+_SHARD_TABLE = typehints.Tuple[int, pa.Table]
 
 _VALID = Metrics.counter("rtp", "events_valid")
 _INVALID = Metrics.counter("rtp", "events_invalid")
@@ -72,16 +75,32 @@ class _ParseChunks(beam.DoFn):
             yield columns
 
 
-def _by_shard(columns: ScoredColumns, field: str):
+def shards_for(events: int, events_per_shard: int = EVENTS_PER_SHARD) -> int:
+    """Shards of a log of about ``events`` events: ``ceil(events / events_per_shard)``,
+    at least 1 and at most ``MAX_SHARDS``.
+
+    A fold holds one shard's events as one element (one ``ScoredColumns``), so this
+    bounds an element at about ``events_per_shard`` events, a few MB, and gives a
+    distributed runner ``events / events_per_shard`` tasks per stage. Keys are
+    hashed to shards, so a shard's size varies around the mean; one key (a user,
+    an item) never splits, so a key with more events than that makes its shard
+    larger (its state is one replay).
+    """
+    if events_per_shard < 1:
+        raise ValueError(f"events_per_shard must be >= 1, got {events_per_shard}")
+    return min(MAX_SHARDS, max(1, -(-events // events_per_shard)))
+
+
+def _by_shard(columns: ScoredColumns, field: str, n_shards: int):
     """``(shard, columns)`` per shard present, events in their order; the shard of a
     key is stable across processes (crc32, not ``hash``)."""
     keys = getattr(columns, field)
     codes, distinct = key_codes(keys)
-    shard_of_key = np.fromiter((zlib.crc32(k.encode()) % SHARDS for k in distinct), np.int64)
+    shard_of_key = np.fromiter((zlib.crc32(k.encode()) % n_shards for k in distinct), np.int64)
     shards = shard_of_key[codes]
     by = np.argsort(shards, kind="stable")
-    bounds = np.searchsorted(shards[by], np.arange(SHARDS + 1)).tolist()
-    for shard in range(SHARDS):
+    bounds = np.searchsorted(shards[by], np.arange(n_shards + 1)).tolist()
+    for shard in range(n_shards):
         if bounds[shard + 1] > bounds[shard]:
             yield shard, columns.take(by[bounds[shard] : bounds[shard + 1]].tolist())
 
@@ -96,7 +115,7 @@ class _FoldShard(beam.DoFn):
 
 class _FoldUsers(_FoldShard):
     def process(self, element):
-        _, parts = element
+        shard, parts = element
         s = self._settings
         columns = ScoredColumns.concat(parts)
         lateness_ms = int(s.allowed_lateness_s * 1000)
@@ -112,42 +131,47 @@ class _FoldUsers(_FoldShard):
         _USER_UPDATES.inc(len(history.applied))
         # The item stage sorts again: with nothing dropped, no need to reorder.
         yield columns if not letters else columns.take(history.applied.tolist())
-        yield beam.pvalue.TaggedOutput(HISTORY, user_table(history))
+        yield beam.pvalue.TaggedOutput(HISTORY, (shard, user_table(history)))
         for row in user_finals(history) if self._finals else ():
             yield beam.pvalue.TaggedOutput(FINAL, row)
 
 
 class _FoldItems(_FoldShard):
     def process(self, element):
-        _, parts = element
+        shard, parts = element
         s = self._settings
         history = fold_items(ScoredColumns.concat(parts), s.state, s.replay_order)
         _ITEMS.inc(len(history.items))
-        yield beam.pvalue.TaggedOutput(HISTORY, item_table(history, s.state))
+        yield beam.pvalue.TaggedOutput(HISTORY, (shard, item_table(history, s.state)))
         for row in item_finals(history, s.state) if self._finals else ():
             yield beam.pvalue.TaggedOutput(FINAL, row)
 
 
 class ComputeFeatureHistory(beam.PTransform):
     """``(seqs, lines)`` chunks of a bounded log → ``{user_history, item_history}``
-    (Arrow tables in ``history.arrow_schema``), ``{user_final, item_final}`` (the last
-    row of each entity) and ``dead_letters``. ``finals=False`` leaves
-    the final outputs empty, for a job that does not write them; with finals the
-    final co-engagement rows come too (``{user_pair_rows, item_pair_rows}``)."""
+    (``(shard, table)``, Arrow tables in ``history.arrow_schema``, one per shard),
+    ``{user_final, item_final}`` (the last row of each entity) and ``dead_letters``.
+    ``finals=False`` leaves the final outputs empty, for a job that does not write
+    them; with finals the final co-engagement rows come too
+    (``{user_pair_rows, item_pair_rows}``). ``shards``: groups per stage
+    (``shards_for``)."""
 
-    def __init__(self, settings: FeatureSettings, finals: bool = True):
+    def __init__(self, settings: FeatureSettings, finals: bool = True, shards: int = 1):
         super().__init__()
+        if not 1 <= shards <= MAX_SHARDS:
+            raise ValueError(f"shards must be in 1..{MAX_SHARDS}, got {shards}")
         self._settings = settings
         self._finals = finals
+        self._shards = shards
 
     def expand(self, chunks):
-        s = self._settings
+        s, n = self._settings, self._shards
         parsed = chunks | "ParseChunks" >> _par_do(
             _ParseChunks(s.validation(), s.rewards), ScoredColumns, DEAD_LETTER, main=ACCEPTED
         )
         users = (
             parsed[ACCEPTED]
-            | "ShardByUser" >> beam.FlatMap(_by_shard, "user_id").with_output_types(_SHARDED)
+            | "ShardByUser" >> beam.FlatMap(_by_shard, "user_id", n).with_output_types(_SHARDED)
             | "GroupByUserShard" >> beam.GroupByKey()
             | "FoldUsers"
             >> _par_do(
@@ -161,7 +185,7 @@ class ComputeFeatureHistory(beam.PTransform):
         )
         items = (
             users[ACCEPTED]
-            | "ShardByItem" >> beam.FlatMap(_by_shard, "item_id").with_output_types(_SHARDED)
+            | "ShardByItem" >> beam.FlatMap(_by_shard, "item_id", n).with_output_types(_SHARDED)
             | "GroupByItemShard" >> beam.GroupByKey()
             | "FoldItems"
             >> _par_do(_FoldItems(s, self._finals), typehints.Any, HISTORY, FINAL, main="none")
@@ -194,9 +218,9 @@ def _events(columns: ScoredColumns):
 
 
 def _par_do(fn: beam.DoFn, main_type, *tags: str, main: str):
-    """A ParDo with declared output types: otherwise Beam infers them from process's
-    bytecode at construction (over a second for these DoFns), and the history
-    tables get a coder that sizes them without pickling (``batch_coders``)."""
-    tagged = {tag: pa.Table if tag == HISTORY else typehints.Any for tag in tags}
-    typed = beam.ParDo(fn).with_output_types(main_type, **tagged)
-    return typed.with_outputs(*tags, main=main)
+    """A multi-output ParDo that every runner keeps apart (``TaggedParDo``), with
+    declared output types: otherwise Beam infers them from process's bytecode at
+    construction (over a second for these DoFns), and the history tables get a
+    coder that sizes them without pickling (``batch_coders``)."""
+    types = {tag: _SHARD_TABLE if tag == HISTORY else typehints.Any for tag in tags}
+    return TaggedParDo(fn, *tags, main=main, types={**types, main: main_type})
