@@ -32,6 +32,8 @@ import tensorflow_recommenders as tfrs
 
 from models.inputs import RANKER_INPUTS, input_specs
 from models.ranker import EXPECTED_REWARD, LOGIT, RankerModel
+from models.sequential_export import keras_metadata_notes_dropped
+from models.sequential_export import save as save_sequential
 from models.towers import QUERY_INPUTS, QueryTower
 
 RETRIEVAL, RANKER, ITEM_EMBEDDINGS = "retrieval", "ranker", "item_embeddings"
@@ -175,7 +177,8 @@ def write_warmup(
 def _save(
     module: tf.Module, staging: pathlib.Path, name: str, warmup: list[Mapping[str, np.ndarray]]
 ) -> None:
-    tf.saved_model.save(module, str(staging), signatures=module.signatures())
+    with keras_metadata_notes_dropped():
+        tf.saved_model.save(module, str(staging), signatures=module.signatures())
     write_warmup(staging, name, warmup)
 
 
@@ -272,7 +275,7 @@ def export_all(
     if sequential is not None:  # models.sequential_export.SequentialModule of this version
         module = sequential(version)
         staging = _staging(base, SEQUENTIAL, version)
-        tf.saved_model.save(module, str(staging), signatures=module.signatures())
+        save_sequential(module, staging)
         published.append(_publish(staging, version))
     staging = _staging(base, ITEM_EMBEDDINGS, version)
     write_item_table(staging, item_ids, table, version)

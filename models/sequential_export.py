@@ -22,12 +22,15 @@ the attention blocks and one ``[d] × [catalogue, d]`` product.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import pathlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 import tensorflow as tf
 
+from beam_pipelines.console import verbose_requested
 from feature_repo.features import USER_RECENT_ITEMS, USER_RECENT_REWARDS, USER_RECENT_TS_MS
 from models.candidate_features import FEATURES
 from models.candidate_ranker import EXPECTED_REWARD as RANKER_REWARD
@@ -159,5 +162,35 @@ def warmup_batches(
     return out
 
 
+class KerasMetadataNotes(logging.Filter):
+    """Drops Keras's notes that a subclassed layer's Python config cannot be saved
+    ("Skipping full serialization ...", "... non-serializable objects"): the contract
+    is the exported signatures, which load without that config, so every export
+    would print lines nobody can act on. Other TensorFlow warnings pass."""
+
+    NOTES = (
+        "Skipping full serialization of TF-Keras layer",
+        "Model's `__init__()` arguments contain non-serializable objects",
+    )
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.NOTES)
+
+
+@contextlib.contextmanager
+def keras_metadata_notes_dropped() -> Iterator[None]:
+    """``KerasMetadataNotes`` on the ``tensorflow`` logger, unless verbose."""
+    if verbose_requested():
+        yield
+        return
+    logger, notes = logging.getLogger("tensorflow"), KerasMetadataNotes()
+    logger.addFilter(notes)
+    try:
+        yield
+    finally:
+        logger.removeFilter(notes)
+
+
 def save(module: SequentialModule, directory: pathlib.Path) -> None:
-    tf.saved_model.save(module, str(directory), signatures=module.signatures())
+    with keras_metadata_notes_dropped():
+        tf.saved_model.save(module, str(directory), signatures=module.signatures())

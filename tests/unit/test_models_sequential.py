@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from feature_repo.features import USER_FEATURES
 from models import sequential as sq
 from models.catalog import Catalog
 from models.sequence_training import train_sequence, user_sequences
-from models.sequential_export import SEQUENCE_INPUTS, SequentialModule
+from models.sequential_export import SEQUENCE_INPUTS, KerasMetadataNotes, SequentialModule, save
 
 T0 = 1_700_000_000_000
 
@@ -61,10 +62,13 @@ def trained():
     return catalog, train_sequence(catalog, sequences, config)
 
 
-def test_save_load_same_top_k(trained, tmp_path) -> None:
+def test_save_load_same_top_k(trained, tmp_path, caplog) -> None:
     catalog, model = trained
     module = SequentialModule(model.model, catalog.item_ids, k=5, version=7)
-    tf.saved_model.save(module, str(tmp_path), signatures=module.signatures())
+    with caplog.at_level(logging.WARNING, logger="tensorflow"):
+        save(module, tmp_path)
+    notes = [r for r in caplog.records if r.getMessage().startswith(KerasMetadataNotes.NOTES)]
+    assert notes == []  # Keras's notes on the Python config: quiet by default
     loaded = tf.saved_model.load(str(tmp_path))
     serve = loaded.signatures["serving_default"]
     assert set(serve.structured_input_signature[1]) == set(SEQUENCE_INPUTS)
@@ -197,3 +201,16 @@ def test_pretrained_content_vectors_join_the_item_table(trained, tmp_path) -> No
     projected = model.model.encoder.pretrained_out(tf.constant(pretrained)).numpy()
     np.testing.assert_allclose(projected[6], projected[7])
     assert not np.allclose(table, table - projected)
+
+
+def test_keras_metadata_notes_are_dropped_and_other_warnings_kept() -> None:
+    notes = KerasMetadataNotes()
+
+    def record(message: str) -> logging.LogRecord:
+        return logging.LogRecord("tensorflow", logging.WARNING, "x", 1, message, None, None)
+
+    assert not notes.filter(record("Skipping full serialization of TF-Keras layer <x>, ..."))
+    assert not notes.filter(
+        record("Model's `__init__()` arguments contain non-serializable objects. Please ...")
+    )
+    assert notes.filter(record("Found untraced functions such as ..."))
