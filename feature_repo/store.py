@@ -134,10 +134,16 @@ def load_store_config(
 
 
 def read_store_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The settings of a store YAML file: a local path or any Beam filesystem URI
-    (``gs://…``, read on the job's workers too). ``${VAR}`` is replaced from the
-    environment (as Feast does), so a deployment can keep hosts and instance names
-    out of the file."""
+    """The settings of a store YAML file (``read_yaml_mapping``)."""
+    return read_yaml_mapping(path, "a mapping of store settings")
+
+
+def read_yaml_mapping(path: str | os.PathLike[str], expected: str) -> dict[str, Any]:
+    """A YAML file holding one mapping (store, serving or experiments settings): a
+    local path or any Beam filesystem URI (``gs://…``, read on the job's workers
+    too). ``${VAR}`` is replaced from the environment (as Feast does), so a
+    deployment can keep hosts and instance names out of the file. ``expected``
+    names the mapping in the error raised when the file holds something else."""
     path = str(path)
     if _is_local(path):
         text = Path(path).read_text()
@@ -148,7 +154,7 @@ def read_store_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
             text = handle.read().decode("utf-8")
     data = yaml.safe_load(os.path.expandvars(text))
     if not isinstance(data, Mapping):
-        raise TypeError(f"{path}: expected a mapping of store settings, got {data!r}")
+        raise TypeError(f"{path}: expected {expected}, got {data!r}")
     return dict(data)
 
 

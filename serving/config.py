@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -28,7 +26,7 @@ from pydantic import (
 from beam_pipelines.events import DEFAULT_EVENT_TYPES
 from beam_pipelines.experiments.config import CANDIDATE_SOURCES, CandidateSource, ExperimentsConfig
 from beam_pipelines.state.config import StateConfig
-from feature_repo.store import SqliteStoreConfig, StoreConfig
+from feature_repo.store import SqliteStoreConfig, StoreConfig, read_yaml_mapping
 from models.blend import BLEND_CANDIDATES, BLEND_WEIGHT
 
 TOPIC_PATTERN = r"^projects/[^/]+/topics/[^/]+$"
@@ -359,7 +357,6 @@ def load_serving_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> S
     """Validated config from a mapping or a YAML file (``${VAR}`` expanded)."""
     if isinstance(source, Mapping):
         return _SERVING_CONFIG.validate_python(dict(source))
-    data = yaml.safe_load(os.path.expandvars(Path(source).read_text()))
-    if not isinstance(data, Mapping):
-        raise TypeError(f"{source}: expected a mapping of serving settings, got {data!r}")
-    return _SERVING_CONFIG.validate_python(dict(data))
+    return _SERVING_CONFIG.validate_python(
+        read_yaml_mapping(source, "a mapping of serving settings")
+    )

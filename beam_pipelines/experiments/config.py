@@ -25,13 +25,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from beam_pipelines.events import MAX_CONTEXT_VALUE_CHARS
+from feature_repo.store import read_yaml_mapping
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 """Experiment, variant and layer names: no comma, which joins names in an event's context."""
@@ -218,7 +217,6 @@ def load_experiments_config(
         return source
     if isinstance(source, Mapping):
         return ExperimentsConfig.model_validate(dict(source))
-    data = yaml.safe_load(os.path.expandvars(Path(source).read_text()))
-    if not isinstance(data, Mapping):
-        raise TypeError(f"{source}: expected a mapping with 'experiments', got {data!r}")
-    return ExperimentsConfig.model_validate(dict(data))
+    return ExperimentsConfig.model_validate(
+        read_yaml_mapping(source, "a mapping with 'experiments'")
+    )
