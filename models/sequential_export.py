@@ -214,4 +214,21 @@ def save(module: SequentialModule, directory: pathlib.Path) -> None:
     with keras_metadata_notes_dropped():
         tf.saved_model.save(module, str(directory), signatures=module.signatures())
     if module.with_ann:
-        ann.build(module.table.numpy(), module.k).write(directory)
+        table = module.table.numpy()
+        ann.build(table, module.k, probes=probe_queries(module)).write(directory)
+
+
+def probe_queries(module: SequentialModule, users: int = 200, events: int = 10) -> np.ndarray:
+    """Query vectors of ``users`` made-up histories (``events`` random catalogue items
+    a minute apart, reward 1): the model's own queries for the index's calibration,
+    closer to what it will be asked than rows of the item table."""
+    rng = np.random.default_rng(0)
+    ids = module.item_ids.numpy()
+    items = ids[rng.integers(0, len(ids), (users, events))]
+    ts = 1_700_000_000_000 - 60_000 * np.arange(events, dtype=np.int64)
+    inputs = {
+        USER_RECENT_ITEMS: tf.constant(items),
+        USER_RECENT_TS_MS: tf.constant(np.tile(ts, (users, 1))),
+        USER_RECENT_REWARDS: tf.ones((users, events), tf.float32),
+    }
+    return module.query(inputs)[QUERY].numpy()
