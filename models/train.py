@@ -225,6 +225,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs,
         train_fraction=args.train_fraction,
         serving_k=args.serving_k,
+        ann_min_items=args.ann_min_items,
     )
 
 
@@ -349,6 +350,7 @@ def _sequential_module(trained: Trained, config: TrainConfig) -> Any:
         max(config.serving_k, MIN_K),
         version,
         ranker=stack.ranker,
+        ann_min_items=config.ann_min_items,
     )
 
 
