@@ -14,7 +14,9 @@ measures, against the same server:
   retried. Reported: offered and achieved rates, the share shed (503
   ``overloaded``), other errors, p50/p99 of the accepted requests and their ratio
   to the round's unloaded p99, and the CPU milliseconds per request of the service
-  and of this client (both share the machine's cores).
+  and of this client (both share the machine's cores);
+* ``half_capacity``: the same open loop at half the capacity for half as long: what
+  the limits shed, and the p99, when the service is not overloaded.
 
 Prints one JSON object per round and one with the medians over the rounds.
 Run: ``python -m benchmarks.bench_overload``.
@@ -105,7 +107,7 @@ async def open_loop(port: int, rate: float, seconds: float, users: int) -> dict[
 
 
 def overload_round(port: int, pids: list[int], args: argparse.Namespace) -> dict[str, Any]:
-    unloaded = asyncio.run(load(port, 1, 300, args.users))
+    unloaded = asyncio.run(load(port, 1, 1000, args.users))
     capacity = {}
     for connections in (1, 2, 4, 8):
         run = asyncio.run(load(port, connections, 600, args.users))
@@ -116,6 +118,7 @@ def overload_round(port: int, pids: list[int], args: argparse.Namespace) -> dict
     service_before, client_before = cpu_s(pids), time.process_time()
     result = asyncio.run(open_loop(port, rate, args.seconds, args.users))
     service_cpu, client_cpu = cpu_s(pids) - service_before, time.process_time() - client_before
+    light = asyncio.run(open_loop(port, ok_rps / 2, args.seconds / 2, args.users))
     p99 = result["accepted_p99_ms"]
     return {
         "unloaded_p50_ms": unloaded["p50_ms"],
@@ -126,6 +129,8 @@ def overload_round(port: int, pids: list[int], args: argparse.Namespace) -> dict
         "accepted_p99_over_unloaded_p99": p99 / unloaded["p99_ms"] if p99 else None,
         "service_cpu_ms_per_request": service_cpu * 1000 / result["requests"],
         "client_cpu_ms_per_request": client_cpu * 1000 / result["requests"],
+        "half_capacity_shed_share": light["shed_share"],
+        "half_capacity_p99_ms": light["accepted_p99_ms"],
     }
 
 
@@ -139,6 +144,8 @@ MEDIANS = (
     "accepted_p99_over_unloaded_p99",
     "service_cpu_ms_per_request",
     "client_cpu_ms_per_request",
+    "half_capacity_shed_share",
+    "half_capacity_p99_ms",
 )
 
 
@@ -156,12 +163,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         default="",
         help="Serving limits, e.g. 'workers: 1, max_waiting: 0' (default: the service's defaults).",
     )
+    parser.add_argument(
+        "--settings", default="", help="Other serving YAML lines, e.g. 'items: {refresh_s: 3600}'."
+    )
     parser.add_argument("--factor", type=float, default=4.0, help="offered load / capacity")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args(argv)
     settings = f"limits: {{{args.limits}}}\n" if args.limits else ""
     limits = LimitsConfig.model_validate(yaml.safe_load(settings or "{}").get("limits") or {})
+    settings += f"{args.settings}\n" if args.settings else ""
     with tempfile.TemporaryDirectory(prefix="rtp-overload-") as tmp:
         models, store_yaml = prepare(Path(tmp), args.items, args.users)
         with service(models, store_yaml, "inprocess", None, settings) as (port, pids):
@@ -177,6 +188,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seconds=args.seconds,
         repeats=args.repeats,
         limits=limits.model_dump(include={"workers", "max_waiting", "max_wait_ms"}),
+        settings=args.settings,
         **{f"median_{k}": _median(r[k] for r in rounds) for k in MEDIANS},
         other_errors=sum(r["other_errors"] for r in rounds),
     )
