@@ -8,6 +8,7 @@
     GET  /readyz    200 while something can be served (the store answers, or a popular
                     list exists), "degraded" when a component is not ok; 503 otherwise
     GET  /metrics   Prometheus
+    GET  /openapi.json   this API's OpenAPI 3.1 document (``serving.openapi``)
 
 Errors are JSON ``{"error": code, "message": text}``; a bad request is a 4xx that
 names the offending parameter or limit. With a token configured every endpoint
@@ -54,6 +55,7 @@ from serving.config import SQLITE_TIMEOUT_S, TOKEN_ENV, ServingConfig, load_serv
 from serving.events import EventsRejected, PublishError, validate_body
 from serving.exposures import ExposureLog, Shown
 from serving.metrics import ServingMetrics
+from serving.openapi import OPENAPI_PATH, openapi_document
 from serving.recommender import NothingToServe, Recommendation
 from serving.service import Service
 
@@ -61,7 +63,7 @@ LOG = logging.getLogger(__name__)
 RECOMMEND_PARAMS = frozenset({"user_id", "k", "surface"})
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 RECOMMENDATIONS = "/v1/recommendations"
-_ROUTES = (RECOMMENDATIONS, "/v1/events", "/healthz", "/readyz", "/metrics")
+_ROUTES = (RECOMMENDATIONS, "/v1/events", "/healthz", "/readyz", "/metrics", OPENAPI_PATH)
 OPEN_ROUTES = frozenset({"/healthz"})
 CONFIG_ENV = "RTP_SERVE_CONFIG_JSON"  # the config handed to worker processes
 
@@ -326,8 +328,10 @@ def create_app(config: ServingConfig, service: Service | None = None) -> FastAPI
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url=OPENAPI_PATH,
     )
+    document = openapi_document(limits, token=config.token is not None)
+    app.openapi = lambda: document  # type: ignore[method-assign]
     app.state.service = service
 
     @app.exception_handler(BadRequest)
@@ -340,8 +344,10 @@ def create_app(config: ServingConfig, service: Service | None = None) -> FastAPI
         return error_response(404, "not_found", f"no route {request.url.path}")
 
     @app.exception_handler(405)
-    async def not_allowed(request: Request, _: Exception) -> JSONResponse:
-        return error_response(405, "method_not_allowed", f"{request.method} {request.url.path}")
+    async def not_allowed(request: Request, e: Exception) -> JSONResponse:
+        response = error_response(405, "method_not_allowed", f"{request.method} {request.url.path}")
+        response.headers.update(getattr(e, "headers", None) or {})  # Allow (RFC 9110)
+        return response
 
     async def recommendations(request: Request) -> JSONResponse:
         user_id, k, surface = recommendation_params(request, limits.default_k, limits.max_k)
