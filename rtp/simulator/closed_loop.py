@@ -58,7 +58,8 @@ class LoopStats:
     backoff_s: float = 0.0
     empty_responses: int = 0
     unknown_items: int = 0
-    fallbacks: collections.Counter[str] = dataclasses.field(default_factory=collections.Counter)
+    fallbacks: dict[str, collections.Counter[str]] = dataclasses.field(default_factory=dict)
+    """Variant → the service's fallbacks (``trending``, ...) in its responses."""
     sessions_by_variant: collections.Counter[str] = dataclasses.field(
         default_factory=collections.Counter
     )
@@ -78,7 +79,7 @@ class LoopStats:
             "backoff_s": round(self.backoff_s, 1),
             "empty_responses": self.empty_responses,
             "unknown_items": self.unknown_items,
-            "fallbacks": dict(sorted(self.fallbacks.items())),
+            "fallbacks_by_variant": {v: dict(c) for v, c in sorted(self.fallbacks.items())},
             "sessions_by_variant": dict(sorted(self.sessions_by_variant.items())),
             "median_feature_age_s_by_variant": dict(sorted(ages.items())),
             "stopped": self.stopped,
@@ -197,7 +198,7 @@ class ClosedLoop:
         variant = body.get("variant") or "-"
         stats.sessions_by_variant[variant] += 1
         if body.get("fallback"):
-            stats.fallbacks[body["fallback"]] += 1
+            stats.fallbacks.setdefault(variant, collections.Counter())[body["fallback"]] += 1
         if body.get("feature_age_s") is not None:
             stats.feature_age_s.setdefault(variant, []).append(body["feature_age_s"])
 
