@@ -9,6 +9,9 @@ ask the recommendation service (in-process) for those users → feed the second
 part the same way, no retraining → ask again, and measure how much of each
 user's top-k is in its new topic before and after. Everything lands under
 ``--out``; the before/after also in ``recommendations.json``.
+
+``--experiment`` runs an A/B of streamed versus frozen user features through the
+closed loop instead (``rtp.demo.experiment``).
 """
 
 from __future__ import annotations
@@ -69,15 +72,21 @@ def parser() -> argparse.ArgumentParser:
         "default is 0.03; more shifts give the before/after more users to choose from).",
     )
     p.add_argument("--epochs", type=int, default=TRAIN_SETTINGS["epochs"], help="Training epochs.")
-    p.add_argument("--no-stream", action="store_true", help="Use the backfill job only.")
+    # The experiment needs the streaming job: argparse refuses the two together.
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--no-stream", action="store_true", help="Use the backfill job only.")
     p.add_argument("--stream-timeout-s", type=float, default=600.0)
     experiment = p.add_argument_group(
         "experiment",
-        "--experiment: an A/B of streamed versus frozen user features through the closed "
-        "loop (rtp simulate --closed-loop) instead of the before/after; needs the Pub/Sub "
-        "emulator; the report in <out>/experiment/.",
+        "With --experiment: an A/B of streamed versus frozen user features through the "
+        "closed loop (rtp simulate --closed-loop) instead of the before/after; needs the "
+        "Pub/Sub emulator; the report in <out>/experiment/.",
     )
-    experiment.add_argument("--experiment", action="store_true", help="Run the A/B.")
+    mode.add_argument(
+        "--experiment",
+        action="store_true",
+        help="Run the A/B of streamed versus frozen features (below) instead.",
+    )
     experiment.add_argument(
         "--loop-events",
         type=int,
@@ -410,8 +419,6 @@ def main(argv: list[str] | None = None) -> int:
     # only shifted in time.
     args.start_ms = (int(time.time()) // 3600 - 48) * 3600 * 1000
     if args.experiment:
-        if args.no_stream:
-            cli.error("--experiment needs the streaming job: not with --no-stream")
         from rtp.demo import experiment
 
         return experiment.main(args, cli)
