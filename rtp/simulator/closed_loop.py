@@ -12,9 +12,12 @@ exposures + events → Pub/Sub → streaming job → features → service.
 Two clocks. Interests evolve in simulated time, as in the open-loop stream (a user's
 next session starts a log-normal gap of hours later), so a few minutes of loop
 cover days of a user's life. Event times are wall-clock: a session's events are
-stamped from the moment its response arrived plus their offsets within the session
-(watch times), so they follow the exposures the service stamped, as the
-attribution join expects. The service's exposures are the impressions: the
+stamped one millisecond apart, in order, from the moment its response arrived
+(``watch_ms`` keeps the watch time), and the user's next request waits until the
+clock has passed the last of them. So every reaction falls after the exposure that
+caused it and before the user's next exposures: an item shown again is not credited
+with the earlier session's reaction (the attribution join takes the most recent
+exposure at or before an event). The service's exposures are the impressions: the
 simulator publishes none of its own.
 
 A service that is unreachable or answers 5xx/429 is retried with exponential
@@ -182,15 +185,17 @@ class ClosedLoop:
             self.stats.empty_responses += 1
             return
         self.sim.behaviour.start_session(user, t0, feed)
-        lines = [
-            self._line(user, event, response_ms + event.ts - t0, body["request_id"])
-            for event in user.pending
-            if event.event_type != IMPRESSION
-        ]
+        reactions = [e for e in user.pending if e.event_type != IMPRESSION]
         user.pending.clear()
+        lines = [
+            self._line(user, event, response_ms + 1 + n, body["request_id"])
+            for n, event in enumerate(reactions)
+        ]
         self.stats.sessions += 1
         for start in range(0, len(lines), MAX_EVENTS_PER_POST):
             self._publish(lines[start : start + MAX_EVENTS_PER_POST])
+        while self._wall_ms() <= response_ms + len(lines):  # at most a few ms
+            self._sleep(0.001)
 
     def _record(self, body: dict[str, Any]) -> None:
         stats = self.stats

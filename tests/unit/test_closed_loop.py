@@ -28,6 +28,11 @@ class FakeService:
         self.posted: list[dict] = []
         self.now_ms = 1_000_000
 
+    def wall_ms(self) -> int:
+        """A second passes between two looks at the wall clock."""
+        self.now_ms += 1000
+        return self.now_ms
+
     def _maybe_fail(self) -> None:
         self.calls += 1
         if self.calls - 1 in self.down or "all" in self.down:
@@ -61,7 +66,7 @@ def loop(service: FakeService, clock: FakeClock, **kwargs) -> ClosedLoop:
         service,  # type: ignore[arg-type]
         clock=clock,
         sleep=clock.sleep,
-        wall_ms=lambda: service.now_ms,
+        wall_ms=service.wall_ms,
         **kwargs,
     )
 
@@ -80,7 +85,9 @@ def test_users_react_to_what_the_service_showed() -> None:
         assert event["item_id"] in items
         assert items[event["context"]["position"]] == event["item_id"]
         ts = event["timestamp"]
-        assert isinstance(ts, str) or ts >= shown_ms  # web users send RFC 3339
+        if isinstance(ts, int):  # web users send RFC 3339
+            # After its exposure, before the next response (any user's, so its user's).
+            assert shown_ms < ts < next_response_ms(service, shown_ms)
     # Every shown item gets exactly one of view / skip / hide (the watch decision).
     decisions = [e for e in service.posted if e["event_type"] in ("view", "skip", "hide")]
     assert len(decisions) == stats.shown
@@ -113,6 +120,10 @@ def test_rate_spaces_the_published_events() -> None:
     stats = loop(service, clock, events=200, rate=100.0).run()
     # The first batch goes at once; the rest wait for their share of the second.
     assert clock.now == pytest.approx((stats.events_published - len_last(service)) / 100.0)
+
+
+def next_response_ms(service: FakeService, after_ms: int) -> int:
+    return min((ms for ms, _ in service.responses.values() if ms > after_ms), default=2**62)
 
 
 def len_last(service: FakeService) -> int:
