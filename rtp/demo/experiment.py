@@ -172,11 +172,12 @@ def print_summary(document: dict[str, Any], report: dict[str, Any]) -> None:
         f"failed {accounting['exposures_failed']}), logged {accounting['exposures_logged']}; "
         f"every exposure logged: {'yes' if accounting['holds'] else 'NO'}"
     )
-    ages = loop["median_feature_age_s_by_variant"]
+    ages, repeats = loop["median_feature_age_s_by_variant"], loop["repeat_share_by_variant"]
     for variant, sessions in loop["sessions_by_variant"].items():
         fallbacks = loop["fallbacks_by_variant"].get(variant, {})
         print(
             f"  {variant}: {sessions} sessions, median feature age {ages.get(variant, 'n/a')} s, "
+            f"{repeats.get(variant, 0):.0%} of the items shown to the user before, "
             f"fallbacks {sum(fallbacks.values())} {fallbacks or ''}".rstrip()
         )
     experiment = report["experiments"].get(EXPERIMENT)

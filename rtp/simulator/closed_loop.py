@@ -67,6 +67,14 @@ class LoopStats:
         default_factory=collections.Counter
     )
     feature_age_s: dict[str, list[float]] = dataclasses.field(default_factory=dict)
+    shown_by_variant: collections.Counter[str] = dataclasses.field(
+        default_factory=collections.Counter
+    )
+    repeats_by_variant: collections.Counter[str] = dataclasses.field(
+        default_factory=collections.Counter
+    )
+    """Items shown to a user who had been shown them before in the loop: the user
+    model reacts to a repeat as to a first showing (it has no novelty effect)."""
     stopped: str | None = None
     elapsed_s: float = 0.0
 
@@ -85,6 +93,10 @@ class LoopStats:
             "fallbacks_by_variant": {v: dict(c) for v, c in sorted(self.fallbacks.items())},
             "sessions_by_variant": dict(sorted(self.sessions_by_variant.items())),
             "median_feature_age_s_by_variant": dict(sorted(ages.items())),
+            "repeat_share_by_variant": {
+                v: round(self.repeats_by_variant[v] / n, 3)
+                for v, n in sorted(self.shown_by_variant.items())
+            },
             "stopped": self.stopped,
             "elapsed_s": round(self.elapsed_s, 1),
         }
@@ -151,6 +163,7 @@ class ClosedLoop:
         self._next_publish = clock()
         self._index = {item_id: i for i, item_id in enumerate(sim.catalogue.item_ids)}
         self._last_success = clock()
+        self._shown_to: dict[str, set[str]] = {}
         self.stats = LoopStats()
 
     def run(self) -> LoopStats:
@@ -178,7 +191,7 @@ class ClosedLoop:
     def _session(self, user: User, t0: int) -> None:
         body = self._retrying(lambda: self.client.recommend(user.user_id, self.k))
         response_ms = self._wall_ms()
-        self._record(body)
+        self._record(body, user.user_id)
         feed = [self._index[i["item_id"]] for i in body["items"] if i["item_id"] in self._index]
         self.stats.unknown_items += len(body["items"]) - len(feed)
         if not feed:
@@ -197,11 +210,16 @@ class ClosedLoop:
         while self._wall_ms() <= response_ms + len(lines):  # at most a few ms
             self._sleep(0.001)
 
-    def _record(self, body: dict[str, Any]) -> None:
+    def _record(self, body: dict[str, Any], user_id: str) -> None:
         stats = self.stats
-        stats.shown += len(body["items"])
+        items = [i["item_id"] for i in body["items"]]
+        stats.shown += len(items)
         variant = body.get("variant") or "-"
         stats.sessions_by_variant[variant] += 1
+        stats.shown_by_variant[variant] += len(items)
+        before = self._shown_to.setdefault(user_id, set())
+        stats.repeats_by_variant[variant] += sum(i in before for i in items)
+        before.update(items)
         if body.get("fallback"):
             stats.fallbacks.setdefault(variant, collections.Counter())[body["fallback"]] += 1
         if body.get("feature_age_s") is not None:

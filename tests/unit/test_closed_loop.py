@@ -92,6 +92,10 @@ def test_users_react_to_what_the_service_showed() -> None:
     decisions = [e for e in service.posted if e["event_type"] in ("view", "skip", "hide")]
     assert len(decisions) == stats.shown
     assert sum(stats.sessions_by_variant.values()) == stats.sessions
+    # The fake service walks the catalogue 7 items a response, 10 at a time: a user
+    # asking again soon is shown some items a second time.
+    assert 0 < sum(stats.repeats_by_variant.values()) < stats.shown
+    assert sum(stats.shown_by_variant.values()) == stats.shown
 
 
 def test_unavailable_service_is_retried_with_backoff_and_counted() -> None:
