@@ -19,6 +19,7 @@ from rtp.simulator.encoding import rfc3339
 from rtp.simulator.records import SimRecord
 from rtp.simulator.simulation import simulate
 from rtp.simulator.writer import sidecar_paths
+from tests.helpers.clock import FakeClock
 
 NOW_MS = 1_798_761_600_000  # 2027-01-01T00:00:00Z: after every simulated event
 SMALL = {"n_users": 200, "n_items": 1000}
@@ -233,19 +234,8 @@ def test_cli_needs_a_destination():
         main(["--events", "10"])
 
 
-class _FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_token_bucket_paces_to_the_rate():
-    clock = _FakeClock()
+    clock = FakeClock()
     bucket = publish.TokenBucket(100.0, burst=5, clock=clock, sleep=clock.sleep)
     for _ in range(505):
         bucket.take()
