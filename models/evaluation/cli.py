@@ -20,7 +20,6 @@ from beam_pipelines.event_logs import EventLogParser
 from beam_pipelines.rewards import load_reward_config
 from models.evaluation import report
 from models.evaluation.adapt import AdaptTracker, read_truth
-from models.evaluation.new_items import read_releases, upload_to_first_engagement
 from models.evaluation.data import (
     DEFAULT_REWARD,
     FORMATS,
@@ -29,6 +28,7 @@ from models.evaluation.data import (
     read_jsonl,
     read_movielens,
 )
+from models.evaluation.new_items import read_releases, upload_to_first_engagement
 from models.evaluation.protocol import ReplayResult, apply_training, replay
 from models.evaluation.sequence_variants import CoEngagementRolling
 from models.evaluation.variants import BASELINES

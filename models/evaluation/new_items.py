@@ -57,7 +57,8 @@ def upload_to_first_engagement(
 
     def summary(delivered: np.ndarray) -> dict:
         first: dict[int, float] = {}
-        for item, h in zip(items[delivered & new].tolist(), hours[delivered & new].tolist()):
+        chosen = delivered & new
+        for item, h in zip(items[chosen].tolist(), hours[chosen].tolist(), strict=True):
             first.setdefault(item, h)  # targets are in event order: the first is the earliest
         values = np.array(list(first.values()) + [np.inf] * (n_items - len(first)))
         median = float(np.median(values))

@@ -12,12 +12,11 @@ import pathlib
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from rtp.simulator.config import DEFAULT_START_MS, SimulatorConfig
 from rtp.simulator.encoding import rfc3339
 from rtp.simulator.records import SimRecord
-from rtp.simulator.simulation import simulate
+from rtp.simulator.simulation import Simulation, simulate
 from rtp.simulator.writer import StreamWriter
 
 
@@ -41,6 +40,11 @@ def parser() -> argparse.ArgumentParser:
     parser.add_argument("--publish-topic", help="projects/P/topics/T; honours PUBSUB_EMULATOR_HOST")
     parser.add_argument(
         "--rate", type=float, help="publish rate, events/s (default: as fast as possible)"
+    )
+    parser.add_argument(
+        "--uploads-topic",
+        help="projects/P/topics/T: with --publish-topic, also publish each item released "
+        "after --start there (item metadata, for rtp items) as the stream reaches its release",
     )
     loop = parser.add_argument_group(
         "closed loop",
@@ -81,13 +85,20 @@ def _config_from(args: argparse.Namespace) -> SimulatorConfig:
     )
 
 
-def _drain(records: Iterable[SimRecord], args: argparse.Namespace) -> dict[str, Any] | None:
+def _drain(sim: Simulation, records: Iterable[SimRecord], args: argparse.Namespace):
     if not args.publish_topic:
         collections.deque(records, maxlen=0)
         return None
     from rtp.simulator import publish  # lazy: pulls in the Pub/Sub client
 
-    return publish.publish_records(records, args.publish_topic, rate=args.rate).to_dict()
+    uploads = publish.uploads_after(sim.items, sim.config.start_ms) if args.uploads_topic else []
+    return publish.publish_records(
+        records,
+        args.publish_topic,
+        rate=args.rate,
+        uploads=uploads,
+        uploads_topic=args.uploads_topic,
+    ).to_dict()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         args.dirty_fraction = 0.0  # the service validates what it is sent
     elif args.out is None and args.publish_topic is None:
         cli.error("give --out and/or --publish-topic (or --closed-loop --service URL)")
+    if args.uploads_topic and not args.publish_topic:
+        cli.error("--uploads-topic needs --publish-topic")
     try:
         config = _config_from(args)
         if args.closed_loop:
@@ -111,10 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     published = None
     if args.out is not None:
         with StreamWriter(args.out) as writer:
-            published = _drain(writer.tee(sim), args)
+            published = _drain(sim, writer.tee(sim), args)
             writer.finish(sim)
     else:
-        published = _drain(sim, args)
+        published = _drain(sim, sim, args)
     elapsed = time.perf_counter() - started
     summary = dict(
         sim.counts,

@@ -275,3 +275,33 @@ def test_publish_sets_event_ts_and_line_attributes():
             assert started_ms <= int(attrs["event_ts"]) <= ended_ms
     with pytest.raises(ValueError, match="topic_path"):
         publish.publish_records(records, "topics/t", publisher=fake)
+
+
+def test_uploads_are_published_as_item_metadata_when_the_stream_reaches_them():
+    """Items released after the start go to the uploads topic as the item contract's
+    metadata (no latent truth), each before the first event at or after its release."""
+    from beam_pipelines.items import parse_item
+
+    config = SimulatorConfig(**{**SMALL, "n_events": 3000})
+    sim = simulate(config)
+    uploads = publish.uploads_after(sim.items, config.start_ms)
+    records = tuple(sim)
+    assert uploads and all(u.release_ms > config.start_ms for u in uploads)
+    fake = _FakePublisher()
+    events, items = "projects/p/topics/events", "projects/p/topics/items"
+    stats = publish.publish_records(
+        records, events, publisher=fake, create_topic=False, uploads=uploads, uploads_topic=items
+    )
+    assert stats.published == len(records) and stats.uploads == len(uploads)
+    newest_event_ms = 0
+    for topic, data, attrs in fake.sent:
+        if topic == events:
+            newest_event_ms = max(newest_event_ms, int(attrs["event_ts"]))
+            continue
+        item = parse_item(data)
+        assert item.upload_ms == int(attrs["upload_ts"])
+        assert b"quality" not in data and b"base_popularity" not in data
+        # published no earlier than needed: every event before it was older than its release
+        assert newest_event_ms < item.upload_ms or newest_event_ms == 0
+    with pytest.raises(ValueError, match="uploads_topic"):
+        publish.publish_records(records, events, publisher=fake, uploads=uploads)
