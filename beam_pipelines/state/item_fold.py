@@ -3,7 +3,8 @@
 The state after each event of each item, as folding them one by one through
 ``ItemState`` gives it (up to float rounding), as the columns of
 ``ItemState.features``: decayed exposures, engagements, rewards and conversions
-are a segmented prefix scan (``state.prefix``), the Beta posterior and trending follow.
+are the streaming job's scan (``decay.decayed_scan``) over every item at once,
+the Beta posterior and trending follow.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from beam_pipelines.state.columns import ScoredColumns
 from beam_pipelines.state.config import StateConfig
+from beam_pipelines.state.decay import decayed_scan
 from beam_pipelines.state.item_state import (
     CONVERSIONS,
     ENGAGED,
@@ -21,7 +23,6 @@ from beam_pipelines.state.item_state import (
     REWARD,
     decayed_features,
 )
-from beam_pipelines.state.prefix import segmented_decayed_prefix
 from beam_pipelines.state.user_fold import replay_groups
 from feature_repo import features as f
 
@@ -56,7 +57,7 @@ def fold_items(columns: ScoredColumns, config: StateConfig, order: str) -> ItemH
     x[:, REWARD] = np.asarray(columns.reward, dtype=np.float64)[by]
     x[:, CONVERSIONS] = np.asarray(columns.conversion, dtype=np.float64)[by]
     ts = np.asarray(columns.timestamp_ms, dtype=np.int64)[by]
-    sums, newest = segmented_decayed_prefix(ts, x, half_lives, groups.starts)
+    sums, newest = decayed_scan(ts, x, half_lives, groups.starts)
     sizes = np.diff(np.append(groups.starts, len(by)))
     count = np.arange(len(by)) - np.repeat(groups.starts, sizes) + 1
     item_of_row = np.repeat(np.arange(len(groups.names)), sizes)

@@ -4,9 +4,10 @@ Gives what folding each user's events one by one through ``UserState`` (with
 lateness and deduplication as ``transforms.state._UserStepper``) gives: the same
 accept/late/duplicate decision per event and the state after every applied event
 (up to float rounding), as columns for the history table. The decisions are
-the stepper's own (``updaters.rejection``, per event); the decayed sums are prefix scans
-(``state.prefix``), the embeddings split where the table version changes (there
-they are rebuilt from the last N events, as ``UserState.rebuild_embeddings`` does).
+the stepper's own (``updaters.rejection``, per event); the decayed sums are the
+streaming job's scan (``decay.decayed_scan``) over every user at once, the
+embeddings split where the table version changes (there they are rebuilt from
+the last N events, as ``UserState.rebuild_embeddings`` does).
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ import numpy as np
 from beam_pipelines.events import Reason
 from beam_pipelines.state.columns import ScoredColumns, key_codes, pick
 from beam_pipelines.state.config import StateConfig
-from beam_pipelines.state.decay import DecayedSums
-from beam_pipelines.state.prefix import decayed_prefix, segmented_decayed_prefix
+from beam_pipelines.state.decay import DecayedSums, decayed_scan
 from beam_pipelines.state.seen import SeenEvents
 from beam_pipelines.state.updaters import rejection
 from beam_pipelines.state.user_state import EMB_WEIGHT, UserState, pooled
@@ -134,7 +134,7 @@ def fold_users(
     rows = _Rows(columns, applied, sizes)
     half_lives = np.array([config.user_short_half_life_s, config.user_long_half_life_s])
     scalars = np.stack([np.ones(len(applied)), rows.reward, rows.engaged], axis=1)
-    sums, newest = segmented_decayed_prefix(rows.ts, scalars, half_lives, rows.starts)
+    sums, newest = decayed_scan(rows.ts, scalars, half_lives, rows.starts)
     recent_lengths, recent_rows = _recent(rows, config.recent_events)
     emb = _Embeddings(rows, newest, half_lives, recent_lengths, recent_rows)
     for start, stop in zip(rows.starts.tolist(), rows.stops.tolist(), strict=True):
@@ -264,17 +264,14 @@ class _Embeddings:
 
     def _pooled(self, table, segments, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = _channels([self.rows.items[i] for i in rows.tolist()], self.rows.reward[rows], table)
-        sums = np.empty((len(rows), 2, x.shape[1]))
-        at = 0
-        for first, last, user_start in segments:
-            carry, carry_t = None, None
+        sizes = [last - first for first, last, _ in segments]
+        starts = np.cumsum([0, *sizes[:-1]])
+        ts = self.rows.ts[rows]
+        carry, carry_t = np.zeros((len(segments), 2, x.shape[1])), ts[starts]
+        for k, (first, _, user_start) in enumerate(segments):
             if first > user_start:  # a version change: rebuild from the last N, as the fold does
-                carry, carry_t = self._rebuilt(first - 1, table), int(self.newest[first - 1])
-            size = last - first
-            sums[at : at + size], _ = decayed_prefix(
-                self.rows.ts[first:last], x[at : at + size], self.half_lives, carry, carry_t
-            )
-            at += size
+                carry[k], carry_t[k] = self._rebuilt(first - 1, table), self.newest[first - 1]
+        sums, _ = decayed_scan(ts, x, self.half_lives, starts, carry, carry_t)
         return pooled(sums[:, 0, 1:], sums[:, 0, 0]), pooled(sums[:, 1, 1:], sums[:, 1, 0])
 
     def _rebuilt(self, row: int, table) -> np.ndarray:
