@@ -22,10 +22,15 @@ import numpy as np
 from beam_pipelines.events import Reason
 from beam_pipelines.state.columns import ScoredColumns, key_codes, pick
 from beam_pipelines.state.config import StateConfig
-from beam_pipelines.state.decay import DecayedSums, decayed_scan
+from beam_pipelines.state.decay import decayed_scan
 from beam_pipelines.state.seen import SeenEvents
 from beam_pipelines.state.updaters import rejection
-from beam_pipelines.state.user_state import EMB_WEIGHT, UserState, pooled
+from beam_pipelines.state.user_state import (
+    embedding_channels,
+    pooled,
+    rebuilt_embeddings,
+    scalar_channels,
+)
 
 
 class UserHistory(NamedTuple):
@@ -133,7 +138,7 @@ def fold_users(
     applied, sizes, letters = decide_all(columns, groups, lateness_ms)
     rows = _Rows(columns, applied, sizes)
     half_lives = np.array([config.user_short_half_life_s, config.user_long_half_life_s])
-    scalars = np.stack([np.ones(len(applied)), rows.reward, rows.engaged], axis=1)
+    scalars = scalar_channels(rows.reward, rows.engaged)
     sums, newest = decayed_scan(rows.ts, scalars, half_lives, rows.starts)
     recent_lengths, recent_rows = _recent(rows, config.recent_events)
     emb = _Embeddings(rows, newest, half_lives, recent_lengths, recent_rows)
@@ -277,29 +282,19 @@ class _Embeddings:
     def _rebuilt(self, row: int, table) -> np.ndarray:
         """The embedding channels ``UserState.rebuild_embeddings`` gives after ``row``."""
         stop = int(self.recent_ends[row])
-        kept = self.recent_rows[stop - int(self.recent_lengths[row]) : stop][::-1]  # oldest first
-        width = EMB_WEIGHT + 1 + table.dim  # the scalars, then the embedding
-        fresh = DecayedSums(tuple(self.half_lives.tolist()), width)
+        kept = self.recent_rows[stop - int(self.recent_lengths[row]) : stop][::-1].tolist()
         rows = self.rows
-        for j in kept.tolist():
-            x = UserState.channels_for(
-                table.dim, float(rows.reward[j]), False, table.get(rows.items[j])
-            )
-            fresh.push(int(rows.ts[j]), x)
-        fresh.push(int(self.newest[row]), np.zeros(width))
-        return fresh.values[:, EMB_WEIGHT:]
+        return rebuilt_embeddings(
+            rows.ts[kept].tolist(),
+            pick(rows.items, kept),
+            rows.reward[kept],
+            table.get,
+            table.dim,
+            self.half_lives,
+            int(self.newest[row]),
+        )
 
 
 def _channels(items: list[str], reward: np.ndarray, table) -> np.ndarray:
-    """Rows of (|r|, r·e) as ``UserState`` pushes them: zero without an embedding or reward."""
     codes, distinct = key_codes(items)  # items repeat: look each up once
-    vectors = [table.get(item) for item in distinct]
-    known = np.fromiter((v is not None for v in vectors), bool, len(vectors))
-    matrix = np.zeros((len(vectors), table.dim))
-    if known.any():
-        matrix[known] = np.array([v for v in vectors if v is not None], dtype=np.float64)
-    x = np.zeros((len(items), 1 + table.dim))
-    has = known[codes] & (reward != 0.0)
-    x[has, 0] = np.abs(reward[has])
-    x[has, 1:] = reward[has, None] * matrix[codes[has]]
-    return x
+    return embedding_channels(codes, [table.get(item) for item in distinct], reward, table.dim)
