@@ -12,7 +12,6 @@ the last N events, as ``UserState.rebuild_embeddings`` does).
 
 from __future__ import annotations
 
-import bisect
 import itertools
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -27,6 +26,7 @@ from beam_pipelines.state.seen import SeenEvents
 from beam_pipelines.state.updaters import rejection
 from beam_pipelines.state.user_state import (
     embedding_channels,
+    keep_last_n,
     pooled,
     rebuilt_embeddings,
     scalar_channels,
@@ -197,9 +197,10 @@ def _segments(newest: np.ndarray, start: int, stop: int, embeddings):
 
 
 def _recent(rows: _Rows, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's last-N rows (by time, then event_id), newest first: lengths and
-    flat row indices. In time order they are the user's last N rows; users with
-    events out of order (or at equal times) take a sorted-insert loop."""
+    """Each row's last-N rows (``keep_last_n``, as the streaming job keeps them),
+    newest first: lengths and flat row indices. A user's rows in time order insert
+    each at the end, so the window is the last N rows; users with events out of
+    order (or at equal times) are folded through ``keep_last_n``."""
     m = len(rows.ts)
     position = np.arange(m) - np.repeat(rows.starts, rows.stops - rows.starts)
     lengths = np.minimum(position + 1, n)
@@ -218,17 +219,12 @@ def _recent(rows: _Rows, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _sorted_last_n(rows: _Rows, start: int, stop: int, n: int) -> list[int]:
-    ts, ids = rows.ts, rows.event_ids
-    keys = sorted(range(start, stop), key=lambda j: (int(ts[j]), ids[j]))
-    row_of_rank = keys
-    rank = {row: r for r, row in enumerate(keys)}
-    kept: list[int] = []
+    ts, ids = rows.ts.tolist(), rows.event_ids
+    kept: list[tuple] = []
     flat: list[int] = []
     for j in range(start, stop):
-        bisect.insort(kept, rank[j])
-        if len(kept) > n:
-            del kept[0]
-        flat.extend(row_of_rank[r] for r in reversed(kept))
+        keep_last_n(kept, (ts[j], ids[j], j), n)
+        flat.extend(row for _, _, row in reversed(kept))
     return flat
 
 

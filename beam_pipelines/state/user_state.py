@@ -58,9 +58,7 @@ class UserState:
         self.sums.push(event.timestamp_ms, x[0])
         self.count += 1
         entry = (event.timestamp_ms, event.event_id, event.item_id, float(event.reward))
-        bisect.insort(self.recent, entry)
-        if len(self.recent) > recent_n:
-            del self.recent[: len(self.recent) - recent_n]
+        keep_last_n(self.recent, entry, recent_n)
 
     def merge(self, other: UserState, recent_n: int) -> None:
         """Fold in a state built from a disjoint set of events (same version)."""
@@ -68,7 +66,8 @@ class UserState:
             raise ValueError("merge needs states of the same embedding version")
         self.sums.merge(other.sums)
         self.count += other.count
-        self.recent = sorted(set(self.recent) | set(other.recent))[-recent_n:]
+        for entry in other.recent:
+            keep_last_n(self.recent, entry, recent_n)
 
     def rebuild_embeddings(self, lookup: EmbeddingLookup, version: str, dim: int) -> None:
         """Re-pool the embeddings from the last N events under a new table version.
@@ -103,6 +102,15 @@ class UserState:
             f.USER_RECENT_TS_MS: list(ts),
             f.USER_RECENT_REWARDS: list(rewards),
         }
+
+
+def keep_last_n(window: list, entry: tuple, n: int) -> None:
+    """Insert ``entry`` (time ms, event_id, ...) into ``window`` (sorted oldest first)
+    and keep the newest ``n``: ties in time go by event_id, so the kept set does not
+    depend on arrival order."""
+    bisect.insort(window, entry)
+    if len(window) > n:
+        del window[: len(window) - n]
 
 
 def scalar_channels(reward: np.ndarray, engaged: np.ndarray) -> np.ndarray:
