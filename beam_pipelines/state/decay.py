@@ -22,11 +22,6 @@ def log2_decay_per_ms(half_lives_s) -> np.ndarray:
     return -1.0 / (np.asarray(half_lives_s, dtype=np.float64) * 1000.0)
 
 
-def decay_value(value: float, from_ms: int, to_ms: int, half_life_s: float) -> float:
-    """A decayed value read at ``from_ms`` brought forward to ``to_ms`` (≥ from_ms)."""
-    return float(value * 2.0 ** (-(max(to_ms - from_ms, 0) / 1000.0) / half_life_s))
-
-
 def ratio(numerator, denominator):
     """``numerator / denominator`` where the denominator is > 0, else 0: of floats (one
     state's sums) or element-wise of arrays (one per history row)."""

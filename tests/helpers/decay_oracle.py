@@ -6,6 +6,11 @@ from __future__ import annotations
 import numpy as np
 
 
+def decay_value(value: float, from_ms: int, to_ms: int, half_life_s: float) -> float:
+    """A decayed value read at ``from_ms`` brought forward to ``to_ms`` (≥ from_ms)."""
+    return float(value * 2.0 ** (-(max(to_ms - from_ms, 0) / 1000.0) / half_life_s))
+
+
 class OneByOne:
     """``S = Σ x_k · 2^(−(t_ref − t_k)/h)``: an older event adds its decayed value, a
     newer one first rescales ``S`` to its own time. Half-lives in seconds, times in ms."""
