@@ -115,7 +115,9 @@ def keep_last_n(window: list, entry: tuple, n: int) -> None:
 
 def scalar_channels(reward: np.ndarray, engaged: np.ndarray) -> np.ndarray:
     """Rows of (1, r, engaged): the channels an event adds to the counts and rates."""
-    return np.stack([np.ones(len(reward)), reward, engaged], axis=1)
+    x = np.empty((len(reward), 3))
+    x[:, EVENTS], x[:, REWARD], x[:, ENGAGED] = 1.0, reward, engaged
+    return x
 
 
 _ONE_CODE = np.zeros(1, dtype=np.int64)
@@ -126,14 +128,13 @@ def embedding_channels(
 ) -> np.ndarray:
     """Rows of (|r|, r·e) for events with reward ``r`` whose item's embedding is
     ``vectors[codes[k]]`` (None: not in the table): zero without an embedding or reward."""
-    known = np.fromiter((v is not None for v in vectors), bool, len(vectors))
-    matrix = np.zeros((len(vectors), dim))
-    if known.any():
-        matrix[known] = np.array([v for v in vectors if v is not None], dtype=np.float64)
-    x = np.zeros((len(codes), 1 + dim))
-    has = known[codes] & (reward != 0.0)
-    x[has, 0] = np.abs(reward[has])
-    x[has, 1:] = reward[has, None] * matrix[codes[has]]
+    zero = np.zeros(dim)
+    matrix = np.array([zero if v is None else v for v in vectors], dtype=np.float64)
+    known = np.array([v is not None for v in vectors], dtype=bool)
+    weight = np.where(known[codes], reward, 0.0)
+    x = np.empty((len(codes), 1 + dim))
+    x[:, 0] = np.abs(weight)
+    x[:, 1:] = weight[:, None] * matrix.reshape(len(vectors), dim)[codes]
     return x
 
 
