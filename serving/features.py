@@ -290,8 +290,8 @@ def feature_age_s(user: Mapping[str, Any], at_ms: int) -> float:
 def decay_forward(
     values: np.ndarray, last_event_ms: np.ndarray, at_ms: int, half_life_s: float
 ) -> np.ndarray:
-    """Decayed sums as of ``last_event_ms`` brought forward to ``at_ms``: the vector
-    form of ``decay_value`` (``value · 2^(−Δ/h)``, Δ in ms, h in seconds)."""
+    """Decayed sums as of ``last_event_ms`` brought forward to ``at_ms``:
+    ``value · 2^(−Δ/h)``, Δ in ms, h in seconds (the state's decay, ARCHITECTURE.md)."""
     delta_s = np.maximum(at_ms - last_event_ms, 0) / 1000.0
     return values * np.exp2(-delta_s / half_life_s)
 
