@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from beam_pipelines.experiments.attribution import EXPOSURE_TYPE
 from feature_repo.store import DEFAULT_SQLITE_PATH
 
 LOCAL_STREAMING_RUNNER = "BundleBasedDirectRunner"
@@ -91,6 +92,33 @@ def add_streaming_arguments(parser) -> None:
         "longest time from a message's publication to its rows reaching the store.",
     )
 
+    add(
+        "--experiment_metrics",
+        type=boolean,
+        default="false",
+        metavar="{true,false}",
+        help="Also keep per-variant, per-day experiment metrics of the accepted events "
+        "(logged exposures and the engagements attributed to them) and write them to the "
+        "experiment_metrics view (default: false).",
+    )
+    add(
+        "--experiment_window_s",
+        type=float,
+        default=86400.0,
+        help="Attribution window of --experiment_metrics, seconds (default 86400: 24 h).",
+    )
+    add(
+        "--experiment_emit_every_s",
+        type=float,
+        default=10.0,
+        help="Longest a changed experiment group waits for its row, seconds of processing time.",
+    )
+    add(
+        "--experiment_exposure_type",
+        default=EXPOSURE_TYPE,
+        help=f"Event type of a logged exposure (default {EXPOSURE_TYPE}).",
+    )
+
 
 def boolean(text: str) -> bool:
     value = text.strip().lower()
@@ -119,9 +147,10 @@ class StreamingOptions(PipelineOptions):
             "write_max_buffering_s",
             "write_retry_budget_s",
             "replay_window_s",
+            "experiment_window_s",
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0")
-        for name in ("embedding_refresh_s", "write_batch_size"):
+        for name in ("embedding_refresh_s", "write_batch_size", "experiment_emit_every_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be > 0")

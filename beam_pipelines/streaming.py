@@ -28,7 +28,12 @@ from beam_pipelines.resume import resume_subscription
 from beam_pipelines.rewards import load_reward_config
 from beam_pipelines.sinks import FeastSinkFactory, WriteDeadLetters
 from beam_pipelines.transforms.coengagement import ITEM_PAIR_ROWS, USER_PAIR_ROWS
+from beam_pipelines.transforms.experiment_stream import (
+    ExperimentMetricRows,
+    StreamExperimentMetrics,
+)
 from beam_pipelines.transforms.graph import (
+    ACCEPTED_EVENTS,
     DEAD_LETTERS,
     ITEM_ROWS,
     USER_ROWS,
@@ -39,6 +44,7 @@ from beam_pipelines.transforms.restore import StateRestore
 from beam_pipelines.transforms.retry import RetryPolicy
 from beam_pipelines.transforms.write import WriteFeatures
 from feature_repo.features import (
+    EXPERIMENT_METRICS,
     ITEM_COENGAGEMENT,
     ITEM_REALTIME,
     USER_COENGAGEMENT,
@@ -111,6 +117,38 @@ class WriteAllFeatures(beam.PTransform):
         return failed | "MergeWriteFailures" >> beam.Flatten()
 
 
+class ExperimentBranch(beam.PTransform):
+    """Accepted events → per-variant, per-day experiment metrics in the online store
+    (``experiment_metrics``); returns the dead letters of failed writes."""
+
+    def __init__(self, options: StreamingOptions):
+        super().__init__()
+        self._metrics = StreamExperimentMetrics(
+            load_reward_config(options.reward),
+            round(options.experiment_window_s * 1000),
+            options.allowed_lateness_s,
+            options.experiment_emit_every_s,
+            options.experiment_exposure_type,
+        )
+        self._write = WriteFeatures(
+            sink_factory(options),
+            EXPERIMENT_METRICS,
+            options.write_batch_size,
+            options.write_max_retries,
+            options.write_backoff_s,
+            retry_budget_s=options.write_retry_budget_s,
+        )
+
+    def expand(self, accepted):
+        return (
+            accepted
+            | "Events" >> beam.Map(lambda scored: scored.source)
+            | "Metrics" >> self._metrics
+            | "Rows" >> ExperimentMetricRows()
+            | "Write" >> self._write
+        )
+
+
 def build(pipeline: beam.Pipeline, options: StreamingOptions) -> None:
     """Wire the stages; ``run`` only adds the runner."""
     source = beam.io.ReadFromPubSub(
@@ -131,6 +169,9 @@ def build(pipeline: beam.Pipeline, options: StreamingOptions) -> None:
         options.write_max_buffering_s or None,
         options.write_retry_budget_s,
     )
+    if options.experiment_metrics:
+        experiment = features[ACCEPTED_EVENTS] | "ExperimentMetrics" >> ExperimentBranch(options)
+        failed = (failed, experiment) | "MergeExperimentWriteFailures" >> beam.Flatten()
     (
         (features[DEAD_LETTERS], failed)
         | "AllDeadLetters" >> beam.Flatten()

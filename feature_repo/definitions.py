@@ -53,6 +53,9 @@ EMBEDDING_TTL = timedelta(0)
 USER = Entity(name=f.USER_ENTITY, join_keys=[f.USER_KEY], value_type=ValueType.STRING)
 ITEM = Entity(name=f.ITEM_ENTITY, join_keys=[f.ITEM_KEY], value_type=ValueType.STRING)
 STATE = Entity(name=f.STATE_ENTITY, join_keys=[f.STATE_KEY], value_type=ValueType.STRING)
+EXPERIMENT = Entity(
+    name=f.EXPERIMENT_ENTITY, join_keys=[f.EXPERIMENT_GROUP_KEY], value_type=ValueType.STRING
+)
 
 
 def feast_schema(view: str) -> list[Field]:
@@ -105,10 +108,15 @@ def build_definitions(offline_dir: str) -> list[Any]:
         batch_source=file_source(offline_dir, f.KEYED_STATE),
     )
     content = file_source(offline_dir, f.ITEM_CONTENT)
+    experiment_metrics = PushSource(
+        name=f.EXPERIMENT_METRICS_PUSH_SOURCE,
+        batch_source=file_source(offline_dir, f.EXPERIMENT_METRICS),
+    )
     return [
         USER,
         ITEM,
         STATE,
+        EXPERIMENT,
         keyed_state,
         user_push,
         item_push,
@@ -116,6 +124,7 @@ def build_definitions(offline_dir: str) -> list[Any]:
         user_pairs,
         item_pairs,
         content,
+        experiment_metrics,
         _view(f.USER_REALTIME, USER, user_push, REALTIME_TTL),
         _view(f.ITEM_REALTIME, ITEM, item_push, REALTIME_TTL),
         _view(f.ITEM_EMBEDDING, ITEM, embeddings, EMBEDDING_TTL),
@@ -124,4 +133,5 @@ def build_definitions(offline_dir: str) -> list[Any]:
         _view(f.KEYED_STATE, STATE, keyed_state, REALTIME_TTL),
         # Valid until the encoder changes (item_content_version), as embeddings.
         _view(f.ITEM_CONTENT, ITEM, content, EMBEDDING_TTL),
+        _view(f.EXPERIMENT_METRICS, EXPERIMENT, experiment_metrics, REALTIME_TTL),
     ]

@@ -19,6 +19,8 @@ ITEM_ENTITY = "item"
 ITEM_KEY = "item_id"
 STATE_ENTITY = "state_key"
 STATE_KEY = "state_key"
+EXPERIMENT_ENTITY = "experiment_group"
+EXPERIMENT_GROUP_KEY = "experiment_group"  # "<experiment>/<variant>/<UTC day or empty>"
 
 USER_REALTIME = "user_realtime"
 ITEM_REALTIME = "item_realtime"
@@ -27,12 +29,14 @@ USER_COENGAGEMENT = "user_coengagement"
 ITEM_COENGAGEMENT = "item_coengagement"
 KEYED_STATE = "keyed_state"
 ITEM_CONTENT = "item_content"
+EXPERIMENT_METRICS = "experiment_metrics"
 
 USER_PUSH_SOURCE = "user_realtime_push"
 ITEM_PUSH_SOURCE = "item_realtime_push"
 USER_COENGAGEMENT_PUSH_SOURCE = "user_coengagement_push"
 ITEM_COENGAGEMENT_PUSH_SOURCE = "item_coengagement_push"
 KEYED_STATE_PUSH_SOURCE = "keyed_state_push"
+EXPERIMENT_METRICS_PUSH_SOURCE = "experiment_metrics_push"
 
 # Column holding the event time of a feature row (Feast's timestamp_field).
 EVENT_TIMESTAMP = "event_timestamp"
@@ -147,6 +151,34 @@ ITEM_CONTENT_FEATURES: dict[str, str] = {
     ITEM_CONTENT_VERSION: STRING,
 }
 
+# experiment_metrics: written by the streaming job's experiment branch
+# (beam_pipelines.transforms.experiment_stream) for a dashboard: per experiment,
+# variant and UTC day (day "" for the whole run) the columns of
+# beam_pipelines.experiments.aggregate.metrics_record, re-written as they change;
+# the row's event time is when it was computed (epoch ms).
+EXPERIMENT_NAME = "experiment"
+EXPERIMENT_VARIANT = "variant"
+EXPERIMENT_DAY = "day"
+EXPERIMENT_USERS = "users"
+EXPERIMENT_EXPOSURES = "exposures"
+EXPERIMENT_ENGAGEMENTS = "engagements"  # exposures with an attributed engaged event
+EXPERIMENT_REWARD = "reward"  # attributed reward, summed
+EXPERIMENT_RATIOS = ("engagement_rate", "reward_per_exposure")  # each with _ci_low/_ci_high
+EXPERIMENT_UPDATES = "updates"  # users' row changes applied: orders two rows of a group
+EXPERIMENT_METRICS_FEATURES: dict[str, str] = {
+    EXPERIMENT_NAME: STRING,
+    EXPERIMENT_VARIANT: STRING,
+    EXPERIMENT_DAY: STRING,
+    EXPERIMENT_USERS: INT,
+    EXPERIMENT_EXPOSURES: INT,
+    EXPERIMENT_ENGAGEMENTS: INT,
+    EXPERIMENT_REWARD: FLOAT,
+    **{
+        f"{ratio}{end}": FLOAT for ratio in EXPERIMENT_RATIOS for end in ("", "_ci_low", "_ci_high")
+    },
+    EXPERIMENT_UPDATES: INT,
+}
+
 FEATURE_VIEWS: dict[str, tuple[str, dict[str, str]]] = {
     USER_REALTIME: (USER_KEY, USER_FEATURES),
     ITEM_REALTIME: (ITEM_KEY, ITEM_FEATURES),
@@ -155,6 +187,7 @@ FEATURE_VIEWS: dict[str, tuple[str, dict[str, str]]] = {
     ITEM_COENGAGEMENT: (ITEM_KEY, ITEM_COENGAGEMENT_FEATURES),
     KEYED_STATE: (STATE_KEY, KEYED_STATE_FEATURES),
     ITEM_CONTENT: (ITEM_KEY, ITEM_CONTENT_FEATURES),
+    EXPERIMENT_METRICS: (EXPERIMENT_GROUP_KEY, EXPERIMENT_METRICS_FEATURES),
 }
 
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from beam_pipelines.experiments.attribution import Attributed
-from beam_pipelines.experiments.stats import Estimate, ratio_estimate
+from beam_pipelines.experiments.stats import Estimate, ratio_from_sums
 
 EXPOSURES, ENGAGED, REWARD = range(3)
 METRICS = ("engagement_rate", "reward_per_exposure")
@@ -63,16 +63,51 @@ def per_user_rows(attributed: Iterable[Attributed]) -> dict[GroupKey, np.ndarray
 
 def variant_metrics(rows: np.ndarray) -> VariantMetrics:
     """The metrics of one group's per-user rows (``per_user_rows``)."""
-    rows = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
-    exposures = rows[:, EXPOSURES]
-    return VariantMetrics(
-        users=len(rows),
-        exposures=int(exposures.sum()),
-        engagements=int(rows[:, ENGAGED].sum()),
-        reward=float(rows[:, REWARD].sum()),
-        engagement_rate=ratio_estimate(rows[:, ENGAGED], exposures),
-        reward_per_exposure=ratio_estimate(rows[:, REWARD], exposures),
-    )
+    return GroupSums.of(rows).metrics()
+
+
+@dataclasses.dataclass
+class GroupSums:
+    """Sufficient statistics of one group's per-user rows: the number of users, the
+    column sums and the sums of products of columns (``products[i, j] = Σ row_i·row_j``),
+    enough for the metrics and their clustered intervals (``stats.ratio_from_sums``).
+    A stream keeps them exactly by replacing a user's old row with the new one."""
+
+    users: int = 0
+    sums: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(3))
+    products: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((3, 3)))
+    updates: int = 0
+    """Rows replaced so far: orders two snapshots of one group."""
+
+    @classmethod
+    def of(cls, rows: np.ndarray) -> GroupSums:
+        rows = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+        return cls(len(rows), rows.sum(axis=0), rows.T @ rows, len(rows))
+
+    def replace(self, old: Sequence[float] | None, new: Sequence[float] | None) -> None:
+        """A user's row went from ``old`` to ``new`` (None: the user was, or is no
+        longer, in the group)."""
+        for row, sign in ((old, -1), (new, 1)):
+            if row is not None:
+                row = np.asarray(row, dtype=np.float64)
+                self.users += sign
+                self.sums += sign * row
+                self.products += sign * np.outer(row, row)
+        self.updates += 1
+
+    def metrics(self) -> VariantMetrics:
+        def ratio(x: int) -> Estimate:
+            s, p, y = self.sums.tolist(), self.products.tolist(), EXPOSURES  # plain floats
+            return ratio_from_sums(self.users, s[x], s[y], p[x][x], p[y][y], p[x][y])
+
+        return VariantMetrics(
+            users=self.users,
+            exposures=round(self.sums[EXPOSURES]),
+            engagements=round(self.sums[ENGAGED]),
+            reward=float(self.sums[REWARD]),
+            engagement_rate=ratio(ENGAGED),
+            reward_per_exposure=ratio(REWARD),
+        )
 
 
 def metrics_record(key: GroupKey, metrics: VariantMetrics) -> dict[str, Any]:

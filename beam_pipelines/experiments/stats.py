@@ -60,15 +60,23 @@ def ratio_estimate(numerators: np.ndarray, denominators: np.ndarray) -> Estimate
     value per user, e.g. a user's engaged exposures and exposures)."""
     x = np.asarray(numerators, dtype=np.float64)
     y = np.asarray(denominators, dtype=np.float64)
-    n, total = len(x), float(y.sum())
-    if n == 0 or total == 0:
+    return ratio_from_sums(len(x), *(float(v) for v in (x.sum(), y.sum(), x @ x, y @ y, x @ y)))
+
+
+def ratio_from_sums(n: int, sx: float, sy: float, sxx: float, syy: float, sxy: float) -> Estimate:
+    """``ratio_estimate`` from the users' sufficient statistics (``n`` users, ``Σx``,
+    ``Σy``, ``Σx²``, ``Σy²``, ``Σxy``), which a stream can keep exactly as users'
+    sums change: the sample (co)variances are ``(Σab − Σa·Σb/n) / (n − 1)``."""
+    if n == 0 or sy == 0:
         return Estimate(NAN, NAN, NAN, NAN)
-    ratio = float(x.sum()) / total
+    ratio = sx / sy
     if n < 2:
         return Estimate(ratio, NAN, NAN, NAN)
-    cov = np.cov(x, y, ddof=1)
-    variance = (cov[0, 0] - 2 * ratio * cov[0, 1] + ratio**2 * cov[1, 1]) / (n * (total / n) ** 2)
-    return Estimate.normal(ratio, math.sqrt(max(float(variance), 0.0)))
+    cxx, cyy, cxy = (
+        (ab - a * b / n) / (n - 1) for ab, a, b in ((sxx, sx, sx), (syy, sy, sy), (sxy, sx, sy))
+    )
+    variance = (cxx - 2 * ratio * cxy + ratio**2 * cyy) / (n * (sy / n) ** 2)
+    return Estimate.normal(ratio, math.sqrt(max(variance, 0.0)))
 
 
 def lift(treatment: Estimate, control: Estimate) -> Lift:

@@ -35,6 +35,7 @@ ITEM_HISTORY = "item_history"
 USER_FINAL = "user_final"
 ITEM_FINAL = "item_final"
 DEAD_LETTERS = "dead_letters"
+ACCEPTED_EVENTS = "accepted_events"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +83,10 @@ class CountDeadLetters(beam.DoFn):
 
 class ComputeFeatures(beam.PTransform):
     """Raw messages → ``{user_rows, item_rows, user_pair_rows, item_pair_rows,
-    dead_letters}``, each key's newest row dict per bundle (the store keeps only the
-    newest); the pair rows are ``user_coengagement`` and ``item_coengagement``.
+    dead_letters, accepted_events}``, each key's newest row dict per bundle (the store
+    keeps only the newest); the pair rows are ``user_coengagement`` and
+    ``item_coengagement``; ``accepted_events`` the ScoredEvents applied to the users
+    (not late, not duplicate), for branches that need the same decisions.
     """
 
     def __init__(self, settings: FeatureSettings):
@@ -114,4 +117,5 @@ class ComputeFeatures(beam.PTransform):
             USER_PAIR_ROWS: pairs[USER_PAIR_ROWS],
             ITEM_PAIR_ROWS: pairs[ITEM_PAIR_ROWS],
             DEAD_LETTERS: dead,
+            ACCEPTED_EVENTS: accepted,
         }

@@ -45,6 +45,8 @@ from beam_pipelines.transforms.retry import RetryPolicy
 from feature_repo.features import (
     ENCODED_STATE,
     EVENT_TIMESTAMP,
+    EXPERIMENT_METRICS,
+    EXPERIMENT_UPDATES,
     FEATURE_VIEWS,
     ITEM_EVENT_COUNT,
     ITEM_REALTIME,
@@ -68,7 +70,11 @@ class FeatureSink(Protocol):
 
 # The cumulative event count of a row breaks ties between rows of one entity with
 # the same newest event time (an older event applied later).
-COUNT_COLUMNS = {USER_REALTIME: USER_EVENT_COUNT, ITEM_REALTIME: ITEM_EVENT_COUNT}
+COUNT_COLUMNS = {
+    USER_REALTIME: USER_EVENT_COUNT,
+    ITEM_REALTIME: ITEM_EVENT_COUNT,
+    EXPERIMENT_METRICS: EXPERIMENT_UPDATES,
+}
 
 
 def row_version(view: str, row: dict) -> tuple:

@@ -10,6 +10,7 @@ the variant), else to a ``skip`` (reward −0.5) one time in three, else nothing
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Mapping
 
@@ -88,3 +89,36 @@ def synthetic_log(
                     EngagementEvent(f"{request_id}-{position}-o", user_id, item_id, kind, later)
                 )
     return events
+
+
+def with_duplicates(events: list[EngagementEvent], every: int) -> list[EngagementEvent]:
+    """Every ``every``-th exposure logged twice under another event id (the same
+    request and item: one exposure), alternately a second later and a second
+    earlier, so that the copy that counts sometimes arrives second."""
+    out: list[EngagementEvent] = []
+    exposures = 0
+    for event in events:
+        out.append(event)
+        if event.event_type != "impression":
+            continue
+        exposures += 1
+        if exposures % every == 0:
+            shift = 1000 if exposures // every % 2 else -1000
+            out.append(
+                dataclasses.replace(
+                    event, event_id=f"{event.event_id}-dup", timestamp_ms=event.timestamp_ms + shift
+                )
+            )
+    return out
+
+
+def arrival_order(
+    events: list[EngagementEvent], lateness_ms: int, seed: int
+) -> list[EngagementEvent]:
+    """The events in an order a stream might deliver them: by event time plus a
+    random delay below ``lateness_ms``, so no event arrives more than ``lateness_ms``
+    behind an event that arrived before it (none is late), but many are out of order."""
+    rng = np.random.default_rng(seed)
+    delays = rng.integers(0, lateness_ms, size=len(events))
+    order = sorted(range(len(events)), key=lambda k: events[k].timestamp_ms + int(delays[k]))
+    return [events[k] for k in order]

@@ -65,6 +65,11 @@ class StreamBuilder:
         self._stream = self._stream.advance_watermark_to(at(t_ms))
         return self
 
+    def processing_time(self, advance_s: float) -> StreamBuilder:
+        """Advance processing time (fires processing-time timers due by then)."""
+        self._stream = self._stream.advance_processing_time(advance_s)
+        return self
+
     def build(self) -> TestStream:
         return self._stream.advance_watermark_to_infinity()
 

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from beam_pipelines.experiments.aggregate import GroupSums, metrics_record, variant_metrics
 from beam_pipelines.experiments.stats import (
     Estimate,
     bootstrap_lift,
@@ -129,3 +130,23 @@ def test_srm_catches_a_60_40_split_configured_as_50_50() -> None:
         > 0.001
     )
     assert srm_p_value(counts, {"control": 0.6, "treatment": 0.4}) > 0.001
+
+
+def test_group_sums_kept_by_replacing_rows_equal_the_batch_sums() -> None:
+    """A stream replaces users' rows (one joins, one grows, one leaves); the sums it
+    keeps give the metrics of the final rows computed at once."""
+    streamed = GroupSums()
+    streamed.replace(None, [2, 1, 1.5])
+    streamed.replace(None, [1, 0, -0.5])
+    streamed.replace([2, 1, 1.5], [3, 2, 2.5])
+    streamed.replace(None, [4, 1, 1.0])
+    streamed.replace([1, 0, -0.5], None)
+    streamed.replace(None, [1, 1, 1.0])
+
+    expected = variant_metrics([[3, 2, 2.5], [4, 1, 1.0], [1, 1, 1.0]])
+    record, expected = (metrics_record(("e", "v", ""), m) for m in (streamed.metrics(), expected))
+    assert record.keys() == expected.keys()
+    for name, value in record.items():
+        want = expected[name]
+        assert value == (want if isinstance(want, str) else pytest.approx(want)), name
+    assert streamed.users == 3 and streamed.updates == 6

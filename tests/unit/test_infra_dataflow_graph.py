@@ -143,3 +143,18 @@ def test_dataflow_dry_run_makes_a_streaming_job_with_the_setup_file() -> None:
         for d in env.dependencies
     ]
     assert "workflow.tar.gz" in staged, staged  # the sdist of setup.py
+
+
+def test_experiment_metrics_add_two_stateful_steps_only_when_asked() -> None:
+    proto = dataflow_pipeline(["--experiment_metrics=true"]).to_runner_api()
+    added = {k: v for k, v in stateful_steps(proto).items() if k not in STATEFUL_STEPS}
+    assert added == {
+        "ExperimentMetrics/Metrics/UserSums": (
+            {"experiment_user_sums"},
+            {"ts-experiment_cleanup"},
+        ),
+        "ExperimentMetrics/Metrics/GroupSums": (
+            {"experiment_group_sums", "experiment_emit_pending"},
+            {"ts-experiment_emit", "ts-experiment_final"},
+        ),
+    }
