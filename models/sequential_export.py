@@ -78,6 +78,7 @@ class SequentialModule(tf.Module):
         k: int,
         version: int,
         ranker: tf.keras.Model | None = None,
+        item_bias: np.ndarray | None = None,
     ):
         super().__init__()
         self.model = model
@@ -88,6 +89,8 @@ class SequentialModule(tf.Module):
             tf.lookup.KeyValueTensorInitializer(ids, tf.range(tf.size(ids), dtype=tf.int64)), -1
         )
         self.table = tf.Variable(model.encoder.all_items(), trainable=False, name="item_table")
+        bias = np.zeros(len(item_ids), np.float32) if item_bias is None else item_bias
+        self.item_bias = tf.Variable(np.asarray(bias, np.float32), trainable=False, name="item_bias")
         self.k = int(min(k, len(item_ids)))
         self.max_len = int(model.config.max_len)
         self.model_version = tf.Variable(str(version), trainable=False, name="model_version")
@@ -105,7 +108,7 @@ class SequentialModule(tf.Module):
         rewards = _right_aligned(inputs[USER_RECENT_REWARDS], self.max_len, 0.0)
         rows = self.lookup.lookup(items)
         hidden = self.model.encode(rows, ts, rewards, self.table)[:, -1, :]
-        scores = tf.matmul(hidden, self.table, transpose_b=True)
+        scores = tf.matmul(hidden, self.table, transpose_b=True) + self.item_bias[None, :]
         values, rows = tf.math.top_k(scores, k=self.k)
         return values, rows, tf.reduce_logsumexp(scores, axis=1)
 
