@@ -40,14 +40,20 @@ TENSORFLOW = [
     "tensorflow-serving-api==2.21.0",
 ]
 
+# The ANN index of large catalogues (models.ann): built at export (train), searched
+# by the service (serve). ScaNN's TensorFlow ops are built for TF 2.20, not our 2.21.
+FAISS = ["faiss-cpu==1.15.1"]
+
 TRAIN = [
     *TENSORFLOW,
+    *FAISS,
     "matplotlib>=3.8,<4",  # rtp evaluate's plots
     "tqdm>=4.66,<5",  # rtp evaluate's progress bars
 ]
 
 SERVE = [
     *TENSORFLOW,
+    *FAISS,
     "fastapi>=0.110,<1",
     "uvicorn[standard]>=0.29,<1",
     "orjson>=3.9,<4",  # the recommendation response

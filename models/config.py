@@ -34,4 +34,11 @@ class TrainConfig(BaseModel):
         3_600_000, ge=0, description="Outcome events join an exposure within this."
     )
     serving_k: int = Field(100, ge=1, description="Top-K of the exported retrieval signature.")
+    ann_min_items: int = Field(
+        100_000,
+        ge=1,
+        description="Catalogues of at least this many items also get an approximate index "
+        "(models.ann, faiss IVF-Flat) beside the sequential SavedModel, which the service "
+        "searches instead of the brute-force top-K; smaller ones are served by brute force.",
+    )
     deterministic: bool = Field(True, description="tf.config.experimental.enable_op_determinism.")

@@ -10,6 +10,11 @@ first, any length; longer lists are cut to the model's N, shorter ones padded):
   best first, over the full catalogue (items the user has seen are not removed).
 - ``candidate_rows``: the same inputs → ``scores`` and ``item_rows`` int32, rows of
   the version's item table (``item_embeddings/<version>``) instead of id strings.
+- ``query``: the same inputs → ``query`` float32 ``[-1, d + 1]``, the vector whose
+  inner products with the item table (each row's bias appended, ``output_table``)
+  are the scores. With an ANN index (catalogues of at
+  least ``ann_min_items``, ``models.ann``, written under ``assets.extra/ann/``) a
+  client searches the index with it instead of calling the brute-force signatures.
 - ``rank_candidates`` (when trained with a candidate ranker,
   ``models.candidate_ranker``): ``candidate_features`` float32 ``[-1, F]`` (the
   columns of ``models.candidate_features.FEATURES``) → ``score`` (the order),
@@ -32,6 +37,7 @@ import tensorflow as tf
 
 from beam_pipelines.console import verbose_requested
 from feature_repo.features import USER_RECENT_ITEMS, USER_RECENT_REWARDS, USER_RECENT_TS_MS
+from models import ann
 from models.candidate_features import FEATURES
 from models.candidate_ranker import EXPECTED_REWARD as RANKER_REWARD
 from models.candidate_ranker import LOGIT
@@ -43,6 +49,7 @@ SCORES, ITEM_IDS, ITEM_ROWS = "scores", "item_ids", "item_rows"
 MIN_K = 500  # top rows exported at least: the blend takes 200 after the recent 50 are dropped
 LOG_NORMALIZER = "log_normalizer"  # logsumexp of all catalogue scores: P = exp(score - it)
 ROWS_SIGNATURE = "candidate_rows"
+QUERY_SIGNATURE, QUERY = "query", "query"
 RANK_SIGNATURE = "rank_candidates"
 CANDIDATE_FEATURES = "candidate_features"
 SCORE, ENGAGEMENT_PROBABILITY, EXPECTED_REWARD = (
@@ -79,7 +86,11 @@ class SequentialModule(tf.Module):
         version: int,
         ranker: tf.keras.Model | None = None,
         item_bias: np.ndarray | None = None,
+        ann_min_items: int | None = None,
     ):
+        """``item_bias``: ``[catalogue]`` added to the scores (``TrainedSequence.item_bias``;
+        None: zeros). ``ann_min_items``: ``save`` also builds an ANN index when the
+        catalogue has at least this many items (None: never)."""
         super().__init__()
         self.model = model
         self.ranker = ranker
@@ -93,22 +104,32 @@ class SequentialModule(tf.Module):
         self.item_bias = tf.Variable(np.asarray(bias, np.float32), trainable=False, name="item_bias")
         self.k = int(min(k, len(item_ids)))
         self.max_len = int(model.config.max_len)
+        self.with_ann = ann_min_items is not None and len(item_ids) >= ann_min_items
         self.model_version = tf.Variable(str(version), trainable=False, name="model_version")
         specs = input_signature()
         self.serve = tf.function(self._serve, input_signature=[specs])
         self.rows = tf.function(self._rows, input_signature=[specs])
+        self.query = tf.function(self._query, input_signature=[specs])
         if ranker is not None:
             width = len(FEATURES)
             spec = tf.TensorSpec([None, width], tf.float32, name=CANDIDATE_FEATURES)
             self.rank = tf.function(self._rank, input_signature=[spec])
 
-    def _top(self, inputs: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def _hidden(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
         items = _right_aligned(inputs[USER_RECENT_ITEMS], self.max_len, "")
         ts = _right_aligned(inputs[USER_RECENT_TS_MS], self.max_len, tf.constant(0, tf.int64))
         rewards = _right_aligned(inputs[USER_RECENT_REWARDS], self.max_len, 0.0)
         rows = self.lookup.lookup(items)
         hidden = self.model.encode(rows, ts, rewards, self.table)[:, -1, :]
-        scores = tf.matmul(hidden, self.table, transpose_b=True) + self.item_bias[None, :]
+        return tf.concat([hidden, tf.ones_like(hidden[:, :1])], axis=1)
+
+    def output_table(self) -> tf.Tensor:
+        """``[catalogue, dim + 1]``: the item table, each row's bias as the last column,
+        so that the scores are inner products with ``_hidden``'s query (ending in 1)."""
+        return tf.concat([self.table, self.item_bias[:, None]], axis=1)
+
+    def _top(self, inputs: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        scores = tf.matmul(self._hidden(inputs), self.output_table(), transpose_b=True)
         values, rows = tf.math.top_k(scores, k=self.k)
         return values, rows, tf.reduce_logsumexp(scores, axis=1)
 
@@ -124,6 +145,9 @@ class SequentialModule(tf.Module):
         values, rows, normalizer = self._top(inputs)
         return {SCORES: values, ITEM_ROWS: rows, LOG_NORMALIZER: normalizer}
 
+    def _query(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
+        return {QUERY: self._hidden(inputs)}
+
     def _rank(self, features: tf.Tensor) -> dict[str, tf.Tensor]:
         out = self.ranker(features)
         return {
@@ -136,6 +160,7 @@ class SequentialModule(tf.Module):
         out = {
             "serving_default": self.serve.get_concrete_function(),
             ROWS_SIGNATURE: self.rows.get_concrete_function(),
+            QUERY_SIGNATURE: self.query.get_concrete_function(),
         }
         if self.ranker is not None:
             out[RANK_SIGNATURE] = self.rank.get_concrete_function()
@@ -195,5 +220,26 @@ def keras_metadata_notes_dropped() -> Iterator[None]:
 
 
 def save(module: SequentialModule, directory: pathlib.Path) -> None:
+    """The SavedModel and, if ``module.with_ann``, its ANN index over the item table
+    (``models.ann``: the same K as the brute-force signatures, so the same over-fetch)."""
     with keras_metadata_notes_dropped():
         tf.saved_model.save(module, str(directory), signatures=module.signatures())
+    if module.with_ann:
+        table = module.output_table().numpy()
+        ann.build(table, module.k, probes=probe_queries(module)).write(directory)
+
+
+def probe_queries(module: SequentialModule, users: int = 200, events: int = 10) -> np.ndarray:
+    """Query vectors of ``users`` made-up histories (``events`` random catalogue items
+    a minute apart, reward 1): the model's own queries for the index's calibration,
+    closer to what it will be asked than rows of the item table."""
+    rng = np.random.default_rng(0)
+    ids = module.item_ids.numpy()
+    items = ids[rng.integers(0, len(ids), (users, events))]
+    ts = 1_700_000_000_000 - 60_000 * np.arange(events, dtype=np.int64)
+    inputs = {
+        USER_RECENT_ITEMS: tf.constant(items),
+        USER_RECENT_TS_MS: tf.constant(np.tile(ts, (users, 1))),
+        USER_RECENT_REWARDS: tf.ones((users, events), tf.float32),
+    }
+    return module.query(inputs)[QUERY].numpy()

@@ -225,6 +225,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         epochs=args.epochs,
         train_fraction=args.train_fraction,
         serving_k=args.serving_k,
+        ann_min_items=args.ann_min_items,
     )
 
 
@@ -351,6 +352,7 @@ def _sequential_module(trained: Trained, config: TrainConfig) -> Any:
         version,
         ranker=stack.ranker,
         item_bias=stack.sequential.item_bias(),
+        ann_min_items=config.ann_min_items,
     )
 
 

@@ -44,6 +44,13 @@ def parser() -> argparse.ArgumentParser:
         help="Top-K of the exported retrieval signature (capped at the catalogue size).",
     )
     p.add_argument(
+        "--ann-min-items",
+        type=_positive_int,
+        default=TrainConfig().ann_min_items,
+        help="Catalogue size from which the sequential retriever's export also writes an "
+        "ANN index (models.ann) that the service searches instead of brute force.",
+    )
+    p.add_argument(
         "--sequential-epochs",
         type=int,
         help="Epochs of the sequential retriever (default: its SequentialConfig's; 0: do not "

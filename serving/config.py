@@ -50,6 +50,11 @@ class _ModelBackendBase(_Config):
     signature: str = "serving_default"
     """Signature called on both models."""
 
+    use_ann: bool = True
+    """Search the retrieval model's ANN index when its version has one (exported for
+    large catalogues, ``models.ann``), reading it from the model base whatever the
+    backend; False: the brute-force signature always."""
+
     version: int | None = Field(None, ge=0)
     """Pin this model version; None follows the newest complete version."""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,9 @@ from serving.backends import ModelBackend, ModelUnavailableError, Signature, Ten
 from serving.catalog import ItemCatalog
 from serving.features import ItemSnapshot
 
+if TYPE_CHECKING:
+    from models.ann import Ann
+
 LOG = logging.getLogger(__name__)
 ITEM_EMBEDDING_INPUT = f.ITEM_EMBEDDING_VECTOR
 SCORE_OUTPUTS = ("engagement_probability", "engagement_logit", "score", "scores")
@@ -28,6 +31,7 @@ ROWS_SIGNATURE, ROWS_OUTPUT = "candidate_rows", "item_rows"  # models.export's n
 SCORES_OUTPUT = "scores"
 LOG_NORMALIZER = "log_normalizer"  # models.sequential_export: P(item) = exp(score - it)
 RANK_SIGNATURE, RANK_INPUT, RANK_OUTPUT = "rank_candidates", "candidate_features", "score"
+QUERY_SIGNATURE, QUERY_OUTPUT = "query", "query"  # models.sequential_export's names
 
 
 def user_value(user: Mapping[str, Any], name: str, spec: TensorSpec) -> np.ndarray:
@@ -115,7 +119,13 @@ def _usable_rows_signature(
 
 
 class ModelSet:
-    """Retrieval → candidates, ranker → scores, through one ``ModelBackend``."""
+    """Retrieval → candidates, ranker → scores, through one ``ModelBackend``.
+
+    ``ann``: the sequential retriever's ANN index of this version (``models.ann``),
+    if it has one. Then its top rows come from the retriever's ``query`` signature
+    and a search of the index here, in this process, whatever the backend (TF
+    Serving answers the query vector); else from the brute-force signature.
+    """
 
     def __init__(
         self,
@@ -124,6 +134,7 @@ class ModelSet:
         retrieval_model: str,
         ranker_model: str,
         score_output: str | None = None,
+        ann: Ann | None = None,
     ) -> None:
         self.backend = backend
         self.catalog = catalog
@@ -137,6 +148,8 @@ class ModelSet:
         self.fused: Any = None  # a serving.fused.FusedRanking, set by open when usable
         self.sequential = False  # set by open: retrieval answers next-item probabilities
         self.candidate_ranker = False  # set by open: the sequential model ranks candidates
+        self._ann = ann
+        self.ann: Ann | None = None  # set by open: ``ann`` if it fits this model and catalogue
 
     @property
     def ready(self) -> bool:
@@ -166,7 +179,29 @@ class ModelSet:
             in self.backend.signature(self.retrieval_model, ROWS_SIGNATURE).outputs
         )
         self.candidate_ranker = self.sequential and self._has_rank_signature()
+        self.ann = self._usable_ann() if self.sequential else None
         self.fused = None if self.sequential else self._fused_ranking()
+
+    def _usable_ann(self) -> Ann | None:
+        """``ann`` if the retriever has a ``query`` signature of the index's width and
+        the index has a row per catalogue item; else None (brute force), logged."""
+        if self._ann is None:
+            return None
+        manifest = self._ann.manifest
+        try:
+            query = self.backend.signature(self.retrieval_model, QUERY_SIGNATURE)
+        except KeyError:
+            LOG.warning("%s has an ANN index but no %s signature", self.retrieval_model, "query")
+            return None
+        spec = query.outputs.get(QUERY_OUTPUT)
+        if (
+            spec is None
+            or spec.shape[-1] != manifest.dim
+            or manifest.item_count != len(self.catalog)
+        ):
+            LOG.warning("%s: ANN index does not fit the model or catalogue", self.retrieval_model)
+            return None
+        return self._ann
 
     def _has_rank_signature(self) -> bool:
         try:
@@ -230,6 +265,8 @@ class ModelSet:
         ``retrieve`` then ``catalog.rows``, or the same in one call of the retrieval
         model's ``ROWS_SIGNATURE``, which skips the item id strings."""
         retrieval, _ = self._signatures()
+        if self.ann is not None:
+            return self._searched(user)[0]
         if self.rows_signature is None:
             ids, _ = self.retrieve(user)
             return self.catalog.rows(ids)
@@ -240,15 +277,32 @@ class ModelSet:
 
     def sequence_candidates(self, user: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
         """(rows, P(next item)) of the sequential retriever's top rows, best first
-        (-1: not in the catalogue)."""
+        (-1: not in the catalogue). With ``ann`` the probabilities' normalizer is
+        estimated (``models.ann.log_normalizer``), else exact."""
         retrieval, _ = self._signatures()
-        inputs = {n: user_value(user, n, s)[None] for n, s in retrieval.inputs.items()}
-        outputs = self.backend.predict(self.retrieval_model, inputs, ROWS_SIGNATURE)
-        rows = np.asarray(outputs[ROWS_OUTPUT], dtype=np.int64).reshape(-1)
-        scores = np.asarray(outputs[SCORES_OUTPUT], dtype=np.float64).reshape(-1)
-        normalizer = float(np.asarray(outputs[LOG_NORMALIZER]).reshape(-1)[0])
+        if self.ann is not None:
+            rows, scores, normalizer = self._searched(user)
+        else:
+            inputs = {n: user_value(user, n, s)[None] for n, s in retrieval.inputs.items()}
+            outputs = self.backend.predict(self.retrieval_model, inputs, ROWS_SIGNATURE)
+            rows = np.asarray(outputs[ROWS_OUTPUT], dtype=np.int64).reshape(-1)
+            scores = np.asarray(outputs[SCORES_OUTPUT], dtype=np.float64).reshape(-1)
+            normalizer = float(np.asarray(outputs[LOG_NORMALIZER]).reshape(-1)[0])
         rows = np.where((rows >= 0) & (rows < len(self.catalog)), rows, -1)
         return rows, np.exp(scores - normalizer)
+
+    def _searched(self, user: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, float]:
+        """(rows, scores, estimated log normalizer) of the index's top rows for the
+        retriever's query vector: as many rows as the brute-force signature answers,
+        so callers over-fetch and drop seen items the same way."""
+        assert self.ann is not None
+        retrieval, _ = self._signatures()
+        inputs = {n: user_value(user, n, s)[None] for n, s in retrieval.inputs.items()}
+        query = self.backend.predict(self.retrieval_model, inputs, QUERY_SIGNATURE)[QUERY_OUTPUT]
+        query = np.asarray(query, dtype=np.float32).reshape(-1)
+        scores, rows = self.ann.search(query[None])
+        normalizer = self.ann.log_normalizer(query, scores[0], rows[0])
+        return rows[0], scores[0].astype(np.float64), normalizer
 
     def rank_candidates(self, features: np.ndarray) -> np.ndarray:
         """The candidate ranker's order score of each row of ``features``

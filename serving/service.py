@@ -8,6 +8,7 @@ import pathlib
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from serving.metrics import ServingMetrics
 from serving.model_set import ModelSet
 from serving.new_items import NewItemsCache
 from serving.recommender import Parts, Recommender
+
+if TYPE_CHECKING:
+    from models.ann import Ann
 
 LOG = logging.getLogger(__name__)
 RETIRE_AFTER_S = 30.0  # an old version's clients stay open this long for requests in flight
@@ -104,7 +108,13 @@ class Service:
         models_config = self._models_config(version)
         backend = make_backend(models_config, config.model_base, version)
         names = model_names(models_config)
-        models = ModelSet(backend, catalog, *names, score_output=config.ranking.score_output)
+        models = ModelSet(
+            backend,
+            catalog,
+            *names,
+            score_output=config.ranking.score_output,
+            ann=self._ann(names[0], version),
+        )
         try:
             models.open()
         except ModelUnavailableError as e:
@@ -130,6 +140,19 @@ class Service:
             new_items.refresh()
             new_items.start()
         return Parts(models, items, new_items)
+
+    def _ann(self, retrieval_model: str, version: int) -> Ann | None:
+        """The retrieval model's ANN index of ``version`` (``models.ann``), read from
+        ``model_base`` whatever the backend: with TF Serving the service needs the same
+        export (as it does for the item table). None without one or with ``use_ann`` off."""
+        if not self.config.models.use_ann:
+            return None
+        from models import ann
+
+        index = ann.read(pathlib.Path(self.config.model_base) / retrieval_model / str(version))
+        if index is not None:
+            LOG.info("%s v%s: %s", retrieval_model, version, index.manifest)
+        return index
 
     def _models_config(self, version: int) -> ModelsConfig:
         """The configured models; in-process, a version exported without the

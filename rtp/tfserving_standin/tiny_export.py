@@ -26,6 +26,7 @@ def export_tiny(
     full_size: bool = False,
     popular: dict[str, float] | None = None,
     sequential: bool = True,
+    ann_min_items: int | None = None,
 ) -> int:
     """Write version ``version`` for ``item_ids``; returns the version.
 
@@ -35,6 +36,7 @@ def export_tiny(
     (``models.config.TrainConfig`` and ``models.sequential.SequentialConfig`` defaults),
     for latency measurements. ``sequential=False`` writes the two-model export of a
     version trained without the sequential retriever (the service's two-tower stack).
+    ``ann_min_items``: the sequential export's ANN threshold (None: brute force only).
     """
     import tensorflow as tf
 
@@ -75,11 +77,15 @@ def export_tiny(
         k=k,
         version=version,
         popular=popular,
-        sequential=_sequential_module(item_ids, k, full_size) if sequential else None,
+        sequential=_sequential_module(item_ids, k, full_size, ann_min_items)
+        if sequential
+        else None,
     )
 
 
-def _sequential_module(item_ids: Sequence[str], k: int, full_size: bool):
+def _sequential_module(
+    item_ids: Sequence[str], k: int, full_size: bool, ann_min_items: int | None = None
+):
     """``export_all``'s ``sequential``: an untrained ``SequentialModule`` built as
     ``models.sequence_training`` builds it, over a catalogue of the ids without content."""
     from models import sequential as sq
@@ -107,7 +113,7 @@ def _sequential_module(item_ids: Sequence[str], k: int, full_size: bool):
     )
     ranker = _candidate_ranker()
     return lambda version: SequentialModule(
-        model, catalog.item_ids, max(k, MIN_K), version, ranker=ranker
+        model, catalog.item_ids, max(k, MIN_K), version, ranker=ranker, ann_min_items=ann_min_items
     )
 
 
