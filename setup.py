@@ -65,6 +65,8 @@ TEST = [
     "pytest>=8,<10",
     "pytest-timeout>=2.3,<3",
     "hypothesis>=6.100,<7",
+    # Fuzzes the service against its OpenAPI document (tests/unit/test_serving_openapi.py).
+    "schemathesis==4.32.5",
     "ruff>=0.5",
     "python-hcl2>=8,<9",
 ]

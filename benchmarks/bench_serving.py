@@ -331,6 +331,8 @@ class Connection:
     async def get(self, path: str) -> tuple[int, bytes]:
         self.writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n".encode())
         status_line = await self.reader.readline()
+        if not status_line:  # the server closed the connection
+            raise asyncio.IncompleteReadError(b"", None)
         length = 0
         while (line := await self.reader.readline()) not in (b"\r\n", b""):
             name, _, value = line.partition(b":")

@@ -8,6 +8,7 @@
     GET  /readyz    200 while something can be served (the store answers, or a popular
                     list exists), "degraded" when a component is not ok; 503 otherwise
     GET  /metrics   Prometheus
+    GET  /openapi.json   this API's OpenAPI 3.1 document (``serving.openapi``)
 
 Errors are JSON ``{"error": code, "message": text}``; a bad request is a 4xx that
 names the offending parameter or limit. With a token configured every endpoint
@@ -48,18 +49,21 @@ from beam_pipelines.console import configure_logging, verbose_requested
 from beam_pipelines.events import MAX_ID_CHARS
 from beam_pipelines.experiments.assignment import NONE, Assigner, Assignment
 from feature_repo.store import DEFAULT_SQLITE_PATH
+from serving.admission import Admission
 from serving.catalog import resolve_version
 from serving.config import SQLITE_TIMEOUT_S, TOKEN_ENV, ServingConfig, load_serving_config
 from serving.events import EventsRejected, PublishError, validate_body
 from serving.exposures import ExposureLog, Shown
 from serving.metrics import ServingMetrics
+from serving.openapi import OPENAPI_PATH, openapi_document
 from serving.recommender import NothingToServe, Recommendation
 from serving.service import Service
 
 LOG = logging.getLogger(__name__)
 RECOMMEND_PARAMS = frozenset({"user_id", "k", "surface"})
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
-_ROUTES = ("/v1/recommendations", "/v1/events", "/healthz", "/readyz", "/metrics")
+RECOMMENDATIONS = "/v1/recommendations"
+_ROUTES = (RECOMMENDATIONS, "/v1/events", "/healthz", "/readyz", "/metrics", OPENAPI_PATH)
 OPEN_ROUTES = frozenset({"/healthz"})
 CONFIG_ENV = "RTP_SERVE_CONFIG_JSON"  # the config handed to worker processes
 
@@ -229,6 +233,64 @@ class GuardMiddleware:
         return False
 
 
+class AdmissionMiddleware:
+    """Pure ASGI, in front of the app's routing: a recommendation request takes a
+    worker (``serving.admission``) or is shed with a ready-made 503 ``overloaded``
+    and ``Retry-After`` before any per-request work (routing, parameters, a task),
+    so shedding stays cheap when most requests are shed."""
+
+    def __init__(
+        self, app: ASGIApp, admission: Admission, metrics: ServingMetrics, retry_after_s: int
+    ) -> None:
+        self.app = app
+        self.admission = admission
+        self.shed_count = metrics.errors.labels("overloaded")
+        body = orjson.dumps(
+            {
+                "error": "overloaded",
+                "message": f"more than {admission.workers} requests running and "
+                f"{admission.max_waiting} waiting, or a wait over "
+                f"{admission.max_wait_s * 1000:g} ms; retry later",
+            }
+        )
+        self.shed_start: Message = {
+            "type": "http.response.start",
+            "status": 503,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"retry-after", str(retry_after_s).encode()),
+            ],
+        }
+        self.shed_body: Message = {"type": "http.response.body", "body": body}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["path"] != RECOMMENDATIONS
+            or scope["method"] not in ("GET", "HEAD")
+        ):
+            await self.app(scope, receive, send)
+            return
+        verdict = self.admission.admit()
+        if verdict is not True and verdict is not False:
+            try:
+                verdict = await verdict
+            except asyncio.CancelledError:
+                if verdict.done() and not verdict.cancelled() and verdict.result():
+                    self.admission.release()
+                raise
+        if not verdict:
+            self.shed_count.inc()
+            await send(self.shed_start)
+            await send(self.shed_body)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.admission.release()
+
+
 def create_app(config: ServingConfig, service: Service | None = None) -> FastAPI:
     """The ASGI app; the service starts with the app's lifespan and stops with it."""
     metrics = service.metrics if service is not None else ServingMetrics()
@@ -266,8 +328,10 @@ def create_app(config: ServingConfig, service: Service | None = None) -> FastAPI
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
-        openapi_url=None,
+        openapi_url=OPENAPI_PATH,
     )
+    document = openapi_document(limits, token=config.token is not None)
+    app.openapi = lambda: document  # type: ignore[method-assign]
     app.state.service = service
 
     @app.exception_handler(BadRequest)
@@ -280,37 +344,23 @@ def create_app(config: ServingConfig, service: Service | None = None) -> FastAPI
         return error_response(404, "not_found", f"no route {request.url.path}")
 
     @app.exception_handler(405)
-    async def not_allowed(request: Request, _: Exception) -> JSONResponse:
-        return error_response(405, "method_not_allowed", f"{request.method} {request.url.path}")
-
-    # Requests in flight (running or waiting for a worker), counted on the event loop.
-    in_flight = {"n": 0}
-    capacity = limits.workers + limits.max_waiting
+    async def not_allowed(request: Request, e: Exception) -> JSONResponse:
+        response = error_response(405, "method_not_allowed", f"{request.method} {request.url.path}")
+        response.headers.update(getattr(e, "headers", None) or {})  # Allow (RFC 9110)
+        return response
 
     async def recommendations(request: Request) -> JSONResponse:
         user_id, k, surface = recommendation_params(request, limits.default_k, limits.max_k)
         assert service.recommender is not None
-        if in_flight["n"] >= capacity:
-            metrics.errors.labels("overloaded").inc()
-            response = error_response(
-                503, "overloaded", f"{in_flight['n']} requests in flight; retry later"
-            )
-            response.headers["Retry-After"] = str(limits.retry_after_s)
-            return response
         assignment = assigner.assign(user_id) if assigner is not None else NONE
         recommend = functools.partial(
             service.recommender.recommend, user_id, k, assignment.overrides
         )
-        in_flight["n"] += 1
-        metrics.in_flight.inc()
         try:
             result = await asyncio.get_running_loop().run_in_executor(pool["recommend"], recommend)
         except NothingToServe as e:
             metrics.errors.labels("nothing_to_serve").inc()
             return error_response(503, "unavailable", str(e))
-        finally:
-            in_flight["n"] -= 1
-            metrics.in_flight.dec()
         if result.fallback is not None:
             metrics.fallbacks.labels(result.fallback, result.reason or "").inc()
         request_id = uuid.uuid4().hex
@@ -321,7 +371,7 @@ def create_app(config: ServingConfig, service: Service | None = None) -> FastAPI
 
     # A plain Starlette route: the hot path skips FastAPI's per-request dependency
     # resolution (it has no parameters to inject; they are validated above).
-    app.add_route("/v1/recommendations", recommendations, methods=["GET"])
+    app.add_route(RECOMMENDATIONS, recommendations, methods=["GET"])
 
     @app.post("/v1/events")
     async def events(request: Request) -> JSONResponse:
@@ -364,6 +414,14 @@ def create_app(config: ServingConfig, service: Service | None = None) -> FastAPI
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    admission = Admission(limits.workers, limits.max_waiting, limits.max_wait_ms / 1000)
+    metrics.in_flight.set_function(lambda: admission.in_flight)
+    app.add_middleware(
+        AdmissionMiddleware,
+        admission=admission,
+        metrics=metrics,
+        retry_after_s=limits.retry_after_s,
+    )
     token = config.token.get_secret_value() if config.token else None
     app.add_middleware(GuardMiddleware, token=token, metrics=metrics)
     return app

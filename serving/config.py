@@ -269,15 +269,22 @@ class LimitsConfig(_Config):
     max_events: int = Field(500, ge=1)
     """Largest number of events in one ``POST /v1/events``."""
 
-    workers: int = Field(8, ge=1, le=256)
-    """Recommendations computed at once (threads); further requests wait their turn.
-    A few threads contend less for the GIL than the server's default of 40."""
+    workers: int = Field(1, ge=1, le=256)
+    """Recommendations computed at once (threads). Under the GIL a process computes
+    one request's Python at a time whatever the count, and two threads only slowed
+    each other (``benchmarks.bench_overload``); ``rtp serve --workers N`` processes
+    are the parallelism. Two may help with a remote store, whose reads wait on the
+    network."""
 
-    max_waiting: int = Field(16, ge=0, le=100_000)
-    """Recommendation requests that may wait for a worker; past ``workers +
-    max_waiting`` in flight a request is shed at once with 503 ``overloaded`` and
-    ``Retry-After``, so under overload the accepted ones keep their latency instead
-    of every request queueing without bound."""
+    max_waiting: int = Field(8, ge=0, le=100_000)
+    """Recommendation requests that may wait for a worker (served newest first); a
+    request arriving at a full queue sheds the oldest waiter (503 ``overloaded`` with
+    ``Retry-After``). 0: shed whenever every worker is busy."""
+
+    max_wait_ms: float = Field(10.0, ge=0, le=60_000)
+    """Longest a request waits for a worker, milliseconds (about two unloaded
+    requests); past it, it is shed. This, not the queue's length, bounds the latency
+    of accepted requests; shorter sheds more at moderate load (``serving.admission``)."""
 
     retry_after_s: int = Field(1, ge=1)
     """``Retry-After`` (seconds) of a shed request."""

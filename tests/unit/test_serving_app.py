@@ -4,6 +4,7 @@ token, events, readiness and metrics. No model, no store."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -337,51 +338,91 @@ def test_metrics_count_latency_fallbacks_and_events(client: TestClient) -> None:
     assert 'rtp_serving_events_total{outcome="malformed_json"} 1.0' in text
 
 
+class Blocking(FakeRecommender):
+    """Holds every request until ``release`` is set; ``started`` counts the calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.started = threading.Semaphore(0)
+
+    def recommend(self, user_id: str, k: int, overrides: tuple = ()) -> Recommendation:
+        self.started.release()
+        self.release.wait(10)
+        return super().recommend(user_id, k, overrides)
+
+
+def wait_for_gauge(client: TestClient, value: float) -> None:
+    gauge = f"rtp_serving_recommendations_in_flight {value}"
+    for _ in range(1000):
+        if gauge in client.get("/metrics", headers=AUTH).text:
+            return
+        threading.Event().wait(0.01)
+    raise AssertionError(f"in flight never reached {value}")
+
+
 def test_overload_is_shed_with_503_and_retry_after() -> None:
-    """workers 1 + max_waiting 1: with two requests held in flight, a third is shed at
-    once (503 ``overloaded``, ``Retry-After``); once they finish, requests are served."""
-    import threading
-
-    release = threading.Event()
-    started = threading.Semaphore(0)
-
-    class Blocking(FakeRecommender):
-        def recommend(self, user_id: str, k: int, overrides: tuple = ()) -> Recommendation:
-            started.release()
-            release.wait(10)
-            return super().recommend(user_id, k, overrides)
-
+    """workers 1, max_waiting 0: with one request running, the next is shed at once
+    (503 ``overloaded``, ``Retry-After``) before its parameters are read; once the
+    first finishes, requests are served."""
     service = FakeService()
-    service.recommender = Blocking()
-    config = ServingConfig(
-        model_base="unused", token=TOKEN, limits={"workers": 1, "max_waiting": 1}
-    )
+    service.recommender = blocking = Blocking()
+    limits = {"workers": 1, "max_waiting": 0}
+    config = ServingConfig(model_base="unused", token=TOKEN, limits=limits)
     with TestClient(create_app(config, service)) as client:  # type: ignore[arg-type]
         results: list[int] = []
-
-        def ask() -> None:
-            results.append(client.get("/v1/recommendations?user_id=u", headers=AUTH).status_code)
-
-        held = [threading.Thread(target=ask) for _ in range(2)]
-        for thread in held:
-            thread.start()
-        assert started.acquire(timeout=10)  # one runs; the other waits for the worker
-        gauge = "rtp_serving_recommendations_in_flight 2.0"
-        for _ in range(500):
-            if gauge in client.get("/metrics", headers=AUTH).text:
-                break
-            release.wait(0.01)
-        shed = client.get("/v1/recommendations?user_id=v", headers=AUTH)
+        held = threading.Thread(
+            target=lambda: results.append(
+                client.get("/v1/recommendations?user_id=u", headers=AUTH).status_code
+            )
+        )
+        held.start()
+        assert blocking.started.acquire(timeout=10)
+        shed = client.get("/v1/recommendations?user_id=v&color=red", headers=AUTH)
         assert shed.status_code == 503
         assert shed.json()["error"] == "overloaded"
         assert shed.headers["Retry-After"] == "1"
-        release.set()
-        for thread in held:
-            thread.join(10)
-        assert results == [200, 200]
+        assert client.get("/healthz").status_code == 200  # other routes are not limited
+        blocking.release.set()
+        held.join(10)
+        assert results == [200]
         assert client.get("/v1/recommendations?user_id=w", headers=AUTH).status_code == 200
         metrics = client.get("/metrics", headers=AUTH).text
-        assert 'rtp_serving_errors_total{kind="overloaded"}' in metrics
+        assert 'rtp_serving_errors_total{kind="overloaded"} 1.0' in metrics
+        assert "rtp_serving_recommendations_in_flight 0.0" in metrics
+
+
+def test_a_full_queue_sheds_its_oldest_waiter_and_serves_the_newest() -> None:
+    """workers 1, max_waiting 1: u runs, v waits; w arrives at the full queue, so v
+    is shed and w waits; when u finishes, w runs."""
+    service = FakeService()
+    service.recommender = blocking = Blocking()
+    limits = {"workers": 1, "max_waiting": 1, "max_wait_ms": 60_000}
+    config = ServingConfig(model_base="unused", token=TOKEN, limits=limits)
+    with TestClient(create_app(config, service)) as client:  # type: ignore[arg-type]
+        results: dict[str, int] = {}
+
+        def ask(user: str) -> threading.Thread:
+            def run() -> None:
+                url = f"/v1/recommendations?user_id={user}"
+                results[user] = client.get(url, headers=AUTH).status_code
+
+            thread = threading.Thread(target=run)
+            thread.start()
+            return thread
+
+        threads = [ask("u")]
+        assert blocking.started.acquire(timeout=10)
+        threads.append(ask("v"))
+        wait_for_gauge(client, 2.0)
+        threads.append(ask("w"))
+        threads[1].join(10)
+        assert results == {"v": 503}
+        blocking.release.set()
+        for thread in threads:
+            thread.join(10)
+        assert results == {"u": 200, "v": 503, "w": 200}
+        assert [user for user, _ in service.recommender.calls] == ["u", "w"]
 
 
 # --- fuzzing: no input makes the HTTP layer answer 5xx ---------------------------------
