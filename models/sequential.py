@@ -41,9 +41,6 @@ class SequentialConfig:
     # targeted (no id vector) does at serving time, in the input history and in the
     # softmax alike, so content-only vectors learn the scale of id vectors.
     id_dropout: float = 0.0
-    # Items without an id vector are left out of the training softmax (neither
-    # negatives nor targets): in a log they are mostly items not yet published.
-    mask_unknown: bool = False
     epochs: int = 12
     # Larger logs get fewer epochs: at most this many gradient steps in all (about
     # 5 minutes on 2 cores for ml-latest-small's catalogue), so training time
@@ -138,7 +135,7 @@ class SequentialRetriever(tf.keras.Model):
     def __init__(self, encoder: ItemEncoder, config: SequentialConfig, **kwargs):
         super().__init__(**kwargs)
         self.encoder, self.config = encoder, config
-        encoder.zero_unknown = config.mask_unknown or config.id_dropout > 0.0
+        encoder.zero_unknown = config.id_dropout > 0.0
         d = config.dim
         self.position = tf.keras.layers.Embedding(config.max_len, d, name="position")
         self.gap = tf.keras.layers.Embedding(GAP_BUCKETS, d, name="gap")
@@ -204,14 +201,12 @@ class SequentialRetriever(tf.keras.Model):
         with tf.GradientTape() as tape:
             table = self.encoder.all_items(self.config.id_dropout)
             hidden = self.encode(rows, ts_ms, rewards, table, training=True)
-            valid = targets >= 0
-            if self.config.mask_unknown:
-                known = self.encoder.known()
-                valid = tf.logical_and(valid, tf.gather(known, tf.maximum(targets, 0)))
-            where = tf.where(valid)
+            # An item without an id vector is no target: its label would move every
+            # such item together (their shared vector), which the fitted offset
+            # (``models.unknown_offset``) does instead, out of sample.
+            known = tf.gather(self.encoder.known(), tf.maximum(targets, 0))
+            where = tf.where(tf.logical_and(targets >= 0, known))
             logits = tf.matmul(tf.gather_nd(hidden, where), table, transpose_b=True)
-            if self.config.mask_unknown:
-                logits = tf.where(known[None, :], logits, -1e9)
             loss = tf.reduce_mean(
                 tf.nn.sparse_softmax_cross_entropy_with_logits(
                     labels=tf.gather_nd(targets, where), logits=logits
