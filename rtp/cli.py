@@ -64,7 +64,8 @@ COMMANDS: dict[str, Command] = {
     "serve": Command("serving.app", "Run the recommendation HTTP service.", tensorflow=True),
     "demo": Command(
         "rtp.demo.run",
-        "Simulate, train, stream; recommendations before and after a shift.",
+        "Simulate, train, stream; recommendations before and after a shift "
+        "(--experiment: an A/B through the closed loop).",
         tensorflow=True,
     ),
 }

@@ -11,6 +11,7 @@ serving-only logic (exploration, popularity, staleness).
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import logging
 import threading
@@ -242,6 +243,45 @@ def features_as_of(
     return frozen, dropped
 
 
+class FrozenRows:
+    """Users' rows as of a freeze time, kept from the first read after it.
+
+    The store holds only a user's latest row, and ``features_as_of`` rewinds it only
+    as far as the last-N events reach: once a user's newer events have pushed every
+    event before the freeze out of them, the rewound row is empty (the user reads as
+    stale). So the first rewound row of each ``(user, freeze_ms)``, the one with the
+    most of the user's history (exact when it has no event after the freeze yet), is
+    kept and served from then on. Per process, the ``capacity`` most recently used
+    users (least recently used evicted); a restarted process keeps them anew.
+    """
+
+    def __init__(self, capacity: int = 20_000) -> None:
+        if capacity < 0:
+            raise ValueError(f"capacity must be >= 0 users, got {capacity}")
+        self.capacity = capacity
+        self._rows: collections.OrderedDict[tuple[str, int], Mapping[str, Any]] = (
+            collections.OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def as_of(
+        self, user_id: str, user: Mapping[str, Any], freeze_ms: int
+    ) -> tuple[Mapping[str, Any], frozenset[str]]:
+        """``features_as_of`` of the first row read, and the items to hide from the
+        co-engagement window, which is read as it is now."""
+        rewound, hidden = features_as_of(user, freeze_ms)
+        key = (user_id, freeze_ms)
+        with self._lock:
+            kept = self._rows.get(key)
+            if kept is None:
+                kept = self._rows[key] = rewound
+                if len(self._rows) > self.capacity:
+                    self._rows.popitem(last=False)
+            else:
+                self._rows.move_to_end(key)
+        return kept, hidden - frozenset(kept.get(f.USER_RECENT_ITEMS) or ())
+
+
 def feature_age_s(user: Mapping[str, Any], at_ms: int) -> float:
     """Seconds between the user's newest event and ``at_ms`` (never negative)."""
     return max(at_ms - int(user.get(f.USER_LAST_EVENT_MS) or 0), 0) / 1000.0
@@ -250,8 +290,8 @@ def feature_age_s(user: Mapping[str, Any], at_ms: int) -> float:
 def decay_forward(
     values: np.ndarray, last_event_ms: np.ndarray, at_ms: int, half_life_s: float
 ) -> np.ndarray:
-    """Decayed sums as of ``last_event_ms`` brought forward to ``at_ms``: the vector
-    form of ``decay_value`` (``value · 2^(−Δ/h)``, Δ in ms, h in seconds)."""
+    """Decayed sums as of ``last_event_ms`` brought forward to ``at_ms``:
+    ``value · 2^(−Δ/h)``, Δ in ms, h in seconds (the state's decay, ARCHITECTURE.md)."""
     delta_s = np.maximum(at_ms - last_event_ms, 0) / 1000.0
     return values * np.exp2(-delta_s / half_life_s)
 

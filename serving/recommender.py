@@ -6,7 +6,7 @@
 
 An experiment's variant (``overrides``, from ``beam_pipelines.experiments``) changes
 the exploration share, the diversity weight and the candidate sources of its
-requests, or freezes the user's features at a time (``features.features_as_of``).
+requests, or freezes the user's features at a time (``features.FrozenRows``).
 
 Nothing here raises for a missing component except ``NothingToServe`` (→ 503),
 when there is neither a model answer nor any popular list.
@@ -33,9 +33,9 @@ from serving import fallbacks as fb
 from serving.backends import ModelUnavailableError
 from serving.config import FallbackConfig, RankingConfig
 from serving.features import (
+    FrozenRows,
     ItemFeatureCache,
     feature_age_s,
-    features_as_of,
     read_user,
     user_embedding_now,
 )
@@ -133,6 +133,7 @@ class Recommender:
         self._half_lives = (state.user_short_half_life_s, state.user_long_half_life_s)
         self._clock = clock
         self._rankings: dict[Overrides, RankingConfig] = {(): ranking}
+        self._frozen = FrozenRows()
 
     def ranking_for(self, overrides: Overrides) -> RankingConfig:
         """The ranking config with a variant's changes (built once per variant)."""
@@ -163,7 +164,7 @@ class Recommender:
             return self._popular(user_id, k, None, None, fb.TRENDING, fb.UNKNOWN_USER)
         freeze_ms = dict(overrides).get("freeze_ms")
         if freeze_ms is not None:
-            user, hidden = features_as_of(user, freeze_ms)
+            user, hidden = self._frozen.as_of(user_id, user, freeze_ms)
             request = dataclasses.replace(request, hidden=hidden)
         age_s = feature_age_s(user, at_ms)
         if age_s > self.fallback.max_feature_age_s:

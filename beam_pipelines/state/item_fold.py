@@ -3,7 +3,8 @@
 The state after each event of each item, as folding them one by one through
 ``ItemState`` gives it (up to float rounding), as the columns of
 ``ItemState.features``: decayed exposures, engagements, rewards and conversions
-are a segmented prefix scan (``state.prefix``), the Beta posterior and trending follow.
+are the streaming job's scan (``decay.decayed_scan``) over every item at once,
+the Beta posterior and trending follow.
 """
 
 from __future__ import annotations
@@ -14,14 +15,8 @@ import numpy as np
 
 from beam_pipelines.state.columns import ScoredColumns
 from beam_pipelines.state.config import StateConfig
-from beam_pipelines.state.item_state import (
-    CONVERSIONS,
-    ENGAGED,
-    EXPOSURES,
-    REWARD,
-    decayed_features,
-)
-from beam_pipelines.state.prefix import segmented_decayed_prefix
+from beam_pipelines.state.decay import decayed_scan
+from beam_pipelines.state.item_state import decayed_features, item_channels
 from beam_pipelines.state.user_fold import replay_groups
 from feature_repo import features as f
 
@@ -50,13 +45,10 @@ def fold_items(columns: ScoredColumns, config: StateConfig, order: str) -> ItemH
     half_lives = np.array([config.item_short_half_life_s, config.item_long_half_life_s])
     groups = replay_groups(columns, order, columns.item_id)
     by = groups.order
-    x = np.empty((len(by), 4))
-    x[:, EXPOSURES] = np.asarray(columns.exposure, dtype=np.float64)[by]
-    x[:, ENGAGED] = np.asarray(columns.engaged, dtype=np.float64)[by]
-    x[:, REWARD] = np.asarray(columns.reward, dtype=np.float64)[by]
-    x[:, CONVERSIONS] = np.asarray(columns.conversion, dtype=np.float64)[by]
+    fields = (columns.exposure, columns.engaged, columns.reward, columns.conversion)
+    x = item_channels(*(np.asarray(field, dtype=np.float64)[by] for field in fields))
     ts = np.asarray(columns.timestamp_ms, dtype=np.int64)[by]
-    sums, newest = segmented_decayed_prefix(ts, x, half_lives, groups.starts)
+    sums, newest = decayed_scan(ts, x, half_lives, groups.starts)
     sizes = np.diff(np.append(groups.starts, len(by)))
     count = np.arange(len(by)) - np.repeat(groups.starts, sizes) + 1
     item_of_row = np.repeat(np.arange(len(groups.names)), sizes)

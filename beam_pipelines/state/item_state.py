@@ -22,10 +22,8 @@ class ItemState:
         self.count = 0
 
     def push(self, event: ScoredEvent) -> None:
-        x = np.array(
-            [float(event.exposure), float(event.engaged), event.reward, float(event.conversion)]
-        )
-        self.sums.push(event.timestamp_ms, x)
+        x = item_channels([event.exposure], [event.engaged], [event.reward], [event.conversion])
+        self.sums.push(event.timestamp_ms, x[0])
         self.count += 1
 
     def merge(self, other: ItemState) -> None:
@@ -40,6 +38,11 @@ class ItemState:
             **decayed_features(short, long, config),
             f.ITEM_LAST_EVENT_MS: int(self.sums.t_ref_ms or 0),
         }
+
+
+def item_channels(exposure, engaged, reward, conversion) -> np.ndarray:
+    """Rows of (exposure, engaged, reward, conversion) as floats, one per event."""
+    return np.array([exposure, engaged, reward, conversion], dtype=np.float64).T
 
 
 def decayed_features(short, long, config: StateConfig) -> dict:

@@ -4,14 +4,14 @@ Gives what folding each user's events one by one through ``UserState`` (with
 lateness and deduplication as ``transforms.state._UserStepper``) gives: the same
 accept/late/duplicate decision per event and the state after every applied event
 (up to float rounding), as columns for the history table. The decisions are
-the stepper's own (``updaters.rejection``, per event); the decayed sums are prefix scans
-(``state.prefix``), the embeddings split where the table version changes (there
-they are rebuilt from the last N events, as ``UserState.rebuild_embeddings`` does).
+the stepper's own (``updaters.rejection``, per event); the decayed sums are the
+streaming job's scan (``decay.decayed_scan``) over every user at once, the
+embeddings split where the table version changes (there they are rebuilt from
+the last N events, as ``UserState.rebuild_embeddings`` does).
 """
 
 from __future__ import annotations
 
-import bisect
 import itertools
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -21,11 +21,16 @@ import numpy as np
 from beam_pipelines.events import Reason
 from beam_pipelines.state.columns import ScoredColumns, key_codes, pick
 from beam_pipelines.state.config import StateConfig
-from beam_pipelines.state.decay import DecayedSums
-from beam_pipelines.state.prefix import decayed_prefix, segmented_decayed_prefix
+from beam_pipelines.state.decay import decayed_scan
 from beam_pipelines.state.seen import SeenEvents
 from beam_pipelines.state.updaters import rejection
-from beam_pipelines.state.user_state import EMB_WEIGHT, UserState, pooled
+from beam_pipelines.state.user_state import (
+    embedding_channels,
+    keep_last_n,
+    pooled,
+    rebuilt_embeddings,
+    scalar_channels,
+)
 
 
 class UserHistory(NamedTuple):
@@ -133,8 +138,8 @@ def fold_users(
     applied, sizes, letters = decide_all(columns, groups, lateness_ms)
     rows = _Rows(columns, applied, sizes)
     half_lives = np.array([config.user_short_half_life_s, config.user_long_half_life_s])
-    scalars = np.stack([np.ones(len(applied)), rows.reward, rows.engaged], axis=1)
-    sums, newest = segmented_decayed_prefix(rows.ts, scalars, half_lives, rows.starts)
+    scalars = scalar_channels(rows.reward, rows.engaged)
+    sums, newest = decayed_scan(rows.ts, scalars, half_lives, rows.starts)
     recent_lengths, recent_rows = _recent(rows, config.recent_events)
     emb = _Embeddings(rows, newest, half_lives, recent_lengths, recent_rows)
     for start, stop in zip(rows.starts.tolist(), rows.stops.tolist(), strict=True):
@@ -192,9 +197,10 @@ def _segments(newest: np.ndarray, start: int, stop: int, embeddings):
 
 
 def _recent(rows: _Rows, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's last-N rows (by time, then event_id), newest first: lengths and
-    flat row indices. In time order they are the user's last N rows; users with
-    events out of order (or at equal times) take a sorted-insert loop."""
+    """Each row's last-N rows (``keep_last_n``, as the streaming job keeps them),
+    newest first: lengths and flat row indices. A user's rows in time order insert
+    each at the end, so the window is the last N rows; users with events out of
+    order (or at equal times) are folded through ``keep_last_n``."""
     m = len(rows.ts)
     position = np.arange(m) - np.repeat(rows.starts, rows.stops - rows.starts)
     lengths = np.minimum(position + 1, n)
@@ -213,17 +219,12 @@ def _recent(rows: _Rows, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _sorted_last_n(rows: _Rows, start: int, stop: int, n: int) -> list[int]:
-    ts, ids = rows.ts, rows.event_ids
-    keys = sorted(range(start, stop), key=lambda j: (int(ts[j]), ids[j]))
-    row_of_rank = keys
-    rank = {row: r for r, row in enumerate(keys)}
-    kept: list[int] = []
+    ts, ids = rows.ts.tolist(), rows.event_ids
+    kept: list[tuple] = []
     flat: list[int] = []
     for j in range(start, stop):
-        bisect.insort(kept, rank[j])
-        if len(kept) > n:
-            del kept[0]
-        flat.extend(row_of_rank[r] for r in reversed(kept))
+        keep_last_n(kept, (ts[j], ids[j], j), n)
+        flat.extend(row for _, _, row in reversed(kept))
     return flat
 
 
@@ -264,45 +265,32 @@ class _Embeddings:
 
     def _pooled(self, table, segments, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         x = _channels([self.rows.items[i] for i in rows.tolist()], self.rows.reward[rows], table)
-        sums = np.empty((len(rows), 2, x.shape[1]))
-        at = 0
-        for first, last, user_start in segments:
-            carry, carry_t = None, None
+        sizes = [last - first for first, last, _ in segments]
+        starts = np.cumsum([0, *sizes[:-1]])
+        ts = self.rows.ts[rows]
+        carry, carry_t = np.zeros((len(segments), 2, x.shape[1])), ts[starts]
+        for k, (first, _, user_start) in enumerate(segments):
             if first > user_start:  # a version change: rebuild from the last N, as the fold does
-                carry, carry_t = self._rebuilt(first - 1, table), int(self.newest[first - 1])
-            size = last - first
-            sums[at : at + size], _ = decayed_prefix(
-                self.rows.ts[first:last], x[at : at + size], self.half_lives, carry, carry_t
-            )
-            at += size
+                carry[k], carry_t[k] = self._rebuilt(first - 1, table), self.newest[first - 1]
+        sums, _ = decayed_scan(ts, x, self.half_lives, starts, carry, carry_t)
         return pooled(sums[:, 0, 1:], sums[:, 0, 0]), pooled(sums[:, 1, 1:], sums[:, 1, 0])
 
     def _rebuilt(self, row: int, table) -> np.ndarray:
         """The embedding channels ``UserState.rebuild_embeddings`` gives after ``row``."""
         stop = int(self.recent_ends[row])
-        kept = self.recent_rows[stop - int(self.recent_lengths[row]) : stop][::-1]  # oldest first
-        width = EMB_WEIGHT + 1 + table.dim  # the scalars, then the embedding
-        fresh = DecayedSums(tuple(self.half_lives.tolist()), width)
+        kept = self.recent_rows[stop - int(self.recent_lengths[row]) : stop][::-1].tolist()
         rows = self.rows
-        for j in kept.tolist():
-            x = UserState.channels_for(
-                table.dim, float(rows.reward[j]), False, table.get(rows.items[j])
-            )
-            fresh.push(int(rows.ts[j]), x)
-        fresh.push(int(self.newest[row]), np.zeros(width))
-        return fresh.values[:, EMB_WEIGHT:]
+        return rebuilt_embeddings(
+            rows.ts[kept].tolist(),
+            pick(rows.items, kept),
+            rows.reward[kept],
+            table.get,
+            table.dim,
+            self.half_lives,
+            int(self.newest[row]),
+        )
 
 
 def _channels(items: list[str], reward: np.ndarray, table) -> np.ndarray:
-    """Rows of (|r|, r·e) as ``UserState`` pushes them: zero without an embedding or reward."""
     codes, distinct = key_codes(items)  # items repeat: look each up once
-    vectors = [table.get(item) for item in distinct]
-    known = np.fromiter((v is not None for v in vectors), bool, len(vectors))
-    matrix = np.zeros((len(vectors), table.dim))
-    if known.any():
-        matrix[known] = np.array([v for v in vectors if v is not None], dtype=np.float64)
-    x = np.zeros((len(items), 1 + table.dim))
-    has = known[codes] & (reward != 0.0)
-    x[has, 0] = np.abs(reward[has])
-    x[has, 1:] = reward[has, None] * matrix[codes[has]]
-    return x
+    return embedding_channels(codes, [table.get(item) for item in distinct], reward, table.dim)

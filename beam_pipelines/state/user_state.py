@@ -7,8 +7,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from beam_pipelines.state.columns import key_codes
 from beam_pipelines.state.config import StateConfig
-from beam_pipelines.state.decay import DecayedSums, ratio
+from beam_pipelines.state.decay import DecayedSums, decayed_scan, ratio
 from beam_pipelines.state.records import ScoredEvent
 from feature_repo import features as f
 
@@ -45,26 +46,19 @@ class UserState:
 
     def push(self, event: ScoredEvent, embedding: np.ndarray | None, recent_n: int) -> None:
         """Apply one accepted event; ``embedding`` of its item in the current version."""
-        self.sums.push(event.timestamp_ms, self._channels(event.reward, event.engaged, embedding))
+        reward = np.array([event.reward], dtype=np.float64)
+        dim = self.sums.values.shape[1] - _SCALARS
+        x = np.concatenate(
+            [
+                scalar_channels(reward, np.array([event.engaged], dtype=np.float64)),
+                embedding_channels(_ONE_CODE, [embedding], reward, dim),
+            ],
+            axis=1,
+        )
+        self.sums.push(event.timestamp_ms, x[0])
         self.count += 1
         entry = (event.timestamp_ms, event.event_id, event.item_id, float(event.reward))
-        bisect.insort(self.recent, entry)
-        if len(self.recent) > recent_n:
-            del self.recent[: len(self.recent) - recent_n]
-
-    def _channels(self, reward: float, engaged: bool, embedding: np.ndarray | None) -> np.ndarray:
-        return self.channels_for(self.sums.values.shape[1] - _SCALARS, reward, engaged, embedding)
-
-    @staticmethod
-    def channels_for(
-        dim: int, reward: float, engaged: bool, embedding: np.ndarray | None
-    ) -> np.ndarray:
-        x = np.zeros(_SCALARS + dim)
-        x[EVENTS], x[REWARD], x[ENGAGED] = 1.0, reward, float(engaged)
-        if embedding is not None and reward != 0.0:
-            x[EMB_WEIGHT] = abs(reward)
-            x[_SCALARS:] = reward * embedding
-        return x
+        keep_last_n(self.recent, entry, recent_n)
 
     def merge(self, other: UserState, recent_n: int) -> None:
         """Fold in a state built from a disjoint set of events (same version)."""
@@ -72,7 +66,8 @@ class UserState:
             raise ValueError("merge needs states of the same embedding version")
         self.sums.merge(other.sums)
         self.count += other.count
-        self.recent = sorted(set(self.recent) | set(other.recent))[-recent_n:]
+        for entry in other.recent:
+            keep_last_n(self.recent, entry, recent_n)
 
     def rebuild_embeddings(self, lookup: EmbeddingLookup, version: str, dim: int) -> None:
         """Re-pool the embeddings from the last N events under a new table version.
@@ -80,14 +75,12 @@ class UserState:
         Counts and rates keep their full history; the embeddings can only be
         rebuilt from the events still remembered. ``dim`` may differ from before.
         """
-        t_ref = self.sums.t_ref_ms
-        fresh = DecayedSums(tuple(self.sums.half_lives_s), _SCALARS + dim)
-        for ts, _, item_id, reward in self.recent:
-            fresh.push(ts, self.channels_for(dim, reward, False, lookup(item_id)))
-        if t_ref is not None:
-            fresh.push(t_ref, np.zeros(_SCALARS + dim))  # align to the same t_ref
-        fresh.values[:, :EMB_WEIGHT] = self.sums.values[:, :EMB_WEIGHT]
-        self.sums = fresh
+        ts, _, items, rewards = zip(*self.recent, strict=True) if self.recent else ((),) * 4
+        sums = self.sums
+        pooled_sums = rebuilt_embeddings(
+            ts, items, rewards, lookup, dim, sums.half_lives_s, sums.t_ref_ms
+        )
+        sums.values = np.concatenate([sums.values[:, :EMB_WEIGHT], pooled_sums], axis=1)
         self.embedding_version = version
 
     def features(self) -> dict:
@@ -109,6 +102,55 @@ class UserState:
             f.USER_RECENT_TS_MS: list(ts),
             f.USER_RECENT_REWARDS: list(rewards),
         }
+
+
+def keep_last_n(window: list, entry: tuple, n: int) -> None:
+    """Insert ``entry`` (time ms, event_id, ...) into ``window`` (sorted oldest first)
+    and keep the newest ``n``: ties in time go by event_id, so the kept set does not
+    depend on arrival order."""
+    bisect.insort(window, entry)
+    if len(window) > n:
+        del window[: len(window) - n]
+
+
+def scalar_channels(reward: np.ndarray, engaged: np.ndarray) -> np.ndarray:
+    """Rows of (1, r, engaged): the channels an event adds to the counts and rates."""
+    x = np.empty((len(reward), 3))
+    x[:, EVENTS], x[:, REWARD], x[:, ENGAGED] = 1.0, reward, engaged
+    return x
+
+
+_ONE_CODE = np.zeros(1, dtype=np.int64)
+
+
+def embedding_channels(
+    codes: np.ndarray, vectors: list[np.ndarray | None], reward: np.ndarray, dim: int
+) -> np.ndarray:
+    """Rows of (|r|, r·e) for events with reward ``r`` whose item's embedding is
+    ``vectors[codes[k]]`` (None: not in the table): zero without an embedding or reward."""
+    zero = np.zeros(dim)
+    matrix = np.array([zero if v is None else v for v in vectors], dtype=np.float64)
+    known = np.array([v is not None for v in vectors], dtype=bool)
+    weight = np.where(known[codes], reward, 0.0)
+    x = np.empty((len(codes), 1 + dim))
+    x[:, 0] = np.abs(weight)
+    x[:, 1:] = weight[:, None] * matrix.reshape(len(vectors), dim)[codes]
+    return x
+
+
+def rebuilt_embeddings(
+    ts, items, rewards, lookup: EmbeddingLookup, dim: int, half_lives_s, t_ref_ms: int | None
+) -> np.ndarray:
+    """The (|r|, r·e) sums (half-lives × (1 + dim)) at ``t_ref_ms`` of the remembered
+    events (times in ms, items, rewards) under the table ``lookup``: what a table
+    version change re-pools a user's embeddings from."""
+    if not ts:
+        return np.zeros((len(half_lives_s), 1 + dim))
+    codes, distinct = key_codes(items)
+    x = embedding_channels(codes, [lookup(i) for i in distinct], np.array(rewards, float), dim)
+    carry = np.zeros((1, len(half_lives_s), 1 + dim))
+    sums, _ = decayed_scan(np.array(ts), x, half_lives_s, None, carry, [t_ref_ms])
+    return sums[-1]
 
 
 def scalar_features(short, long) -> dict:

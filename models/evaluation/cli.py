@@ -28,6 +28,7 @@ from models.evaluation.data import (
     read_jsonl,
     read_movielens,
 )
+from models.evaluation.new_items import read_releases, upload_to_first_engagement
 from models.evaluation.protocol import ReplayResult, apply_training, replay
 from models.evaluation.sequence_variants import CoEngagementRolling
 from models.evaluation.variants import BASELINES
@@ -185,9 +186,21 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], ReplayResult]:
         "dataset": report.dataset_stats(log, result),
         "variants": report.variant_metrics(result, args.k, log),
         "time_to_adapt": tracker.summary() if tracker else None,
+        "new_items": _new_items(args, log, result),
         "wall_time_s": {k: round(v, 4) for k, v in wall.items()},  # a tiny run takes ms
         "notes": notes,
     }, result
+
+
+def _new_items(args: argparse.Namespace, log: ReplayLog, result: ReplayResult) -> dict | None:
+    """Upload → first engagement (``models.evaluation.new_items``) when the items
+    file gives release times (the simulator's ``items.jsonl``)."""
+    if args.items is None or args.items.suffix != ".jsonl":
+        return None
+    releases = read_releases(args.items)
+    if not releases:
+        return None
+    return upload_to_first_engagement(log, result.positions, result.ranks, releases)
 
 
 def _tracker(args: argparse.Namespace, log: ReplayLog, names: list[str]) -> AdaptTracker | None:

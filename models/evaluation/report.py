@@ -156,6 +156,7 @@ def write_report(out_dir: pathlib.Path, document: dict[str, Any]) -> pathlib.Pat
         if group in first:
             lines += [f"## {title}", "", *metrics_table(document["variants"], ks, group), ""]
     lines += _adapt_section(document.get("time_to_adapt"))
+    lines += _new_items_section(document.get("new_items"))
     lines += _notes(document)
     lines += [
         "## Plots",
@@ -168,6 +169,30 @@ def write_report(out_dir: pathlib.Path, document: dict[str, Any]) -> pathlib.Pat
     path = out_dir / REPORT_FILE
     path.write_text("\n".join(lines))
     return path
+
+
+def _new_items_section(new: dict[str, Any] | None) -> list[str]:
+    if not new:
+        return []
+    lines = [
+        "## New items: upload → first engagement",
+        "",
+        f"{new['new_items']} items released during the test stream and then interacted with. "
+        f"An engagement is delivered when the variant ranked the item in its top-{new['k']} "
+        "just before it; hours from upload to the first delivered one (median; items never "
+        "delivered count as infinite). `log`: the first interaction in the log, the best any "
+        "variant can do.",
+        "",
+        "| variant | items delivered | median hours |",
+        "|---|---:|---:|",
+    ]
+    for name, value in new.items():
+        if isinstance(value, dict):
+            lines.append(
+                f"| {name} | {value['items_delivered']} / {new['new_items']} | "
+                f"{_fmt(value['median_hours'])} |"
+            )
+    return [*lines, ""]
 
 
 def _adapt_section(adapt: dict[str, Any] | None) -> list[str]:

@@ -9,6 +9,9 @@ ask the recommendation service (in-process) for those users → feed the second
 part the same way, no retraining → ask again, and measure how much of each
 user's top-k is in its new topic before and after. Everything lands under
 ``--out``; the before/after also in ``recommendations.json``.
+
+``--experiment`` runs an A/B of streamed versus frozen user features through the
+closed loop instead (``rtp.demo.experiment``).
 """
 
 from __future__ import annotations
@@ -69,8 +72,34 @@ def parser() -> argparse.ArgumentParser:
         "default is 0.03; more shifts give the before/after more users to choose from).",
     )
     p.add_argument("--epochs", type=int, default=TRAIN_SETTINGS["epochs"], help="Training epochs.")
-    p.add_argument("--no-stream", action="store_true", help="Use the backfill job only.")
+    # The experiment needs the streaming job: argparse refuses the two together.
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--no-stream", action="store_true", help="Use the backfill job only.")
     p.add_argument("--stream-timeout-s", type=float, default=600.0)
+    experiment = p.add_argument_group(
+        "experiment",
+        "With --experiment: an A/B of streamed versus frozen user features through the "
+        "closed loop (rtp simulate --closed-loop) instead of the before/after; needs the "
+        "Pub/Sub emulator; the report in <out>/experiment/.",
+    )
+    mode.add_argument(
+        "--experiment",
+        action="store_true",
+        help="Run the A/B of streamed versus frozen features (below) instead.",
+    )
+    experiment.add_argument(
+        "--loop-events",
+        type=int,
+        default=6_000,
+        help="Events the simulated users send in the closed loop (default 6000).",
+    )
+    experiment.add_argument(
+        "--loop-rate",
+        type=float,
+        default=30.0,
+        help="Most events/s they send (default 30; with the service's exposures, about "
+        "what the local streaming job keeps up with).",
+    )
     return p
 
 
@@ -133,16 +162,19 @@ def split_stream(
     return split
 
 
-def train_models(out: pathlib.Path, config: TrainConfig) -> pathlib.Path:
-    """Both models on part 1 only, exported under ``<out>/models``; returns that base."""
+def train_models(
+    out: pathlib.Path, config: TrainConfig, events: pathlib.Path, step: str
+) -> pathlib.Path:
+    """Both models on ``events``, exported under ``<out>/models``; returns that base.
+    ``step``: what the progress line says (``[3/5] training on part 1 only``)."""
     import tensorflow as tf  # after models (imported above): it sets TF_USE_LEGACY_KERAS
 
     from models.train import export_trained, fit, parser
 
     tf.keras.utils.disable_interactive_logging()  # no progress bars in the demo's output
     base = out / "models"
-    print(f"[3/5] training on part 1 only (rtp train API, seed {config.seed}) → {base}")
-    argv = ["--events", str(out / "events.part1.jsonl"), "--out", str(base)]
+    print(f"{step} (rtp train API, seed {config.seed}) → {base}")
+    argv = ["--events", str(events), "--out", str(base)]
     argv += ["--join-engine", "asof"]  # Feast's point-in-time join in pandas: seconds, not a minute
     argv += ["--items", str(sidecar_paths(out / "events.jsonl")["items"])]
     args = parser().parse_args(argv)
@@ -241,30 +273,37 @@ def enter_feed(
     return stack.enter_context(BackfillFeed(features, str(base)))
 
 
+def serving_config(model_base: pathlib.Path, store_path: pathlib.Path, **settings: Any):
+    """The service as ``rtp serve`` runs it by default (in-process SavedModels, the
+    SQLite store at ``store_path``), with ``settings`` on top (``ServingConfig`` fields)."""
+    from beam_pipelines.jobs_common import store_config
+    from serving.config import ServingConfig
+
+    return ServingConfig(
+        model_base=str(model_base),
+        # TensorFlow already ran in this process (training): its thread pools are
+        # fixed, so the service leaves them as they are.
+        models={
+            "type": "inprocess",
+            "reload_s": None,
+            "intra_op_threads": None,
+            "inter_op_threads": None,
+        },
+        store=store_config(None, str(store_path)),
+        **settings,
+    )
+
+
 class DemoService:
     """The recommendation service in-process, as ``rtp serve`` runs it by default
     (in-process SavedModels, the SQLite store): ``recommend`` is what
     ``GET /v1/recommendations`` answers, with the same response body."""
 
     def __init__(self, model_base: pathlib.Path, store_path: pathlib.Path, seed: int):
-        from beam_pipelines.jobs_common import store_config
-        from serving.config import ServingConfig
         from serving.service import Service
 
-        config = ServingConfig(
-            model_base=str(model_base),
-            # TensorFlow already ran in this process (training): its thread pools are
-            # fixed, so the service leaves them as they are.
-            models={
-                "type": "inprocess",
-                "reload_s": None,
-                "intra_op_threads": None,
-                "inter_op_threads": None,
-            },
-            store=store_config(None, str(store_path)),
-            ranking={"seed": seed},  # the exploration draws depend on (seed, user) only
-        )
-        self.service = Service(config)
+        # The exploration draws depend on (seed, user) only.
+        self.service = Service(serving_config(model_base, store_path, ranking={"seed": seed}))
 
     def __enter__(self) -> DemoService:
         self.service.start()
@@ -379,6 +418,10 @@ def main(argv: list[str] | None = None) -> int:
     # popularity moves hourly, so every run of one --seed simulates the same stream,
     # only shifted in time.
     args.start_ms = (int(time.time()) // 3600 - 48) * 3600 * 1000
+    if args.experiment:
+        from rtp.demo import experiment
+
+        return experiment.main(args, cli)
     try:  # every setting checked before the first step
         sim_config = simulator_config(args)
         train_config = TrainConfig(**{**TRAIN_SETTINGS, "seed": args.seed, "epochs": args.epochs})
@@ -389,7 +432,9 @@ def main(argv: list[str] | None = None) -> int:
     sim, records = simulate(sim_config, out)
     topics = {item.item_id: item.topic for item in sim.items}
     split = split_stream(sim, records, topics, out)
-    base = train_models(out, train_config)
+    base = train_models(
+        out, train_config, out / "events.part1.jsonl", "[3/5] training on part 1 only"
+    )
     user_ids = [u.user_id for u in split.users]
     with contextlib.ExitStack() as stack:
         print("[4/5] part 1 → the feature pipeline → SQLite online store")

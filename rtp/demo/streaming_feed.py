@@ -126,10 +126,10 @@ class StreamingFeed:
             print(f"  Pub/Sub emulator on {emulator.address}; streaming job (DirectRunner)")
             self._publisher = pubsub_v1.PublisherClient()
             subscriber = pubsub_v1.SubscriberClient()
-            self._topic = self._publisher.topic_path(PROJECT, "engagement-events")
+            self.topic = self._publisher.topic_path(PROJECT, "engagement-events")
             subscription = subscriber.subscription_path(PROJECT, "engagement-events-features")
-            self._publisher.create_topic(name=self._topic)
-            subscriber.create_subscription(name=subscription, topic=self._topic)
+            self._publisher.create_topic(name=self.topic)
+            subscriber.create_subscription(name=subscription, topic=self.topic)
             self._job = _start_job(subscription, self.features, self._model_base)
             stack.callback(stop_process_group, self._job)
             self._stack = stack.pop_all()
@@ -150,7 +150,7 @@ class StreamingFeed:
         self._ledger.add(r.data for r in records)
         letters_dir = self.features / "dead_letters"
         started = time.monotonic()
-        stats = publish_records(records, self._topic, publisher=self._publisher)
+        stats = publish_records(records, self.topic, publisher=self._publisher)
         print(f"  published {stats.published} messages; waiting for the store to catch up")
         with FeatureStoreClient(store_config(None, str(self.store_path))) as store:
             _wait_for(store, self._ledger, letters_dir, self._timeout_s, self._job)

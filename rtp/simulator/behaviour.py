@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+from collections.abc import Iterable
 from typing import NamedTuple
 
 import numpy as np
@@ -90,8 +91,14 @@ class Behaviour:
         )
         return user.last_ts + int(min(max(gap_s, 300.0), 3 * 86400.0) * SECOND_MS)
 
-    def start_session(self, user: User, t0: int) -> None:
-        """Fill ``user.pending`` with the events of a session starting at ``t0``."""
+    def start_session(self, user: User, t0: int, feed: Iterable[int] | None = None) -> None:
+        """Fill ``user.pending`` with the events of a session starting at ``t0``.
+
+        ``feed``: the items shown, in order (catalogue indexes, e.g. a recommender's
+        answer); None: the simulator's own feed, a geometric number of items picked
+        from the user's interests as the feed knew them one session ago. Either way
+        the interests first drift (and may shift) by the time since the last session.
+        """
         if user.sessions:
             user.feed_cum = np.cumsum(user.interests).tolist()  # the feed lags one session
             self._evolve(user, (t0 - user.last_ts) / HOUR_MS)
@@ -99,11 +106,13 @@ class Behaviour:
         user.sessions += 1
         # How well each item matches the user now, 1 = all on the top interest.
         relevance = self.catalog.mix @ user.interests / user.interests.max()
+        if feed is None:  # picked one at a time, between reactions: the draws' order
+            size = self.draws.geometric(self.cfg.session_items_mean)
+            feed = (self._pick(user, t0) for _ in range(size))
         t = t0
-        for position in range(self.draws.geometric(self.cfg.session_items_mean)):
-            item = self._pick(user, t0)
+        for position, item in enumerate(feed):
             t = self._react(user, item, float(relevance[item]), t, (session_id, position))
-        user.last_ts = user.pending[-1].ts
+        user.last_ts = user.pending[-1].ts if user.pending else t0
 
     def _evolve(self, user: User, gap_h: float) -> None:
         old = user.top

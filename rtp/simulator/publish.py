@@ -5,22 +5,31 @@ epoch ms as a string, what the streaming job reads as its ``timestamp_attribute`
 the publish time when the line has no usable timestamp) and ``line`` (the 0-based
 line number, to join dead letters with the simulator's labels). The client honours
 ``PUBSUB_EMULATOR_HOST``; under the emulator a missing topic is created.
+
+With an uploads topic, each item released after the stream's start is published
+there as item metadata (``beam_pipelines.items``' contract: id, title, topic,
+duration, upload time; not the simulator's latent quality or popularity) just
+before the first event at or after its release, so the item pipeline sees it
+"uploaded" while the stream runs; attribute ``upload_ts`` (epoch ms).
 """
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
 import os
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import pubsub_v1
 
+from rtp.simulator.encoding import dumps
+from rtp.simulator.records import ItemInfo
 from rtp.simulator.simulation import SimRecord
 
 _TOPIC_PATH = re.compile(r"^projects/[^/]+/topics/[^/]+$")
@@ -36,6 +45,7 @@ class PublishStats:
     failed: int
     elapsed_s: float
     achieved_rate: float
+    uploads: int = 0  # item metadata messages acknowledged on the uploads topic
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -145,35 +155,99 @@ class _Outcomes:
         self.pending = []
 
 
+@dataclasses.dataclass(frozen=True)
+class Upload:
+    """An item's metadata message and its release (upload) time."""
+
+    release_ms: int
+    data: bytes
+
+
+def upload_message(item: ItemInfo) -> bytes:
+    """What an upload service would publish: no latent ground truth."""
+    return dumps(
+        {
+            "item_id": item.item_id,
+            "title": item.title,
+            "topic": item.topic,
+            "duration_ms": item.duration_ms,
+            "upload_time": item.release_ms,
+        }
+    )
+
+
+def uploads_after(items: Iterable[ItemInfo], start_ms: int) -> list[Upload]:
+    """Items released after ``start_ms``, oldest release first (earlier ones are the
+    starting catalogue: the ``items.jsonl`` sidecar)."""
+    released = sorted((i for i in items if i.release_ms > start_ms), key=lambda i: i.release_ms)
+    return [Upload(i.release_ms, upload_message(i)) for i in released]
+
+
+def _topic_client(
+    topic_paths: Iterable[str],
+    rate: float | None,
+    publisher: pubsub_v1.PublisherClient | None,
+    create_topic: bool | None,
+) -> pubsub_v1.PublisherClient:
+    for path in topic_paths:
+        if not _TOPIC_PATH.match(path):
+            raise ValueError(f"topic_path must be projects/P/topics/T, got {path!r}")
+    client = make_publisher(rate) if publisher is None else publisher
+    if create_topic or (create_topic is None and os.environ.get("PUBSUB_EMULATOR_HOST")):
+        for path in topic_paths:
+            ensure_topic(client, path)
+    return client
+
+
 def publish_records(
     records: Iterable[SimRecord],
     topic_path: str,
     rate: float | None = None,
     publisher: pubsub_v1.PublisherClient | None = None,
     create_topic: bool | None = None,
+    uploads: Sequence[Upload] = (),
+    uploads_topic: str | None = None,
 ) -> PublishStats:
-    """Publish every record to ``topic_path`` at ``rate`` events/s (None: unpaced).
+    """Publish every record to ``topic_path`` at ``rate`` events/s (None: unpaced),
+    and each of ``uploads`` to ``uploads_topic`` before the first event at or after
+    its release (the rest at the end).
 
     ``create_topic`` None means: create it only under ``PUBSUB_EMULATOR_HOST``.
     Returns once every message is acknowledged or failed.
     """
-    if not _TOPIC_PATH.match(topic_path):
-        raise ValueError(f"topic_path must be projects/P/topics/T, got {topic_path!r}")
-    owned = publisher is None
-    client = make_publisher(rate) if publisher is None else publisher
-    if create_topic or (create_topic is None and os.environ.get("PUBSUB_EMULATOR_HOST")):
-        ensure_topic(client, topic_path)
+    if uploads and uploads_topic is None:
+        raise ValueError("uploads need an uploads_topic")
+    topics = [topic_path, *([uploads_topic] if uploads_topic else [])]
+    client = _topic_client(topics, rate, publisher, create_topic)
     bucket = TokenBucket(rate) if rate else None
-    outcomes = _Outcomes()
+    outcomes, uploaded = _Outcomes(), _Outcomes()
+    pending = collections.deque(uploads)
+
+    def upload_until(t_ms: float) -> None:
+        while pending and pending[0].release_ms <= t_ms:
+            upload = pending.popleft()
+            attrs = {"upload_ts": str(upload.release_ms)}
+            uploaded.add(client.publish(uploads_topic, upload.data, **attrs))
+
     started = time.monotonic()
     for record in records:
+        if record.event_time_ms is not None:
+            upload_until(record.event_time_ms)
         if bucket is not None:
             bucket.take()
         attrs = attributes(record, int(time.time() * 1000))
         outcomes.add(client.publish(topic_path, record.data, **attrs))
+    upload_until(float("inf"))
     outcomes.finish()
+    uploaded.finish()
     elapsed = time.monotonic() - started
-    if owned:
+    if publisher is None:
         client.stop()
     rate_achieved = outcomes.ok / elapsed if elapsed > 0 else 0.0
-    return PublishStats(outcomes.ok, outcomes.failed, round(elapsed, 3), round(rate_achieved, 1))
+    return PublishStats(
+        outcomes.ok,
+        outcomes.failed + uploaded.failed,
+        round(elapsed, 3),
+        round(rate_achieved, 1),
+        uploads=uploaded.ok,
+    )

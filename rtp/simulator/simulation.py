@@ -74,6 +74,20 @@ class Simulation(Iterator[SimRecord]):
         return list(self._catalog.names)
 
     @property
+    def catalogue(self) -> Catalogue:
+        return self._catalog
+
+    @property
+    def behaviour(self) -> Behaviour:
+        """The users' model (interests, reactions), which the closed loop drives too."""
+        return self._behaviour
+
+    @property
+    def users(self) -> list[User]:
+        """The simulated users, in their state after the lines iterated so far."""
+        return self._users
+
+    @property
     def counts(self) -> dict[str, int]:
         return {"lines": self._line, "clean_events": self._clean, "dirty_lines": self._dirty}
 

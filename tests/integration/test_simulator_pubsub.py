@@ -59,3 +59,42 @@ def test_publish_2000_events_and_pull_them_back(pubsub_emulator, monkeypatch):
         else:
             assert event_ts == record.event_time_ms
     subscriber.close()
+
+
+def test_rtp_simulate_publishes_uploads_to_the_items_topic(pubsub_emulator, monkeypatch, capsys):
+    """``rtp simulate --uploads-topic``: every item released during the stream reaches
+    the real emulator as item metadata the item pipeline parses."""
+    import json
+
+    from beam_pipelines.items import parse_item
+    from rtp.simulator import cli
+
+    monkeypatch.setenv("PUBSUB_EMULATOR_HOST", pubsub_emulator.address)
+    uploads_topic = f"projects/{PROJECT}/topics/item-uploads"
+    subscription = f"projects/{PROJECT}/subscriptions/uploads-check"
+    publisher, subscriber = pubsub_v1.PublisherClient(), pubsub_v1.SubscriberClient()
+    publisher.create_topic(name=uploads_topic)
+    subscriber.create_subscription(name=subscription, topic=uploads_topic)
+    args = ["--events", "1500", "--users", "100", "--items", "800", "--seed", "3"]
+    topic = f"projects/{PROJECT}/topics/events-with-uploads"
+    assert cli.main([*args, "--publish-topic", topic, "--uploads-topic", uploads_topic]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    expected = summary["publish"]["uploads"]
+    assert expected > 0 and summary["publish"]["failed"] == 0
+    received: dict[str, int] = {}
+    deadline = time.monotonic() + 60
+    while len(received) < expected and time.monotonic() < deadline:
+        response = subscriber.pull(request={"subscription": subscription, "max_messages": 500})
+        for message in response.received_messages:
+            item = parse_item(message.message.data)
+            received[item.item_id] = item.upload_ms
+        if response.received_messages:
+            subscriber.acknowledge(
+                request={
+                    "subscription": subscription,
+                    "ack_ids": [m.ack_id for m in response.received_messages],
+                }
+            )
+    assert len(received) == expected
+    assert all(ms is not None for ms in received.values())
+    subscriber.close()

@@ -149,3 +149,19 @@ def test_ratings_are_read_by_the_backfill_reader(tmp_path):
     ]
     assert [e.event_id for e in raw.events[:1]] == ["ml-3-3-6"]  # movielens_event's ids
     assert dict(raw.skipped) == {"malformed_json": 1}
+
+
+def test_upload_to_first_engagement_by_hand(log):
+    """Items 3 and 2 'released' during the test stream (t=8.5 s, 9.5 s → after the split
+    at t=8): item 3's target (t=9) is delivered by popularity at rank 1 < k=2; item 2's
+    (t=10) is at rank 2, not delivered; the log delivers both."""
+    from models.evaluation.new_items import HOUR_MS, upload_to_first_engagement
+
+    result = _run(log, [Popularity()])
+    releases = {"3": 8_500, "2": 9_500, "1": 0}
+    out = upload_to_first_engagement(log, result.positions, result.ranks, releases, k=2)
+    h3, h2 = (9_000 - 8_500) / HOUR_MS, (10_000 - 9_500) / HOUR_MS
+    assert out["new_items"] == 2
+    assert out["log"] == {"items_delivered": 2, "median_hours": round((h3 + h2) / 2, 3)}
+    assert out["popularity"] == {"items_delivered": 1, "median_hours": None}  # [h3, inf]
+    assert upload_to_first_engagement(log, result.positions, result.ranks, {"1": 0}) is None

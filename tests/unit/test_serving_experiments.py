@@ -21,7 +21,7 @@ from serving.app import create_app
 from serving.config import ExposuresConfig, ServingConfig
 from serving.events import PublishError
 from serving.exposures import ExposureLog, Shown
-from serving.features import features_as_of
+from serving.features import FrozenRows, features_as_of
 from serving.metrics import ServingMetrics
 from tests.unit.test_serving_app import AUTH, TOKEN, FakeService
 from tests.unit.test_serving_recommender import (
@@ -228,6 +228,34 @@ def test_features_as_of_drops_events_after_the_freeze() -> None:
     assert frozen["user_embedding_version"] is None  # re-pooled by align_user
     assert hidden == {"y"}  # x was also seen before the freeze
     assert features_as_of(row, 50) == (row, frozenset())
+
+
+def test_frozen_rows_keep_the_first_read_once_newer_events_fill_the_window() -> None:
+    """Frozen at 35: the first read still has the user's events before it; later,
+    newer events have pushed them out of the last-N, and rewinding that row alone
+    would leave nothing (a stale user). The first rewound row is served instead."""
+    rows = FrozenRows(capacity=1)
+    first = user(
+        user_recent_items=["y", "x"],
+        user_recent_ts_ms=[40, 30],
+        user_recent_rewards=[0.5, 1.0],
+        user_last_event_ms=40,
+    )
+    later = user(
+        user_recent_items=["w", "v", "y"],
+        user_recent_ts_ms=[60, 50, 40],
+        user_recent_rewards=[1.0, 1.0, 0.5],
+        user_last_event_ms=60,
+    )
+    assert features_as_of(later, 35)[0]["user_last_event_ms"] == 0  # nothing left
+
+    kept, hidden = rows.as_of("u", first, 35)
+    assert kept["user_recent_items"] == ["x"] and hidden == {"y"}
+    again, hidden = rows.as_of("u", later, 35)
+    assert again is kept and again["user_last_event_ms"] == 30
+    assert hidden == {"w", "v", "y"}  # the window is read now: hide what came after
+    rows.as_of("other", later, 35)  # capacity 1: u is evicted
+    assert rows.as_of("u", later, 35)[0]["user_last_event_ms"] == 0
 
 
 def test_frozen_features_in_the_recommender() -> None:

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from beam_pipelines.state.config import DAY_S, HOUR_S, StateConfig
-from beam_pipelines.state.decay import decay_value
 from feature_repo import features as f
 from serving import fallbacks as fb
 from serving.features import ITEM_COLUMNS, ItemSnapshot, feature_age_s, user_embedding_now
+from tests.helpers.decay_oracle import decay_value
 
 NOW_MS = 1_800_000_000_000
 HOUR_MS = 3_600_000

@@ -19,6 +19,7 @@ from rtp.simulator.encoding import rfc3339
 from rtp.simulator.records import SimRecord
 from rtp.simulator.simulation import simulate
 from rtp.simulator.writer import sidecar_paths
+from tests.helpers.clock import FakeClock
 
 NOW_MS = 1_798_761_600_000  # 2027-01-01T00:00:00Z: after every simulated event
 SMALL = {"n_users": 200, "n_items": 1000}
@@ -233,19 +234,8 @@ def test_cli_needs_a_destination():
         main(["--events", "10"])
 
 
-class _FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
-
-
 def test_token_bucket_paces_to_the_rate():
-    clock = _FakeClock()
+    clock = FakeClock()
     bucket = publish.TokenBucket(100.0, burst=5, clock=clock, sleep=clock.sleep)
     for _ in range(505):
         bucket.take()
@@ -285,3 +275,33 @@ def test_publish_sets_event_ts_and_line_attributes():
             assert started_ms <= int(attrs["event_ts"]) <= ended_ms
     with pytest.raises(ValueError, match="topic_path"):
         publish.publish_records(records, "topics/t", publisher=fake)
+
+
+def test_uploads_are_published_as_item_metadata_when_the_stream_reaches_them():
+    """Items released after the start go to the uploads topic as the item contract's
+    metadata (no latent truth), each before the first event at or after its release."""
+    from beam_pipelines.items import parse_item
+
+    config = SimulatorConfig(**{**SMALL, "n_events": 3000})
+    sim = simulate(config)
+    uploads = publish.uploads_after(sim.items, config.start_ms)
+    records = tuple(sim)
+    assert uploads and all(u.release_ms > config.start_ms for u in uploads)
+    fake = _FakePublisher()
+    events, items = "projects/p/topics/events", "projects/p/topics/items"
+    stats = publish.publish_records(
+        records, events, publisher=fake, create_topic=False, uploads=uploads, uploads_topic=items
+    )
+    assert stats.published == len(records) and stats.uploads == len(uploads)
+    newest_event_ms = 0
+    for topic, data, attrs in fake.sent:
+        if topic == events:
+            newest_event_ms = max(newest_event_ms, int(attrs["event_ts"]))
+            continue
+        item = parse_item(data)
+        assert item.upload_ms == int(attrs["upload_ts"])
+        assert b"quality" not in data and b"base_popularity" not in data
+        # published no earlier than needed: every event before it was older than its release
+        assert newest_event_ms < item.upload_ms or newest_event_ms == 0
+    with pytest.raises(ValueError, match="uploads_topic"):
+        publish.publish_records(records, events, publisher=fake, uploads=uploads)

@@ -1,4 +1,4 @@
-"""The NumPy replays (state.prefix, state.user_fold, state.item_fold, history_tables)
+"""The NumPy replays (decay.decayed_scan, state.user_fold, state.item_fold, history_tables)
 against the one-by-one fold they replace: the same decisions, rows and final state."""
 
 from __future__ import annotations
@@ -12,16 +12,17 @@ from hypothesis import strategies as st
 from beam_pipelines.embeddings import HashedEmbeddings
 from beam_pipelines.history import arrow_schema
 from beam_pipelines.history_tables import item_finals, item_table, user_finals, user_table
-from beam_pipelines.state import DecayedSums, StateConfig
+from beam_pipelines.state import StateConfig
 from beam_pipelines.state.columns import ScoredColumns
+from beam_pipelines.state.decay import decayed_scan
 from beam_pipelines.state.item_fold import fold_items
-from beam_pipelines.state.prefix import decayed_prefix, segmented_decayed_prefix
 from beam_pipelines.state.records import ScoredEvent
 from beam_pipelines.state.updaters import update_item
 from beam_pipelines.state.user_fold import fold_users
 from beam_pipelines.transforms.state import _UserStepper, item_row, replay_key, user_row
 from feature_repo.features import ITEM_KEY, ITEM_REALTIME, USER_KEY, USER_REALTIME
 from tests.helpers.compare import row_differences
+from tests.helpers.decay_oracle import OneByOne
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
 HOUR_MS, DAY_MS = 3_600_000, 86_400_000
@@ -165,12 +166,12 @@ def test_prefix_sums_match_pushing_one_by_one(offsets, half_life_s, with_carry):
     rng = np.random.default_rng(len(offsets))
     t = np.array(offsets, dtype=np.int64) + T0
     x = rng.normal(size=(len(t), 3))
-    sums = DecayedSums((half_life_s, 30 * 86400.0), 3)
+    sums = OneByOne((half_life_s, 30 * 86400.0), 3)
     carry = carry_t = None
     if with_carry:
         sums.push(T0 - HOUR_MS, np.ones(3))
-        carry, carry_t = sums.values.copy(), sums.t_ref_ms
-    got, newest = decayed_prefix(t, x, sums.half_lives_s, carry, carry_t)
+        carry, carry_t = sums.values[None].copy(), [sums.t_ref_ms]
+    got, newest = decayed_scan(t, x, sums.half_lives_s, None, carry, carry_t)
     for k in range(len(t)):
         sums.push(int(t[k]), x[k])
         assert newest[k] == sums.t_ref_ms
@@ -205,14 +206,22 @@ def test_version_change_rebuilds_from_the_last_n(order):
         st.lists(st.integers(0, 2_000 * HOUR_MS), min_size=1, max_size=12), min_size=1, max_size=5
     ),
     st.sampled_from([60.0, 3600.0]),
+    st.booleans(),
 )
-def test_segmented_prefix_sums_match_pushing_each_run(runs, half_life_s):
+def test_segmented_prefix_sums_match_pushing_each_run(runs, half_life_s, with_carry):
     t = np.array([T0 + o for run in runs for o in run], dtype=np.int64)
     starts = np.cumsum([0, *map(len, runs)])[:-1]
     x = np.random.default_rng(len(t)).normal(size=(len(t), 2))
-    got, newest = segmented_decayed_prefix(t, x, np.array([half_life_s, 86400.0]), starts)
-    for start, run in zip(starts, runs, strict=True):
-        sums = DecayedSums((half_life_s, 86400.0), 2)
+    half_lives = np.array([half_life_s, 86400.0])
+    oracles = [OneByOne(half_lives, 2) for _ in runs]
+    carry = carry_t = None
+    if with_carry:  # each run starts from its own stored sums
+        for k, sums in enumerate(oracles):
+            sums.push(T0 - k * HOUR_MS, np.full(2, k + 1.0))
+        carry = np.stack([sums.values.copy() for sums in oracles])
+        carry_t = [sums.t_ref_ms for sums in oracles]
+    got, newest = decayed_scan(t, x, half_lives, starts, carry, carry_t)
+    for start, run, sums in zip(starts, runs, oracles, strict=True):
         for k in range(start, start + len(run)):
             sums.push(int(t[k]), x[k])
             assert newest[k] == sums.t_ref_ms
