@@ -32,15 +32,26 @@ class TrainedSequence:
     vocab: ItemVocab
     losses: list[float]
     seconds: float
+    # Added to the logits of items without an id vector (``models.unknown_offset``).
+    unknown_offset: float = 0.0
 
     @property
     def max_len(self) -> int:
         return self.config.max_len
 
+    def item_bias(self) -> np.ndarray:
+        """``[catalogue]`` float32: ``unknown_offset`` for rows without an id vector."""
+        unknown = ~self.model.encoder.known().numpy()
+        return (self.unknown_offset * unknown).astype(np.float32)
+
     def item_table(self) -> np.ndarray:
-        return self.model.encoder.all_items().numpy()
+        """``[catalogue, dim + 1]``: item vectors and their bias as the last column, so
+        that ``table @ query`` (``queries`` ends in a 1) is the logit."""
+        table = self.model.encoder.all_items().numpy()
+        return np.concatenate([table, self.item_bias()[:, None]], axis=1)
 
     def queries(self, rows: np.ndarray, ts_ms: np.ndarray, rewards: np.ndarray) -> np.ndarray:
+        """``[B, dim + 1]``: the newest position's state, then a 1 (``item_table``)."""
         table = self.model.encoder.all_items()
         out = []
         for start in range(0, len(rows), 512):
@@ -52,7 +63,8 @@ class TrainedSequence:
                 table,
             )
             out.append(hidden[:, -1, :].numpy())
-        return np.concatenate(out) if out else np.zeros((0, self.config.dim), np.float32)
+        hidden = np.concatenate(out) if out else np.zeros((0, self.config.dim), np.float32)
+        return np.concatenate([hidden, np.ones((len(hidden), 1), hidden.dtype)], axis=1)
 
 
 def user_sequences(

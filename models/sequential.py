@@ -36,6 +36,11 @@ class SequentialConfig:
     heads: int = 2
     blocks: int = 2
     dropout: float = 0.2
+    # Share of the id vectors dropped at each training step (DropoutNet, Volkovs et
+    # al. 2017): those items score from content alone, as an item no training event
+    # targeted (no id vector) does at serving time, in the input history and in the
+    # softmax alike, so content-only vectors learn the scale of id vectors.
+    id_dropout: float = 0.0
     epochs: int = 12
     # Larger logs get fewer epochs: at most this many gradient steps in all (about
     # 5 minutes on 2 cores for ml-latest-small's catalogue), so training time
@@ -87,13 +92,28 @@ class ItemEncoder(tf.keras.layers.Layer):
         self.title_embedding = tf.keras.layers.Embedding(title_buckets, dim, name="title")
         self.genre_embedding = tf.keras.layers.Embedding(n_genres + 1, dim, name="genre")
         self.content_out = tf.keras.layers.Dense(dim, name="content_out")
+        self.zero_unknown = False
 
     @staticmethod
     def _mean(embedded: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
         mask = tf.cast(ids > 0, embedded.dtype)[..., None]
         return tf.reduce_sum(embedded * mask, -2) / tf.maximum(tf.reduce_sum(mask, -2), 1.0)
 
-    def all_items(self) -> tf.Tensor:
+    def known(self) -> tf.Tensor:
+        """``[catalogue]`` bool: the row has an id vector (a training event targeted it)."""
+        return self._content["item_index"] > 0
+
+    def id_vectors(self, id_dropout: float = 0.0) -> tf.Tensor:
+        """``[catalogue, dim]``: id vectors, zero outside the vocabulary and, with
+        ``id_dropout``, for that share of the rows drawn at random."""
+        ids = self._content["item_index"]
+        keep = tf.cast(ids > 0, tf.float32)
+        if id_dropout > 0.0:
+            drawn = tf.random.uniform(tf.shape(ids), dtype=tf.float32)
+            keep *= tf.cast(drawn >= id_dropout, tf.float32)
+        return self.id_embedding(ids) * keep[:, None]
+
+    def all_items(self, id_dropout: float = 0.0) -> tf.Tensor:
         """``[catalogue, dim]``: every row's vector (the output table)."""
         c = self._content
         content = tf.concat(
@@ -104,6 +124,8 @@ class ItemEncoder(tf.keras.layers.Layer):
             ],
             axis=1,
         )
+        if id_dropout > 0.0 or self.zero_unknown:
+            return self.id_vectors(id_dropout) + self.content_out(content)
         return self.id_embedding(c["item_index"]) + self.content_out(content)
 
 
@@ -113,6 +135,7 @@ class SequentialRetriever(tf.keras.Model):
     def __init__(self, encoder: ItemEncoder, config: SequentialConfig, **kwargs):
         super().__init__(**kwargs)
         self.encoder, self.config = encoder, config
+        encoder.zero_unknown = config.id_dropout > 0.0
         d = config.dim
         self.position = tf.keras.layers.Embedding(config.max_len, d, name="position")
         self.gap = tf.keras.layers.Embedding(GAP_BUCKETS, d, name="gap")
@@ -176,9 +199,13 @@ class SequentialRetriever(tf.keras.Model):
     def train_step(self, data):
         rows, ts_ms, rewards, targets = data
         with tf.GradientTape() as tape:
-            table = self.encoder.all_items()
+            table = self.encoder.all_items(self.config.id_dropout)
             hidden = self.encode(rows, ts_ms, rewards, table, training=True)
-            where = tf.where(targets >= 0)
+            # An item without an id vector is no target: its label would move every
+            # such item together (their shared vector), which the fitted offset
+            # (``models.unknown_offset``) does instead, out of sample.
+            known = tf.gather(self.encoder.known(), tf.maximum(targets, 0))
+            where = tf.where(tf.logical_and(targets >= 0, known))
             logits = tf.matmul(tf.gather_nd(hidden, where), table, transpose_b=True)
             loss = tf.reduce_mean(
                 tf.nn.sparse_softmax_cross_entropy_with_logits(

@@ -10,8 +10,9 @@ first, any length; longer lists are cut to the model's N, shorter ones padded):
   best first, over the full catalogue (items the user has seen are not removed).
 - ``candidate_rows``: the same inputs → ``scores`` and ``item_rows`` int32, rows of
   the version's item table (``item_embeddings/<version>``) instead of id strings.
-- ``query``: the same inputs → ``query`` float32 ``[-1, d]``, the vector whose inner
-  products with the item table are the scores. With an ANN index (catalogues of at
+- ``query``: the same inputs → ``query`` float32 ``[-1, d + 1]``, the vector whose
+  inner products with the item table (each row's bias appended, ``output_table``)
+  are the scores. With an ANN index (catalogues of at
   least ``ann_min_items``, ``models.ann``, written under ``assets.extra/ann/``) a
   client searches the index with it instead of calling the brute-force signatures.
 - ``rank_candidates`` (when trained with a candidate ranker,
@@ -84,10 +85,12 @@ class SequentialModule(tf.Module):
         k: int,
         version: int,
         ranker: tf.keras.Model | None = None,
+        item_bias: np.ndarray | None = None,
         ann_min_items: int | None = None,
     ):
-        """``ann_min_items``: ``save`` also builds an ANN index when the catalogue has at
-        least this many items (None: never)."""
+        """``item_bias``: ``[catalogue]`` added to the scores (``TrainedSequence.item_bias``;
+        None: zeros). ``ann_min_items``: ``save`` also builds an ANN index when the
+        catalogue has at least this many items (None: never)."""
         super().__init__()
         self.model = model
         self.ranker = ranker
@@ -97,6 +100,8 @@ class SequentialModule(tf.Module):
             tf.lookup.KeyValueTensorInitializer(ids, tf.range(tf.size(ids), dtype=tf.int64)), -1
         )
         self.table = tf.Variable(model.encoder.all_items(), trainable=False, name="item_table")
+        bias = np.zeros(len(item_ids), np.float32) if item_bias is None else item_bias
+        self.item_bias = tf.Variable(np.asarray(bias, np.float32), trainable=False, name="item_bias")
         self.k = int(min(k, len(item_ids)))
         self.max_len = int(model.config.max_len)
         self.with_ann = ann_min_items is not None and len(item_ids) >= ann_min_items
@@ -115,10 +120,16 @@ class SequentialModule(tf.Module):
         ts = _right_aligned(inputs[USER_RECENT_TS_MS], self.max_len, tf.constant(0, tf.int64))
         rewards = _right_aligned(inputs[USER_RECENT_REWARDS], self.max_len, 0.0)
         rows = self.lookup.lookup(items)
-        return self.model.encode(rows, ts, rewards, self.table)[:, -1, :]
+        hidden = self.model.encode(rows, ts, rewards, self.table)[:, -1, :]
+        return tf.concat([hidden, tf.ones_like(hidden[:, :1])], axis=1)
+
+    def output_table(self) -> tf.Tensor:
+        """``[catalogue, dim + 1]``: the item table, each row's bias as the last column,
+        so that the scores are inner products with ``_hidden``'s query (ending in 1)."""
+        return tf.concat([self.table, self.item_bias[:, None]], axis=1)
 
     def _top(self, inputs: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        scores = tf.matmul(self._hidden(inputs), self.table, transpose_b=True)
+        scores = tf.matmul(self._hidden(inputs), self.output_table(), transpose_b=True)
         values, rows = tf.math.top_k(scores, k=self.k)
         return values, rows, tf.reduce_logsumexp(scores, axis=1)
 
@@ -214,7 +225,7 @@ def save(module: SequentialModule, directory: pathlib.Path) -> None:
     with keras_metadata_notes_dropped():
         tf.saved_model.save(module, str(directory), signatures=module.signatures())
     if module.with_ann:
-        table = module.table.numpy()
+        table = module.output_table().numpy()
         ann.build(table, module.k, probes=probe_queries(module)).write(directory)
 
 

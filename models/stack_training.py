@@ -32,6 +32,7 @@ from models.candidate_training import (
 )
 from models.catalog import Catalog
 from models.sequence_training import TrainedSequence, train_more, train_sequence, user_sequences
+from models.unknown_offset import fit_unknown_offset
 
 LOG = logging.getLogger(__name__)
 FINISH_EPOCHS = 3
@@ -46,6 +47,7 @@ class TrainedStack:
     ranker_examples: int
     seconds: float
     measured: dict = dataclasses.field(default_factory=dict)  # measure_orders' answer
+    unknown_offset: dict = dataclasses.field(default_factory=dict)  # fit_unknown_offset's
 
     def score(self, features: np.ndarray) -> np.ndarray:
         assert self.ranker is not None
@@ -62,9 +64,13 @@ def train_stack(
     candidates: int = BLEND_CANDIDATES,
     finish_epochs: int = FINISH_EPOCHS,
     pretrained: np.ndarray | None = None,
+    train_ranker: bool = True,
 ) -> TrainedStack:
-    """Both models on the first ``n_train`` events (``share`` 0: no ranker). After
-    the ranker, the retriever trains ``finish_epochs`` more on every user's events."""
+    """Both models on the first ``n_train`` events (``share`` 0: no ranker, no held-out
+    users). The retriever trains without the held-out users first; their events fit
+    its offset for items without an id vector (``models.unknown_offset``) and train
+    the ranker (unless ``train_ranker`` is false); then it trains ``finish_epochs``
+    more on every user's events."""
     started = time.perf_counter()
     train = slice(0, n_train)
     held_out = ranker_users(events.user_idx[train], share) if share > 0 else np.zeros(0, np.int64)
@@ -77,8 +83,13 @@ def train_stack(
         events.interaction[train][keep],
     )
     sequential = train_sequence(catalog, sequences, seq_config, pretrained=pretrained)
-    ranker, n_examples = None, 0
+    unknown = {}
     if len(held_out):
+        offset, unknown = fit_unknown_offset(sequential, events, held_out, n_train)
+        sequential = dataclasses.replace(sequential, unknown_offset=offset)
+        LOG.info("sequential retriever: offset for items without an id vector %s", unknown)
+    ranker, n_examples = None, 0
+    if len(held_out) and train_ranker:
         ex = examples(events, held_out, sequential, candidates, seed=seq_config.seed, end=n_train)
         n_examples = int(ex.engaged.sum())
         if n_examples:
@@ -102,7 +113,12 @@ def train_stack(
         )
         sequential = train_more(sequential, everyone, finish_epochs)
     return TrainedStack(
-        sequential, ranker, len(held_out), n_examples, time.perf_counter() - started
+        sequential,
+        ranker,
+        len(held_out),
+        n_examples,
+        time.perf_counter() - started,
+        unknown_offset=unknown,
     )
 
 

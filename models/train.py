@@ -275,6 +275,7 @@ def fit(args: argparse.Namespace, config: TrainConfig, started: float) -> Traine
         metrics["sequential"] = {
             "losses": sequential.sequential.losses,
             "config": vars(sequential.sequential.config),
+            "unknown_offset": sequential.unknown_offset,
         }
         metrics["candidate_ranker"] = {
             **sequential.measured,
@@ -350,6 +351,7 @@ def _sequential_module(trained: Trained, config: TrainConfig) -> Any:
         max(config.serving_k, MIN_K),
         version,
         ranker=stack.ranker,
+        item_bias=stack.sequential.item_bias(),
         ann_min_items=config.ann_min_items,
     )
 

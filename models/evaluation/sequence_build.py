@@ -16,7 +16,6 @@ import models  # noqa: F401  (sets TF_USE_LEGACY_KERAS before TensorFlow loads)
 from beam_pipelines.rewards import load_reward_config
 from models import sequential as sq
 from models.candidate_features import blend_scores
-from models.candidate_training import RANKER_USER_SHARE
 from models.catalog import Catalog, build_catalog
 from models.content_items import catalog_vectors
 from models.evaluation.data import DEFAULT_REWARD, ReplayLog
@@ -65,8 +64,8 @@ def build(
         log.arrays(),
         log.n_train,
         config,
-        share=RANKER_USER_SHARE if wants_ranker else 0.0,
         pretrained=pretrained,
+        train_ranker=wants_ranker,
     )
     trained = stack.sequential
     streaming = SequentialStreaming(trained, show_progress)
@@ -82,7 +81,9 @@ def build(
         score = stack.score if stack.ranker is not None else _blend_scorer(blend.weight)
         variants.append(FullRanked(streaming, score, blend))
     held_out = (
-        f", {stack.ranker_users} newest training users held out for the candidate ranker"
+        f", {stack.ranker_users} newest training users held out (for the offset of items "
+        f"without an id vector{' and the candidate ranker' if wants_ranker else ''}: "
+        f"{_offset_note(stack.unknown_offset)})"
         if stack.ranker_users
         else ""
     )
@@ -104,6 +105,16 @@ def build(
             f"held-out users against their own candidates; stack trained in {stack.seconds:.0f} s"
         )
     return BuiltSequence(variants, trained, notes)
+
+
+def _offset_note(fit: dict) -> str:
+    if "offset" not in fit:
+        return "none fit"
+    return (
+        f"{fit['offset']:+g}, their recall@50 {fit['recall_at_50_without']:.4f} → "
+        f"{fit['recall_at_50']:.4f} on {fit['labels']} interactions, "
+        f"{fit['unknown_targets']} with such an item"
+    )
 
 
 def _blend_scorer(weight: float):

@@ -195,7 +195,7 @@ def test_pretrained_content_vectors_join_the_item_table(trained, tmp_path) -> No
     assert isinstance(model.model.encoder, ContentItemEncoder)
     module = SequentialModule(model.model, catalog.item_ids, k=5, version=7)
     tf.saved_model.save(module, str(tmp_path), signatures=module.signatures())
-    table = model.item_table()
+    table = model.item_table()[:, :-1]  # the last column is the bias
     # rows 6 and 7: unknown ids, titles "title 0"/"title 1", genres c / a|b differ...
     # so compare the pretrained part alone: it is what the projection adds
     projected = model.model.encoder.pretrained_out(tf.constant(pretrained)).numpy()
@@ -214,3 +214,45 @@ def test_keras_metadata_notes_are_dropped_and_other_warnings_kept() -> None:
         record("Model's `__init__()` arguments contain non-serializable objects. Please ...")
     )
     assert notes.filter(record("Found untraced functions such as ..."))
+
+
+def test_unknown_items_score_from_content_plus_the_fitted_offset(tmp_path) -> None:
+    """Items no training event targeted: no id vector (zero with id dropout), scored
+    with ``unknown_offset`` added, the same in NumPy and exported."""
+    n = 10
+    catalog = Catalog(
+        item_ids=np.array([f"i{k}" for k in range(n)], dtype=object),
+        titles=np.array([f"title {k % 3}" for k in range(n)], dtype=object),
+        genres=np.array(["a|b" if k % 2 else "c" for k in range(n)], dtype=object),
+        duration_ms=np.zeros(n, dtype=np.int64),
+    )
+    users = np.repeat(np.arange(10), 6)
+    rows = np.concatenate([(np.arange(6) + u) % 7 for u in range(10)])  # rows 7..9 unseen
+    ts = T0 + np.arange(len(rows), dtype=np.int64) * 60_000
+    rewards = np.ones(len(rows), np.float32)
+    sequences = user_sequences(users, rows, ts, rewards, np.ones(len(rows), bool))
+    config = sq.SequentialConfig(
+        max_len=4, dim=8, heads=2, blocks=1, epochs=2, batch_size=8,
+        id_dropout=0.3,
+    )
+    trained = dataclasses.replace(train_sequence(catalog, sequences, config), unknown_offset=2.5)
+    assert np.isfinite(trained.losses).all()
+    assert trained.item_bias().tolist() == [0.0] * 7 + [2.5] * 3
+    ids = trained.model.encoder.id_vectors().numpy()
+    assert np.all(ids[7:] == 0.0) and np.any(ids[:7] != 0.0)
+    module = SequentialModule(
+        trained.model, catalog.item_ids, k=n, version=7, item_bias=trained.item_bias()
+    )
+    save(module, tmp_path)
+    serve = tf.saved_model.load(str(tmp_path)).signatures["serving_default"]
+    out = serve(
+        user_recent_items=tf.constant([["i3", "i8"]]),
+        user_recent_ts_ms=tf.constant([[T0 + 2000, T0 + 1000]], tf.int64),
+        user_recent_rewards=tf.constant([[1.0, 1.0]]),
+    )
+    expected = trained.queries(
+        np.array([[-1, -1, 8, 3]]), np.array([[0, 0, T0 + 1000, T0 + 2000]]),
+        np.array([[0, 0, 1.0, 1.0]], np.float32),
+    ) @ trained.item_table().T
+    got = dict(zip([x.decode() for x in out["item_ids"].numpy()[0]], out["scores"].numpy()[0]))
+    np.testing.assert_allclose([got[f"i{r}"] for r in range(n)], expected[0], rtol=1e-5)
