@@ -12,7 +12,8 @@ The reference is the local runner (FnApiRunner) on the first size, measured
 ``--repeats`` times in the same run (median); every other point runs
 ``--big-repeats`` times (default once) and gives ``ratio_to_reference``, its
 events/s over the reference's, and the log-log slope of wall time against events
-says whether the cost is linear (slope 1). Dask runs use a LocalCluster of
+says whether the cost is linear (slope 1); ``pairwise_slopes`` between neighbouring
+sizes show where fixed costs stop mattering. Dask runs use a LocalCluster of
 ``W`` single-threaded worker processes; on a 2-core machine 4 workers are
 oversubscribed.
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -268,6 +270,7 @@ def plot(records: list[dict], path: pathlib.Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     points = [r for r in records if r["measure"] == "backfill"]
     states = [r for r in records if r["measure"] == "state_bytes"]
@@ -277,13 +280,24 @@ def plot(records: list[dict], path: pathlib.Path) -> None:
         label = (
             "local (FnApiRunner)"
             if p["runner"] == "FnApiRunner"
-            else (f"Dask, {p['dask_workers']} workers")
+            else (f"Dask, {p['dask_workers']} worker(s)")
         )
         series[label].append(p)
     for label, ps in sorted(series.items()):
         ps.sort(key=lambda p: p["events"])
         scale.plot([p["events"] for p in ps], [p["wall_s"] for p in ps], "o-", label=label)
+    local = series.get("local (FnApiRunner)")
+    if local:  # what a linear cost from the smallest local point would take
+        first, last = local[0], max(p["events"] for p in points)
+        scale.plot(
+            [first["events"], last],
+            [first["wall_s"], first["wall_s"] * last / first["events"]],
+            ":",
+            color="grey",
+            label="linear from the first point",
+        )
     scale.set(xscale="log", yscale="log", xlabel="events", ylabel="backfill wall s")
+    scale.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     scale.legend(fontsize=8)
     scale.set_title("backfill time vs events")
     for events in sorted({p["events"] for p in points if p["runner"] == "DaskRunner"}):
@@ -306,6 +320,7 @@ def plot(records: list[dict], path: pathlib.Path) -> None:
                 label=f"local, {events:,} events",
             )
     workers.set(xlabel="Dask workers (2 cores: 4 oversubscribed)", ylabel="events/s")
+    workers.set_ylim(bottom=0)
     workers.set_xticks([1, 2, 4])
     workers.legend(fontsize=8)
     workers.set_title("backfill throughput vs workers")
@@ -393,6 +408,10 @@ def measure_all(args: argparse.Namespace, data: pathlib.Path, out: pathlib.Path)
                     [p["events"] for p in local_points], [p["wall_s"] for p in local_points]
                 )
             ),
+            pairwise_slopes=[
+                _rounded(loglog_slope([a["events"], b["events"]], [a["wall_s"], b["wall_s"]]))
+                for a, b in itertools.pairwise(local_points)
+            ],
             cpu_count=os.cpu_count(),
         )
     )
