@@ -15,7 +15,9 @@ events/s over the reference's, and the log-log slope of wall time against events
 says whether the cost is linear (slope 1); ``pairwise_slopes`` between neighbouring
 sizes show where fixed costs stop mattering. Dask runs use a LocalCluster of
 ``W`` single-threaded worker processes; on a 2-core machine 4 workers are
-oversubscribed.
+oversubscribed. Each worker may use 1/W of the machine's memory: at 5 M events on
+24 GB the workers were paused and restarted at their limit (``benchmarks/README.md``),
+so keep ``--dask-sizes`` at 1M there.
 
 State bytes, after an ``--online`` backfill at each of ``--state-sizes`` into
 SQLite: per user and per item, the bytes of their online rows (key, feature name,
