@@ -25,23 +25,24 @@ with its models and its GIL; ``serving/README.md``).
 
 A closed-loop load generator (asyncio, raw HTTP/1.1 keep-alive connections, so the
 client costs little CPU next to the server) sends ``GET /v1/recommendations`` for
-random users at concurrency 1 and 16, a bounded number of requests each, after a
-warm-up. An error is any non-200 answer, and a 200 served by a fallback is counted
-apart (``fallbacks``). The reference is a bare ranker call (the SavedModel's
-``serving_default`` on 500 prebuilt rows, no features, no HTTP) timed in this
-process, again right before each measure (``bare_*``): ``ratio_p50``/``ratio_p99``
-are service latency over it, ``ratio_cpu`` CPU per request over CPU per call; the
-same for both stacks, so their ratios compare. ``bare_sequential_*`` is the sequential
-retriever's ``candidate_rows`` on one user's 50 events, timed the same way.
-Medians over ``--repeats`` runs. ``server_cpu_ms_per_request`` is the CPU time the
-service and the model server (the stand-in, for ``grpc``) spent per request, read
-from ``/proc``, ``service_cpu_ms_per_request`` the service's alone, and
-``client_cpu_ms_per_request`` the load generator's: on a shared machine these say
-what latency and throughput cannot, and ``cpu_bound_rps_2_cores`` = 2000 / (server +
-client CPU ms) bounds the requests per second two dedicated cores could serve.
-Prints one JSON object per measure.
+random users at concurrency 1 and 16 (``--concurrency 1,2,4,8,16,32`` for a latency
+curve), a bounded number of requests each, after a warm-up. An error is any non-200
+answer, and a 200 served by a fallback is counted apart (``fallbacks``). The reference
+is a bare ranker call (the SavedModel's ``serving_default`` on 500 prebuilt rows, no
+features, no HTTP) timed in this process, again right before each measure
+(``bare_*``): ``ratio_p50``/``ratio_p99`` are service latency over it, ``ratio_cpu``
+CPU per request over CPU per call; the same for both stacks, so their ratios compare.
+``bare_sequential_*`` is the sequential retriever's ``candidate_rows`` on one user's
+50 events, timed the same way. Medians over ``--repeats`` runs.
+``server_cpu_ms_per_request`` is the CPU time the service and the model server (the
+stand-in, for ``grpc``) spent per request, read from ``/proc``,
+``service_cpu_ms_per_request`` the service's alone, and ``client_cpu_ms_per_request``
+the load generator's: on a shared machine these say what latency and throughput
+cannot, and ``cpu_bound_rps_2_cores`` = 2000 / (server + client CPU ms) bounds the
+requests per second two dedicated cores could serve. Prints one JSON object per
+measure.
 
-Run: ``python -m benchmarks.bench_serving [--repeats 3] [--workers 1,2]
+Run: ``python -m benchmarks.bench_serving [--repeats 3] [--workers 1,2] [--concurrency 1,4,16,32]
 [--stacks sequential,two_tower]``.
 """
 
@@ -423,11 +424,37 @@ def measure(
     return result
 
 
+def concurrency_levels(text: str) -> list[int]:
+    """``"1,4,16"`` → ``[1, 4, 16]``: positive, in the order given."""
+    levels = [int(part) for part in text.split(",") if part.strip()]
+    if not levels or min(levels) < 1:
+        raise ValueError(f"concurrency levels must be positive integers: {text!r}")
+    return levels
+
+
+def requests_at(concurrency: int, requests: int) -> int:
+    """Requests per run: ``requests`` from concurrency 16 up, ``requests × c / 16``
+    below it, but at least a quarter of ``requests`` and 100 (as at concurrency 1)."""
+    return max(100, requests * min(concurrency, 16) // 16, requests // 4)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--items", type=int, default=5000)
     parser.add_argument("--users", type=int, default=500)
-    parser.add_argument("--requests", type=int, default=1000, help="Per run at concurrency 16.")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=1000,
+        help="Per run at concurrency 16 and above (a quarter, at least 100, at 1).",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=concurrency_levels,
+        default=concurrency_levels("1,16"),
+        help="Comma-separated concurrency levels, e.g. 1,2,4,8,16,32,64 for a latency "
+        "curve (default 1,16).",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backends", default="inprocess,grpc")
     parser.add_argument(
@@ -473,10 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         with service(
                             models, store_yaml, backend, address, args.settings, workers, stack
                         ) as (port, service_pids):
-                            for concurrency, requests in (
-                                (1, max(100, args.requests // 4)),
-                                (16, args.requests),
-                            ):
+                            for concurrency in args.concurrency:
+                                requests = requests_at(concurrency, args.requests)
                                 log(
                                     f"{backend}, {stack}, {workers} workers: concurrency "
                                     f"{concurrency}, {requests} requests x {args.repeats}"
