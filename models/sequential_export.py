@@ -101,7 +101,9 @@ class SequentialModule(tf.Module):
         )
         self.table = tf.Variable(model.encoder.all_items(), trainable=False, name="item_table")
         bias = np.zeros(len(item_ids), np.float32) if item_bias is None else item_bias
-        self.item_bias = tf.Variable(np.asarray(bias, np.float32), trainable=False, name="item_bias")
+        self.item_bias = tf.Variable(
+            np.asarray(bias, np.float32), trainable=False, name="item_bias"
+        )
         self.k = int(min(k, len(item_ids)))
         self.max_len = int(model.config.max_len)
         self.with_ann = ann_min_items is not None and len(item_ids) >= ann_min_items
@@ -116,20 +118,21 @@ class SequentialModule(tf.Module):
             self.rank = tf.function(self._rank, input_signature=[spec])
 
     def _hidden(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """``[B, dim]``: the newest position's state."""
         items = _right_aligned(inputs[USER_RECENT_ITEMS], self.max_len, "")
         ts = _right_aligned(inputs[USER_RECENT_TS_MS], self.max_len, tf.constant(0, tf.int64))
         rewards = _right_aligned(inputs[USER_RECENT_REWARDS], self.max_len, 0.0)
         rows = self.lookup.lookup(items)
-        hidden = self.model.encode(rows, ts, rewards, self.table)[:, -1, :]
-        return tf.concat([hidden, tf.ones_like(hidden[:, :1])], axis=1)
+        return self.model.encode(rows, ts, rewards, self.table)[:, -1, :]
 
     def output_table(self) -> tf.Tensor:
         """``[catalogue, dim + 1]``: the item table, each row's bias as the last column,
-        so that the scores are inner products with ``_hidden``'s query (ending in 1)."""
+        so that the scores are inner products with the ``query`` signature's vector
+        (the state, then a 1). Built for the ANN index at save, not per request."""
         return tf.concat([self.table, self.item_bias[:, None]], axis=1)
 
     def _top(self, inputs: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        scores = tf.matmul(self._hidden(inputs), self.output_table(), transpose_b=True)
+        scores = tf.matmul(self._hidden(inputs), self.table, transpose_b=True) + self.item_bias
         values, rows = tf.math.top_k(scores, k=self.k)
         return values, rows, tf.reduce_logsumexp(scores, axis=1)
 
@@ -146,7 +149,8 @@ class SequentialModule(tf.Module):
         return {SCORES: values, ITEM_ROWS: rows, LOG_NORMALIZER: normalizer}
 
     def _query(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        return {QUERY: self._hidden(inputs)}
+        hidden = self._hidden(inputs)
+        return {QUERY: tf.concat([hidden, tf.ones_like(hidden[:, :1])], axis=1)}
 
     def _rank(self, features: tf.Tensor) -> dict[str, tf.Tensor]:
         out = self.ranker(features)
