@@ -26,36 +26,27 @@ MAX_LABELS = 5000  # held-out interactions scored, at most (the newest ones)
 CHUNK = 256  # queries scored at once (a [CHUNK, catalogue] matrix)
 
 
-def first_interactions(events: EventArrays, users: np.ndarray, end: int) -> np.ndarray:
+def held_out_targets(
+    events: EventArrays, users: np.ndarray, end: int, limit: int | None = None
+) -> tuple[np.ndarray, list[np.ndarray]]:
     """Positions before ``end`` of ``users``' interactions with an item they had not
-    interacted with before (the protocol's scored events)."""
+    interacted with before (the protocol's scored events), the newest ``limit`` of
+    them, and per position the rows its user interacted with before it. One pass."""
     chosen = set(int(u) for u in users)
-    seen: dict[int, set[int]] = collections.defaultdict(set)
-    out = []
+    seen: dict[int, list[int]] = collections.defaultdict(list)
+    positions, before = [], []
     for k in range(end):
         if not events.interaction[k]:
             continue
         user, item = int(events.user_idx[k]), int(events.item_idx[k])
-        if user in chosen and item not in seen[user]:
-            out.append(k)
-        seen[user].add(item)
-    return np.asarray(out, np.int64)
-
-
-def seen_before(events: EventArrays, positions: np.ndarray) -> list[np.ndarray]:
-    """Per position, the rows its user interacted with strictly before it."""
-    seen: dict[int, list[int]] = collections.defaultdict(list)
-    wanted = {int(p): i for i, p in enumerate(positions)}
-    out: list[np.ndarray] = [np.zeros(0, np.int64)] * len(positions)
-    last = int(positions.max()) if len(positions) else -1
-    for k in range(last + 1):
-        user = int(events.user_idx[k])
-        i = wanted.get(k)
-        if i is not None:
-            out[i] = np.asarray(seen[user], np.int64)
-        if events.interaction[k]:
-            seen[user].append(int(events.item_idx[k]))
-    return out
+        if user not in chosen:
+            continue
+        if item not in seen[user]:
+            positions.append(k)
+            before.append(np.asarray(seen[user], np.int64))
+        seen[user].append(item)
+    start = 0 if limit is None else max(0, len(positions) - limit)
+    return np.asarray(positions[start:], np.int64), before[start:]
 
 
 def recall_by_offset(
@@ -97,20 +88,20 @@ def fit_unknown_offset(
     """The offset for ``trained`` (a ``TrainedSequence`` that did not train on
     ``held_out``'s events) from those users' interactions before ``end``; and what
     was measured (for the training log)."""
-    positions = first_interactions(events, held_out, end)[-MAX_LABELS:]
+    positions, seen = held_out_targets(events, held_out, end, MAX_LABELS)
     trained = dataclasses.replace(trained, unknown_offset=0.0)
     unknown = ~trained.model.encoder.known().numpy()
     if not len(positions) or not unknown.any():
-        return 0.0, {"labels": int(len(positions)), "unknown_items": int(unknown.sum())}
+        return 0.0, {"labels": len(positions), "unknown_items": int(unknown.sum())}
     rows, ts, rewards = histories(events, positions, trained.max_len)
     queries = trained.queries(rows, ts, rewards).astype(np.float64)
     table = trained.item_table().astype(np.float64)
     targets = events.item_idx[positions]
-    recall = recall_by_offset(queries, table, unknown, targets, seen_before(events, positions))
+    recall = recall_by_offset(queries, table, unknown, targets, seen)
     offset = best_offset(recall)
     return offset, {
         "offset": offset,
-        "labels": int(len(positions)),
+        "labels": len(positions),
         "unknown_targets": int(unknown[targets].sum()),
         "unknown_items": int(unknown.sum()),
         f"recall_at_{DEPTH}": recall[offset],
