@@ -12,24 +12,25 @@ medians count them as infinite (``None`` when more than half are).
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import numpy as np
 
+from beam_pipelines.items import parse_item
 from models.evaluation.data import ReplayLog
 
 HOUR_MS = 3_600_000
 
 
 def read_releases(items_path: str | pathlib.Path) -> dict[str, int]:
-    """item id → ``release_ms`` of an ``items.jsonl`` (items without one are left out)."""
+    """item id → upload time (ms) of an ``items.jsonl``, read by the item contract's
+    parser (``release_ms`` is its upload time); items without one are left out."""
     out = {}
-    for line in pathlib.Path(items_path).read_text().splitlines():
+    for line in pathlib.Path(items_path).read_bytes().splitlines():
         if line.strip():
-            record = json.loads(line)
-            if record.get("release_ms") is not None:
-                out[str(record["item_id"])] = int(record["release_ms"])
+            item = parse_item(line)
+            if item.upload_ms is not None:
+                out[item.item_id] = item.upload_ms
     return out
 
 
