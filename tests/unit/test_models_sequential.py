@@ -43,15 +43,19 @@ def test_training_windows_label_the_next_target() -> None:
     assert targets.tolist() == [[-1, -1, -1, 2]]  # event 1 (row 1) is not a target
 
 
-@pytest.fixture(scope="module")
-def trained():
-    n = 8
-    catalog = Catalog(
+def small_catalog(n: int) -> Catalog:
+    return Catalog(
         item_ids=np.array([f"i{k}" for k in range(n)], dtype=object),
         titles=np.array([f"title {k % 3}" for k in range(n)], dtype=object),
         genres=np.array(["a|b" if k % 2 else "c" for k in range(n)], dtype=object),
         duration_ms=np.zeros(n, dtype=np.int64),
     )
+
+
+@pytest.fixture(scope="module")
+def trained():
+    n = 8
+    catalog = small_catalog(n)
     rng = np.random.default_rng(0)
     users = np.repeat(np.arange(12), 6)
     rows = np.concatenate([(np.arange(6) + u) % n for u in range(12)])
@@ -220,19 +224,19 @@ def test_unknown_items_score_from_content_plus_the_fitted_offset(tmp_path) -> No
     """Items no training event targeted: no id vector (zero with id dropout), scored
     with ``unknown_offset`` added, the same in NumPy and exported."""
     n = 10
-    catalog = Catalog(
-        item_ids=np.array([f"i{k}" for k in range(n)], dtype=object),
-        titles=np.array([f"title {k % 3}" for k in range(n)], dtype=object),
-        genres=np.array(["a|b" if k % 2 else "c" for k in range(n)], dtype=object),
-        duration_ms=np.zeros(n, dtype=np.int64),
-    )
+    catalog = small_catalog(n)
     users = np.repeat(np.arange(10), 6)
     rows = np.concatenate([(np.arange(6) + u) % 7 for u in range(10)])  # rows 7..9 unseen
     ts = T0 + np.arange(len(rows), dtype=np.int64) * 60_000
     rewards = np.ones(len(rows), np.float32)
     sequences = user_sequences(users, rows, ts, rewards, np.ones(len(rows), bool))
     config = sq.SequentialConfig(
-        max_len=4, dim=8, heads=2, blocks=1, epochs=2, batch_size=8,
+        max_len=4,
+        dim=8,
+        heads=2,
+        blocks=1,
+        epochs=2,
+        batch_size=8,
         id_dropout=0.3,
     )
     trained = dataclasses.replace(train_sequence(catalog, sequences, config), unknown_offset=2.5)
@@ -250,9 +254,15 @@ def test_unknown_items_score_from_content_plus_the_fitted_offset(tmp_path) -> No
         user_recent_ts_ms=tf.constant([[T0 + 2000, T0 + 1000]], tf.int64),
         user_recent_rewards=tf.constant([[1.0, 1.0]]),
     )
-    expected = trained.queries(
-        np.array([[-1, -1, 8, 3]]), np.array([[0, 0, T0 + 1000, T0 + 2000]]),
-        np.array([[0, 0, 1.0, 1.0]], np.float32),
-    ) @ trained.item_table().T
-    got = dict(zip([x.decode() for x in out["item_ids"].numpy()[0]], out["scores"].numpy()[0]))
+    expected = (
+        trained.queries(
+            np.array([[-1, -1, 8, 3]]),
+            np.array([[0, 0, T0 + 1000, T0 + 2000]]),
+            np.array([[0, 0, 1.0, 1.0]], np.float32),
+        )
+        @ trained.item_table().T
+    )
+    got = dict(
+        zip([x.decode() for x in out["item_ids"].numpy()[0]], out["scores"].numpy()[0], strict=True)
+    )
     np.testing.assert_allclose([got[f"i{r}"] for r in range(n)], expected[0], rtol=1e-5)
