@@ -51,12 +51,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import os
 import random
 import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -264,6 +266,7 @@ def service(
     settings: str,
     workers: int = 1,
     stack: str = "sequential",
+    batching: str = "off",
 ) -> Iterator[tuple[int, list[int]]]:
     """``rtp serve`` (``python -m serving.app``) on a free loopback port, serving
     ``stack`` (a key of ``STACKS``)."""
@@ -271,10 +274,12 @@ def service(
     args = [sys.executable, "-m", "serving.app", "--models", str(models), "--port", str(port)]
     args += ["--store-config", str(store_yaml), "--log-level", "warning"]
     args += ["--workers", str(workers)]
-    config = Path(store_yaml).parent / f"serving-{backend}-{stack}.yaml"
+    config = Path(store_yaml).parent / f"serving-{backend}-{stack}-{batching}.yaml"
     # Seeded exploration, and a generous model timeout: a noisy machine should not
     # turn a slow call into a fallback in the middle of a measurement.
     timeout = "" if backend == "inprocess" else ", timeout_s: 2.0"
+    if batching == "on":
+        timeout += ", batching: {enabled: true}"
     config.write_text(
         f"model_base: {models}\n"
         f"models: {{type: {backend}, retrieval_model: {STACKS[stack]}{timeout}}}\n"
@@ -420,8 +425,25 @@ def measure(
     )
     result["errors"] = sum(r["errors"] for r in runs)
     result["fallbacks"] = sum(r["fallbacks"] for r in runs)
+    result["mean_batch_calls"] = mean_batch_calls(port)
     result["runs"] = [{k: round(v, 2) for k, v in r.items()} for r in runs]
     return result
+
+
+def mean_batch_calls(port: int) -> float | None:
+    """Requests per batched model call so far, from ``/metrics`` of whichever worker
+    answers (one worker's sample); None without request batching."""
+    url = f"http://{servers.HOST}:{port}/metrics"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        text = response.read().decode()
+    found = dict(
+        line.rsplit(" ", 1)
+        for line in text.splitlines()
+        if line.startswith("rtp_serving_model_batch_calls_")
+    )
+    count = float(found.get("rtp_serving_model_batch_calls_count", 0))
+    total = float(found.get("rtp_serving_model_batch_calls_sum", 0))
+    return round(total / count, 2) if count else None
 
 
 def concurrency_levels(text: str) -> list[int]:
@@ -461,6 +483,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workers", default="2", help="rtp serve --workers, comma-separated (default 2)."
     )
     parser.add_argument(
+        "--batching",
+        default="off",
+        help="Request batching (models.batching.enabled), comma-separated of off,on "
+        "(default off); give 'off,on' with --settings 'limits: {workers: 4}' to compare.",
+    )
+    parser.add_argument(
         "--stacks",
         default="sequential,two_tower",
         help=f"Comma-separated, of {sorted(STACKS)} (default both, in one session).",
@@ -470,6 +498,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     stacks = args.stacks.split(",")
+    if bad := set(args.batching.split(",")) - {"off", "on"}:
+        parser.error(f"--batching: unknown {sorted(bad)}, expected off and/or on")
     if unknown := set(stacks) - set(STACKS):
         parser.error(f"--stacks: unknown {sorted(unknown)}, expected some of {sorted(STACKS)}")
     from rtp.tfserving_standin.launch import standin
@@ -495,10 +525,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         server, rest_port = resources.enter_context(standin(models, rest=True))
                         address = server.address if backend == "grpc" else f"127.0.0.1:{rest_port}"
                         model_pids.append(server.process.pid)
-                    for stack in stacks:
-                        log(f"starting rtp serve ({backend}, {stack}, {workers} workers) ...")
+                    for stack, batching in itertools.product(stacks, args.batching.split(",")):
+                        log(
+                            f"starting rtp serve ({backend}, {stack}, {workers} workers, "
+                            f"batching {batching}) ..."
+                        )
                         with service(
-                            models, store_yaml, backend, address, args.settings, workers, stack
+                            models,
+                            store_yaml,
+                            backend,
+                            address,
+                            args.settings,
+                            workers,
+                            stack,
+                            batching,
                         ) as (port, service_pids):
                             for concurrency in args.concurrency:
                                 requests = requests_at(concurrency, args.requests)
@@ -521,6 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     backend=backend,
                                     stack=stack,
                                     workers=workers,
+                                    batching=batching,
                                     concurrency=concurrency,
                                     candidates=CANDIDATES,
                                     k=K,

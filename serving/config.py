@@ -38,6 +38,25 @@ class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
+class BatchingConfig(_Config):
+    """Request batching (``serving.batching``): concurrent requests' calls of the
+    retrieval model's per-user signatures merged into one call, as TF Serving's
+    ``--enable_batching`` does server-side. Pays only with ``limits.workers`` > 1."""
+
+    enabled: bool = False
+    """Batch the calls of ``signatures``."""
+
+    signatures: tuple[str, ...] = ("candidate_rows", "query", "rank")
+    """Signatures of the retrieval model whose calls are batched."""
+
+    max_batch_size: int = Field(8, ge=1, le=1024)
+    """Most requests' calls merged into one model call."""
+
+    batch_timeout_ms: float = Field(0.0, ge=0, le=1000)
+    """How long a batch waits to fill, milliseconds. 0: batches form only from
+    requests that arrived while the previous call ran (no added latency)."""
+
+
 class _ModelBackendBase(_Config):
     retrieval_model: str = "sequential"
     """Model name of the retrieval SavedModel (directory under the model base): the
@@ -54,6 +73,9 @@ class _ModelBackendBase(_Config):
     """Search the retrieval model's ANN index when its version has one (exported for
     large catalogues, ``models.ann``), reading it from the model base whatever the
     backend; False: the brute-force signature always."""
+
+    batching: BatchingConfig = Field(default_factory=BatchingConfig)
+    """Request batching of the retrieval model's calls."""
 
     version: int | None = Field(None, ge=0)
     """Pin this model version; None follows the newest complete version."""

@@ -64,6 +64,12 @@ class ServingMetrics:
             "Recommendation requests running or waiting for a worker.",
             registry=r,
         )
+        self.batch_calls = Histogram(
+            "rtp_serving_model_batch_calls",
+            "Requests' model calls merged into each batched model call.",
+            buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32, 64),
+            registry=r,
+        )
         self.model_version = Gauge(
             "rtp_serving_model_version",
             "Model version being served.",
@@ -74,3 +80,7 @@ class ServingMetrics:
             "Age of the item-feature snapshot, seconds.",
             registry=r,
         )
+
+    def observe_batch(self, calls: int, rows: int) -> None:
+        """One batched model call of ``calls`` requests (``rows`` rows)."""
+        self.batch_calls.observe(calls)

@@ -15,6 +15,7 @@ import numpy as np
 from feature_repo.store import FeatureStoreClient, StoreUnavailableError
 from serving import fallbacks as fb
 from serving.backends import ModelUnavailableError, make_backend, model_names
+from serving.batching import BatchingBackend
 from serving.catalog import ItemCatalog, load_catalog, resolve_version
 from serving.config import InProcessModelsConfig, ModelsConfig, ServingConfig
 from serving.events import EventPublisher
@@ -108,6 +109,16 @@ class Service:
         models_config = self._models_config(version)
         backend = make_backend(models_config, config.model_base, version)
         names = model_names(models_config)
+        batching = models_config.batching
+        if batching.enabled:
+            backend = BatchingBackend(
+                backend,
+                names[0],
+                batching.signatures,
+                batching.max_batch_size,
+                batching.batch_timeout_ms / 1000,
+                on_batch=self.metrics.observe_batch,
+            )
         models = ModelSet(
             backend,
             catalog,

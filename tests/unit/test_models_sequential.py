@@ -266,3 +266,31 @@ def test_unknown_items_score_from_content_plus_the_fitted_offset(tmp_path) -> No
         zip([x.decode() for x in out["item_ids"].numpy()[0]], out["scores"].numpy()[0], strict=True)
     )
     np.testing.assert_allclose([got[f"i{r}"] for r in range(n)], expected[0], rtol=1e-5)
+
+
+def test_a_padded_batch_answers_each_history_as_alone(trained) -> None:
+    """``serving.batching`` merges users' histories of different lengths by padding
+    them at the end with "" (and 0): each row must answer what the user alone does."""
+    from serving.batching import merge
+
+    catalog, model = trained
+    module = SequentialModule(model.model, catalog.item_ids, k=5, version=7)
+    histories = [["i3", "i2", "i1"], [], ["i7"], ["i1", "i4", "i6", "i0", "i2", "i5"]]
+    alone = []
+    for items in histories:
+        n = len(items)
+        alone.append(
+            {
+                "user_recent_items": np.array([items], dtype=object).reshape(1, n),
+                "user_recent_ts_ms": np.array([[T0 - 1000 * j for j in range(n)]], np.int64),
+                "user_recent_rewards": np.linspace(-1, 1, n, dtype=np.float32)[None],
+            }
+        )
+    variable = frozenset(alone[0])
+    batched = module.rows({k: tf.constant(v) for k, v in merge(alone, variable).items()})
+    for i, inputs in enumerate(alone):
+        one = module.rows({k: tf.constant(v) for k, v in inputs.items()})
+        assert batched["item_rows"].numpy()[i].tolist() == one["item_rows"].numpy()[0].tolist()
+        np.testing.assert_allclose(
+            batched["scores"].numpy()[i], one["scores"].numpy()[0], rtol=1e-5, atol=1e-6
+        )
