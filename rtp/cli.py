@@ -50,7 +50,7 @@ COMMANDS: dict[str, Command] = {
         "Encode item content (catalogue or Pub/Sub) into item_content and the item table.",
     ),
     "train": Command(
-        "models.train",
+        "rtp.jobs.train",
         "Train and export the retrieval and ranking models.",
         args_module="models.train_args",
         tensorflow=True,
