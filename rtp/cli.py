@@ -56,7 +56,10 @@ COMMANDS: dict[str, Command] = {
         tensorflow=True,
     ),
     "evaluate": Command(
-        "models.evaluation.cli", "Replay evaluation of every variant on real data.", tensorflow=True
+        "rtp.jobs.evaluate",
+        "Replay evaluation of every variant on real data.",
+        args_module="models.evaluation.cli",
+        tensorflow=True,
     ),
     "experiment": Command(
         "beam_pipelines.experiments.cli", "Experiments: report (lifts, SRM), metrics (Parquet)."
