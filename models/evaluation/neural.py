@@ -18,8 +18,8 @@ import dataclasses
 import json
 import logging
 import pathlib
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -62,20 +62,13 @@ def write_training_events(log: ReplayLog, fmt: str, path: pathlib.Path) -> pathl
     return path
 
 
-class TrainModels(Protocol):
-    """Trains the models on ``log``'s training period below ``work``; returns the
-    model base and the ``metrics.json`` training wrote. ``reward``: preset or YAML;
-    ``epochs`` None: the models' default."""
-
-    def __call__(
-        self,
-        log: ReplayLog,
-        fmt: str,
-        reward: str,
-        items: pathlib.Path | None,
-        work: pathlib.Path,
-        epochs: int | None,
-    ) -> tuple[pathlib.Path, dict[str, Any]]: ...
+TrainModels = Callable[
+    [ReplayLog, str, str, pathlib.Path | None, pathlib.Path, int | None],
+    tuple[pathlib.Path, dict[str, Any]],
+]
+"""Trains the models on a log's training period; called as ``(log, format, reward
+preset or YAML, items file or None, work dir, epochs or None for the default)``,
+returns the model base (below the work dir) and the ``metrics.json`` training wrote."""
 
 
 class SavedModelRetrieval:
