@@ -77,7 +77,7 @@ def prepare(
     log = load_events(args.events, args.format, reward)
     _stage(f"read {len(log.frame)} events (skipped {log.rejected or 'none'})", started)
     offline = args.history
-    if offline is None:
+    if not offline:
         if history is None:
             raise ValueError("no --history given and no job to write it (rtp train runs one)")
         offline = history(args.events, args.format, reward, work, len(log.frame))
