@@ -1,7 +1,8 @@
-"""``rtp train``: backfill → point-in-time dataset → retrieval + ranker → export.
+"""Training: offline history → point-in-time dataset → retrieval + ranker → export.
 
-    rtp train --events PATH [--items PATH] --out MODEL_BASE [--format jsonl|movielens]
-              [--seed S] [--epochs N] [--serving-k K] [--reward PRESET] [--history OFFLINE_DIR]
+``rtp train`` (``rtp.jobs.train``) runs the backfill for the history first when no
+``--history`` is given; this module takes the history directory as input and runs
+no job itself.
 
 Events are split in time: the first 80 % by ``(timestamp, user, tie hash)`` train both
 models, the last 20 % validate them (recall@10/50/100 over the full catalogue,
@@ -15,16 +16,14 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import logging
 import pathlib
-import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
-from beam_pipelines.jobs_common import check_log_inputs
 from feature_repo.features import ITEM_BETA_ALPHA, ITEM_BETA_BETA
 from models import train_args
 from models.candidate_training import EventArrays
@@ -45,8 +44,12 @@ from models.towers import ItemTower, QueryTower
 from models.training_data import ExampleArrays, before, build_arrays
 from models.training_log import TrainingLog, default_reward, load_events, time_split
 
-LOG = logging.getLogger(__name__)
 WORK_DIR = ".train_work"
+
+HistoryJob = Callable[[str, str, str, pathlib.Path, int], str]
+"""Writes the offline feature history of an event log; returns its directory.
+Called as ``(events, format, reward, work dir, expected)``, ``expected`` being the
+events the training loader accepted. The application layer supplies the backfill."""
 
 
 def _stage(message: str, started: float) -> None:
@@ -62,35 +65,22 @@ class Prepared:
     boundary: tuple[int, str, str] | None  # first validation event; None: no validation
 
 
-def run_history(events: str, fmt: str, reward: str, work: pathlib.Path, expected: int) -> str:
-    """The backfill job over the log in event-time order; returns its offline dir.
-
-    ``expected``: events the training loader accepted; the backfill should apply as
-    many (a difference means labels without history rows or the reverse).
-    """
-    from beam_pipelines.backfill import run_backfill
-
-    out = work / "backfill"
-    argv = ["--events", events, "--out", str(out), "--format", fmt, "--reward", reward]
-    summary = run_backfill([*argv, "--order", "time"])
-    LOG.info("backfill: %s", summary)
-    if summary.get("applied") != expected:
-        LOG.warning(
-            "backfill applied %s events, training read %s: check %s/dead_letters",
-            summary.get("applied"),
-            expected,
-            out,
-        )
-    return str(out / "offline")
-
-
 def prepare(
-    args: argparse.Namespace, config: TrainConfig, work: pathlib.Path, started: float
+    args: argparse.Namespace,
+    config: TrainConfig,
+    work: pathlib.Path,
+    started: float,
+    history: HistoryJob | None = None,
 ) -> Prepared:
+    """``history`` writes the offline history when ``args.history`` names none."""
     reward = args.reward or default_reward(args.format)
     log = load_events(args.events, args.format, reward)
     _stage(f"read {len(log.frame)} events (skipped {log.rejected or 'none'})", started)
-    offline = args.history or run_history(args.events, args.format, reward, work, len(log.frame))
+    offline = args.history
+    if not offline:
+        if history is None:
+            raise ValueError("no --history given and no job to write it (rtp train runs one)")
+        offline = history(args.events, args.format, reward, work, len(log.frame))
     _stage(f"history at {offline}", started)
     examples = label_examples(log.frame, log.rewards, config.outcome_window_ms)
     frame = point_in_time_features(examples, offline, work / "feast", engine=args.join_engine)
@@ -229,12 +219,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
-def fit(args: argparse.Namespace, config: TrainConfig, started: float) -> Trained:
-    """Data, both models and their validation metrics (nothing exported)."""
+def fit(
+    args: argparse.Namespace,
+    config: TrainConfig,
+    started: float,
+    history: HistoryJob | None = None,
+) -> Trained:
+    """Data, both models and their validation metrics (nothing exported).
+    ``history``: as for ``prepare``."""
     tf.keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    data = prepare(args, config, pathlib.Path(args.out) / WORK_DIR, started)
+    data = prepare(args, config, pathlib.Path(args.out) / WORK_DIR, started, history)
     _stage(
         f"train {len(data.train)} / validation {len(data.valid)} examples, "
         f"{len(data.catalog)} items",
@@ -356,11 +352,12 @@ def _sequential_module(trained: Trained, config: TrainConfig) -> Any:
     )
 
 
-def train(args: argparse.Namespace) -> dict[str, Any]:
-    """The whole ``rtp train`` run; returns what it writes to ``metrics.json``."""
+def train(args: argparse.Namespace, history: HistoryJob | None = None) -> dict[str, Any]:
+    """The whole ``rtp train`` run after parsing; returns what it writes to
+    ``metrics.json``. ``history``: as for ``prepare``."""
     started = time.perf_counter()
     config = config_from_args(args)
-    trained = fit(args, config, started)
+    trained = fit(args, config, started, history)
     export_started = time.perf_counter()
     version = export_trained(trained, args.out, config)
     timings = {**trained.metrics["timings_s"], "export_s": time.perf_counter() - export_started}
@@ -400,26 +397,3 @@ def parser() -> argparse.ArgumentParser:
     p = train_args.parser()
     p.set_defaults(sequential_epochs=SequentialConfig().epochs)
     return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    cli = parser()
-    args = cli.parse_args(sys.argv[1:] if argv is None else argv)
-    check_log_inputs(cli, args.events, args.reward or default_reward(args.format))
-    metrics = train(args)
-    print(
-        json.dumps(
-            {
-                "version": metrics["version"],
-                "retrieval": metrics["retrieval"],
-                "ranker": metrics["ranker"],
-            },
-            indent=2,
-        )
-    )
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -50,13 +50,16 @@ COMMANDS: dict[str, Command] = {
         "Encode item content (catalogue or Pub/Sub) into item_content and the item table.",
     ),
     "train": Command(
-        "models.train",
+        "rtp.jobs.train",
         "Train and export the retrieval and ranking models.",
         args_module="models.train_args",
         tensorflow=True,
     ),
     "evaluate": Command(
-        "models.evaluation.cli", "Replay evaluation of every variant on real data.", tensorflow=True
+        "rtp.jobs.evaluate",
+        "Replay evaluation of every variant on real data.",
+        args_module="models.evaluation.cli",
+        tensorflow=True,
     ),
     "experiment": Command(
         "beam_pipelines.experiments.cli", "Experiments: report (lifts, SRM), metrics (Parquet)."

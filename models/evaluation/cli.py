@@ -1,9 +1,10 @@
 """``rtp evaluate``: the replay evaluation of EVALUATION.md, every variant in one run.
 
     rtp evaluate --events ratings.csv --format movielens --out out/eval [--k 10,20,50]
-    python -m models.evaluation --events sim.jsonl --format jsonl --out out/eval-sim
 
-Writes ``metrics.json``, ``report.md`` and two PNG plots to ``--out``.
+Writes ``metrics.json``, ``report.md`` and two PNG plots to ``--out``. The two-tower
+variants are trained by the ``train_models`` that ``run`` and ``main`` are given
+(``rtp.jobs.evaluate`` passes ``rtp train``'s), or loaded from ``--model-base``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import pathlib
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from beam_pipelines.console import configure_logging
 from beam_pipelines.event_logs import EventLogParser
@@ -34,6 +35,9 @@ from models.evaluation.sequence_variants import CoEngagementRolling
 from models.evaluation.variants import BASELINES
 from models.evaluation.world import World
 from models.train_args import add_content_argument
+
+if TYPE_CHECKING:
+    from models.evaluation.neural import TrainModels
 
 LOG = logging.getLogger("rtp.evaluate")
 STREAMING_SOURCES = ("coengagement_rolling",)
@@ -126,7 +130,9 @@ def load(args: argparse.Namespace) -> tuple[ReplayLog, str]:
     return build_log(raw, reward, interactions, TRAIN_FRACTION), reward_name
 
 
-def run(args: argparse.Namespace) -> tuple[dict[str, Any], ReplayResult]:
+def run(
+    args: argparse.Namespace, train_models: TrainModels | None = None
+) -> tuple[dict[str, Any], ReplayResult]:
     started = time.perf_counter()
     args.items = _default_items(args)
     wall: dict[str, float] = {}
@@ -152,7 +158,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], ReplayResult]:
         from models.evaluation import neural
 
         t0 = time.perf_counter()
-        built = neural.build(log, args, neural_names, show)
+        built = neural.build(log, args, neural_names, show, train_models)
         wall["train_models"] = time.perf_counter() - t0
         variants += built.variants
         embeddings = built.embeddings
@@ -215,15 +221,16 @@ def _tracker(args: argparse.Namespace, log: ReplayLog, names: list[str]) -> Adap
     return AdaptTracker(log, shifts, topics, names)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the evaluation; 0 on success, 2 on bad arguments or input."""
+def main(argv: list[str] | None = None, train_models: TrainModels | None = None) -> int:
+    """Run the evaluation; 0 on success, 2 on bad arguments or input.
+    ``train_models``: the trainer of the two-tower variants (see ``run``)."""
     configure_logging()
     args = parser().parse_args(argv)
     if not args.events.is_file():
         print(f"rtp evaluate: --events {args.events} is not a file", file=sys.stderr)
         return 2
     try:
-        document, result = run(args)
+        document, result = run(args, train_models)
     except ValueError as err:
         print(f"rtp evaluate: {err}", file=sys.stderr)
         return 2

@@ -1,11 +1,13 @@
 """Train the models package on the training period and wrap its exports as variants.
 
-Training goes through ``models.train`` (backfill → Feast point-in-time features
-→ retrieval + ranker → export), fed a file holding only the training-period
-events. The variants then use what the export wrote, as the pipeline and the
-service do: the item-embedding table (``beam_pipelines.embedding_source``), the
-retrieval SavedModel's ``query_embedding`` signature and the ranker's
-``serving_default``. TensorFlow is imported here only.
+Training goes through the ``TrainModels`` the caller supplies; ``rtp evaluate``'s
+is ``rtp train`` (backfill → Feast point-in-time features → retrieval + ranker →
+export), fed a file holding only the training-period events
+(``write_training_events``). The variants then use what the export wrote, as the
+pipeline and the service do: the item-embedding table
+(``beam_pipelines.embedding_source``), the retrieval SavedModel's
+``query_embedding`` signature and the ranker's ``serving_default``. TensorFlow is
+imported here only.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import dataclasses
 import json
 import logging
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -60,28 +62,13 @@ def write_training_events(log: ReplayLog, fmt: str, path: pathlib.Path) -> pathl
     return path
 
 
-def train_models(
-    log: ReplayLog,
-    fmt: str,
-    reward: str,
-    items: pathlib.Path | None,
-    work: pathlib.Path,
-    epochs: int | None,
-) -> tuple[pathlib.Path, dict[str, Any]]:
-    """Run ``rtp train`` on the training period; returns (model base, its metrics)."""
-    from models import train
-
-    suffix = ".csv" if fmt == "movielens" else ".jsonl"
-    events = write_training_events(log, fmt, work / f"train_events{suffix}")
-    base = work / "models"
-    argv = ["--events", str(events), "--format", fmt, "--out", str(base), "--reward", reward]
-    argv += ["--sequential-epochs", "0"]  # the sequential variants train their own
-    if items is not None:
-        argv += ["--items", str(items)]
-    if epochs is not None:
-        argv += ["--epochs", str(epochs)]
-    metrics = train.train(train.parser().parse_args(argv))
-    return base, metrics
+TrainModels = Callable[
+    [ReplayLog, str, str, pathlib.Path | None, pathlib.Path, int | None],
+    tuple[pathlib.Path, dict[str, Any]],
+]
+"""Trains the models on a log's training period; called as ``(log, format, reward
+preset or YAML, items file or None, work dir, epochs or None for the default)``,
+returns the model base (below the work dir) and the ``metrics.json`` training wrote."""
 
 
 class SavedModelRetrieval:
@@ -139,8 +126,15 @@ class SavedModelRanker:
         return self._fn(**tensors)[ENGAGEMENT].numpy()
 
 
-def build(log: ReplayLog, args: argparse.Namespace, names: list[str], show_progress: bool) -> Built:
-    """Train on the training period, load the export, return the requested variants."""
+def build(
+    log: ReplayLog,
+    args: argparse.Namespace,
+    names: list[str],
+    show_progress: bool,
+    train_models: TrainModels | None = None,
+) -> Built:
+    """Train on the training period (unless ``--model-base`` names models trained
+    before), load the export, return the requested variants."""
     reward = args.reward or ("movielens" if args.fmt == "movielens" else "short_video")
     items = args.items
     if args.model_base is not None:
@@ -151,6 +145,8 @@ def build(log: ReplayLog, args: argparse.Namespace, names: list[str], show_progr
                 f"--model-base {base} was trained on {metrics.get('events')} events, "
                 f"not on this training period ({log.n_train})"
             )
+    elif train_models is None:
+        raise ValueError("the two-tower variants need --model-base or a trainer (rtp evaluate)")
     else:
         base, metrics = train_models(log, args.fmt, reward, items, args.out / "work", args.epochs)
     table = newest_table(base)

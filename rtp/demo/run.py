@@ -170,6 +170,7 @@ def train_models(
     import tensorflow as tf  # after models (imported above): it sets TF_USE_LEGACY_KERAS
 
     from models.train import export_trained, fit, parser
+    from rtp.jobs.train import run_history
 
     tf.keras.utils.disable_interactive_logging()  # no progress bars in the demo's output
     base = out / "models"
@@ -178,7 +179,8 @@ def train_models(
     argv += ["--join-engine", "asof"]  # Feast's point-in-time join in pandas: seconds, not a minute
     argv += ["--items", str(sidecar_paths(out / "events.jsonl")["items"])]
     args = parser().parse_args(argv)
-    version = export_trained(fit(args, config, time.perf_counter()), base, config)
+    trained = fit(args, config, time.perf_counter(), history=run_history)
+    version = export_trained(trained, base, config)
     print(f"  exported model version {version}")
     return base
 

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from models.evaluation.cli import main
+from rtp.jobs.evaluate import main
 from rtp.simulator.config import SimulatorConfig
 from rtp.simulator.simulation import simulate
 from rtp.simulator.writer import StreamWriter
@@ -79,7 +79,7 @@ def test_missing_file_is_a_usage_error(tmp_path, capsys):
 
 
 def test_every_variant_trains_on_the_training_period_only(tmp_path):
-    """Wiring of the model-based variants through ``models.train`` (1 epoch, tiny stream)."""
+    """Wiring of the model-based variants through ``rtp train`` (1 epoch, tiny stream)."""
     path = tmp_path / "sim.jsonl"
     sim = simulate(SimulatorConfig(n_events=4000, n_users=40, n_items=150, seed=5))
     with StreamWriter(path) as writer:

@@ -15,8 +15,9 @@ from rtp.simulator.config import SimulatorConfig
 from rtp.simulator.simulation import simulate
 from rtp.simulator.writer import StreamWriter, sidecar_paths
 from models import registry
+from models.train import WORK_DIR
 from tests.helpers.components import missing
-from models import train as train_cli
+from rtp.jobs import train as train_cli
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +90,7 @@ def test_saved_model_cli_lists_the_signatures(first_run) -> None:
 def test_same_seed_same_models(first_run, stream, tmp_path) -> None:
     """A second run over the first run's history reproduces its table and metrics."""
     events, items = stream
-    history = first_run / train_cli.WORK_DIR / "backfill" / "offline"
+    history = first_run / WORK_DIR / "backfill" / "offline"
     argv = [
         "--events",
         str(events),

@@ -267,7 +267,7 @@ def test_a_missing_log_or_an_unknown_reward_is_a_usage_error(
 ) -> None:
     events = tmp_path / "events.jsonl"
     events.write_text("")
-    module = {"backfill": "beam_pipelines.backfill", "train": "models.train"}[name]
+    module = {"backfill": "beam_pipelines.backfill", "train": "rtp.jobs.train"}[name]
     main = __import__(module, fromlist=["main"]).main
     with pytest.raises(SystemExit) as exit_info:
         main(["--events", str(events), "--out", str(tmp_path / "out"), *argv])
