@@ -13,6 +13,15 @@ Runs on Beam's FnApiRunner (named explicitly, see ARCHITECTURE.md), or with
 (``backfill_runner``): a ``dask.distributed`` scheduler, or a LocalCluster of
 ``--dask_workers`` processes. Every output feeds one last step (``Done``): the
 DaskRunner computes only what the pipeline's last step depends on.
+
+With ``--online`` the store's definitions are applied here, once, before the job
+(``FeastSinkFactory.applied_once``): the workers only open the store. On Dask the
+final rows are grouped by entity shard before they are written
+(``WriteFeatures(group_shards=...)``), because the DaskRunner drops what a DoFn
+outputs in ``finish_bundle``, where the failed rows' dead letters would come out.
+SQLite is written by several worker processes at once: its WAL file lets one
+writer in at a time, each write a short transaction, and Feast's connection waits
+up to 5 s for the lock (a write still failing is retried, then dead-lettered).
 """
 
 from __future__ import annotations
@@ -36,6 +45,7 @@ from beam_pipelines.backfill_runner import (
     RUNNERS,
     backfill_pipeline,
     has_metrics,
+    remote_worker_hosts,
     run_to_completion,
 )
 from beam_pipelines.console import configure_logging
@@ -157,7 +167,11 @@ def build(
     ]
     letters = [features[DEAD_LETTERS]]
     if args.online:
-        sink = FeastSinkFactory(store_config(args.store_config, args.store_path))
+        # Applied here, once: each of the DaskRunner's workers applying would rewrite
+        # the registry under the others' reads.
+        sink = FeastSinkFactory(store_config(args.store_config, args.store_path)).applied_once()
+        # The DaskRunner drops what finish_bundle outputs: write whole groups instead.
+        group_shards = shards if args.runner == "DaskRunner" else None
         finals = (
             (USER_FINAL, USER_REALTIME),
             (ITEM_FINAL, ITEM_REALTIME),
@@ -165,7 +179,8 @@ def build(
             (ITEM_PAIR_ROWS, ITEM_COENGAGEMENT),
         )
         for tag, view in finals:
-            letters.append(features[tag] | f"Online_{view}" >> WriteFeatures(sink, view))
+            write = WriteFeatures(sink, view, group_shards=group_shards)
+            letters.append(features[tag] | f"Online_{view}" >> write)
     written.append(
         letters
         | "AllDeadLetters" >> beam.Flatten()
@@ -229,10 +244,31 @@ def fewer_collections(young_threshold: int = 200_000):
         gc.unfreeze()
 
 
+def unreachable_store(args: argparse.Namespace) -> str | None:
+    """Why ``--online`` cannot work with these arguments, or None.
+
+    The one case: the SQLite store (a file on this machine) with a scheduler at
+    ``--dask_address`` that has workers on other machines; each would write a
+    database file of its own there."""
+    if not (args.online and args.runner == "DaskRunner" and args.dask_address):
+        return None
+    if store_config(args.store_config, args.store_path)["type"] != "sqlite":
+        return None
+    remote = remote_worker_hosts(args.dask_address)
+    if not remote:
+        return None
+    return (
+        f"--online into SQLite needs every Dask worker on this machine (the store is a "
+        f"file here), but the scheduler at {args.dask_address} has workers on "
+        f"{', '.join(sorted(remote))}: use a networked store (--store_config with redis "
+        f"or bigtable) or local workers (--dask_workers)"
+    )
+
+
 def run_backfill(argv: list[str]) -> dict[str, Any]:
     args = parser().parse_args(argv)
-    if args.runner == "DaskRunner" and args.online:
-        raise ValueError("--online runs on the FnApiRunner only (not yet checked on Dask)")
+    if problem := unreachable_store(args):
+        raise ValueError(problem)
     out = pathlib.Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     reward = reward_name(args)
@@ -291,7 +327,8 @@ def parser() -> argparse.ArgumentParser:
         default="FnApiRunner",
         help="FnApiRunner (default): Beam's local runner, in this process. DaskRunner: "
         "Beam's runner on dask.distributed (pip install '.[dask]'), at --dask_address "
-        "or on a LocalCluster of --dask_workers processes; without --online.",
+        "or on a LocalCluster of --dask_workers processes. --online into SQLite needs "
+        "every worker on this machine.",
     )
     p.add_argument("--dask_address", help="DaskRunner: a dask scheduler's HOST:PORT.")
     p.add_argument(
@@ -316,9 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     cli = parser()
     args = cli.parse_args(argv)
-    if args.runner == "DaskRunner" and args.online:
-        cli.error("--online runs on the FnApiRunner only (not yet checked on the DaskRunner)")
     check_log_inputs(cli, args.events, reward_name(args))
+    if problem := unreachable_store(args):
+        cli.error(problem)
     summary = run_backfill(argv)
     print(json.dumps(summary, indent=2))
     return 0

@@ -10,6 +10,8 @@ path as Beam 2.77 requires, on the ``dask.distributed`` scheduler at
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import socket
 from collections.abc import Iterator
 
 import apache_beam as beam
@@ -43,6 +45,28 @@ def dask_scheduler(address: str | None, workers: int) -> Iterator[str]:
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
         yield cluster.scheduler_address
+
+
+def remote_worker_hosts(address: str) -> set[str]:
+    """Hosts of the workers of the scheduler at ``address`` that are not this
+    machine (not a loopback address, nor one of this host name's addresses)."""
+    distributed = _distributed()
+    with distributed.Client(address, timeout=30) as client:
+        hosts = {worker["host"] for worker in client.scheduler_info()["workers"].values()}
+    try:
+        own = {info[4][0] for info in socket.getaddrinfo(socket.gethostname(), None)}
+    except OSError:  # a host name that does not resolve: loopback only
+        own = set()
+    return {host for host in hosts if host not in own and not _is_loopback(host)}
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name
+        return False
 
 
 @contextlib.contextmanager

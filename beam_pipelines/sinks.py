@@ -65,6 +65,18 @@ class FeastSinkFactory:
     def __call__(self) -> _SharedSink:
         return _SharedSink.get(self.store_config)
 
+    def applied_once(self) -> FeastSinkFactory:
+        """Apply the definitions here, now, and return a factory whose sinks only
+        open the store (``apply_on_open`` off; a config with it off is not applied).
+
+        For a job of several worker processes (the DaskRunner's): each applying on
+        open rewrites Feast's file registry, in place, while the others read it."""
+        from feature_repo.store import FeatureStoreClient
+
+        with FeatureStoreClient(self.store_config):
+            pass
+        return FeastSinkFactory({**self.store_config, "apply_on_open": False})
+
 
 class _WriteDeadLetterFiles(beam.DoFn):
     """One JSONL file per bundle under ``directory`` (any Beam filesystem: local, gs://)."""

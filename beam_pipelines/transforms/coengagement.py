@@ -45,6 +45,7 @@ from beam_pipelines.state.records import ScoredEvent
 from beam_pipelines.state.seen import SeenEvents
 from beam_pipelines.transforms.restore import RestoringDoFn, StateRestore
 from beam_pipelines.transforms.state import STR_KEYED, NewestRows, replay_key
+from beam_pipelines.transforms.tagged import TaggedParDo
 from feature_repo.features import (
     EVENT_TIMESTAMP,
     ITEM_COENGAGEMENT,
@@ -185,6 +186,16 @@ def _fold_user(kv, order: str):
         yield beam.pvalue.TaggedOutput(USER_PAIR_ROWS, user_pair_row(user_id, window, newest_ms))
 
 
+class _FoldUserFn(beam.DoFn):
+    """``_fold_user`` as a DoFn (for ``TaggedParDo``)."""
+
+    def __init__(self, order: str):
+        self._order = order
+
+    def process(self, kv):
+        yield from _fold_user(kv, self._order)
+
+
 def _merge_item(kv):
     item_id, updates = kv
     row, newest_ms = ItemNeighbours(), 0
@@ -221,14 +232,15 @@ class UpdateCoEngagement(beam.PTransform):
             | "KeyByUser" >> beam.Map(lambda e: (e.user_id, e)).with_output_types(STR_KEYED)
         )
         if self._order:
+            # TaggedParDo: the DaskRunner would hand both outputs to each consumer.
             users = (
                 keyed
                 | "GroupByUser" >> beam.GroupByKey()
                 | "FoldWindows"
-                >> beam.FlatMap(_fold_user, self._order).with_outputs(USER_PAIR_ROWS, main="pairs")
+                >> TaggedParDo(_FoldUserFn(self._order), USER_PAIR_ROWS, main="pairs")
             )
             items = (
-                users.pairs
+                users["pairs"]
                 | "KeyByItem" >> beam.Map(lambda kv: kv).with_output_types(STR_KEYED)
                 | "GroupByItem" >> beam.GroupByKey()
                 | "MergeNeighbours" >> beam.FlatMap(_merge_item)

@@ -18,6 +18,11 @@ flush's progress mark, so a key's stored state never runs ahead of its features
 Streaming bundles can be a single element, and a store write costs a commit, so
 with ``max_buffering_s`` rows are first gathered by ``GroupIntoBatches`` on a few
 shards (by entity, so one entity's rows stay in one batch) for at most that long.
+
+Beam's DaskRunner (2.77) runs ``finish_bundle`` but drops what it outputs, so the
+dead letters of the bundle's last write would be lost. With ``group_shards`` the
+rows are first grouped into that many shards by entity (a ``GroupByKey``) and each
+group is written, to its last row, while it is processed.
 """
 
 from __future__ import annotations
@@ -135,8 +140,9 @@ def state_rows(
 
 
 class _WriteFn(beam.DoFn):
-    def __init__(self, sink_factory, view, batch_size, retry: RetryPolicy):
+    def __init__(self, sink_factory, view, batch_size, retry: RetryPolicy, flush_groups=False):
         self._sink_factory = sink_factory
+        self._flush_groups = flush_groups
         self._view = view
         self._key = FEATURE_VIEWS[view][0]
         self._batch_size = batch_size
@@ -153,7 +159,8 @@ class _WriteFn(beam.DoFn):
         self._buffer: dict[str, dict] = {}
 
     def process(self, element):
-        """A row, or ``(shard, rows)`` from GroupIntoBatches."""
+        """A row, or ``(shard, rows)`` from GroupIntoBatches or GroupByKey (written
+        to the last row here with ``flush_groups``)."""
         for row in element[1] if isinstance(element, tuple) else (element,):
             key = row[self._key]
             previous = self._buffer.get(key)
@@ -161,7 +168,11 @@ class _WriteFn(beam.DoFn):
                 self._view, previous
             ):
                 self._buffer[key] = row
-        if len(self._buffer) >= self._batch_size:
+        if self._flush_groups:  # the group's newest rows, in batches
+            rows, self._buffer = list(self._buffer.values()), {}
+            for start in range(0, len(rows), self._batch_size):
+                yield from self._write(rows[start : start + self._batch_size])
+        elif len(self._buffer) >= self._batch_size:
             yield from self._flush()
 
     def finish_bundle(self):
@@ -175,6 +186,9 @@ class _WriteFn(beam.DoFn):
 
     def _flush(self):
         rows, self._buffer = list(self._buffer.values()), {}
+        yield from self._write(rows)
+
+    def _write(self, rows: list[dict]):
         if not rows:
             return
         # Rows in the buffer were produced before this moment: the progress mark.
@@ -207,6 +221,10 @@ class WriteFeatures(beam.PTransform):
     to 5 s); a write is retried ``max_retries`` times and until ``retry_budget_s``
     seconds have passed. ``max_buffering_s`` (streaming): longest a row waits for
     its batch, seconds; None writes per bundle (bounded input, where bundles are large).
+    ``group_shards`` (bounded input, on a runner that drops ``finish_bundle``'s
+    outputs: the DaskRunner): rows are grouped by entity into that many shards and
+    each shard written while it is processed, so every failed row's dead letter
+    reaches the output.
     """
 
     SHARDS = 4
@@ -220,6 +238,7 @@ class WriteFeatures(beam.PTransform):
         backoff_s: float = 0.2,
         max_buffering_s: float | None = None,
         retry_budget_s: float = 0.0,
+        group_shards: int | None = None,
     ):
         super().__init__()
         if view not in FEATURE_VIEWS:
@@ -228,28 +247,41 @@ class WriteFeatures(beam.PTransform):
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         if max_buffering_s is not None and max_buffering_s <= 0:
             raise ValueError(f"max_buffering_s must be > 0 seconds, got {max_buffering_s}")
+        if group_shards is not None and (group_shards < 1 or max_buffering_s is not None):
+            raise ValueError(
+                f"group_shards must be >= 1 and without max_buffering_s, got {group_shards}"
+            )
         retry = RetryPolicy(max_retries, backoff_s, retry_budget_s, max(backoff_s, 5.0))
-        self._fn = _WriteFn(sink_factory, view, batch_size, retry)
+        self._fn = _WriteFn(sink_factory, view, batch_size, retry, group_shards is not None)
         self._batch_size = batch_size
         self._max_buffering_s = max_buffering_s
+        self._group_shards = group_shards
         self._key = FEATURE_VIEWS[view][0]
 
     def expand(self, rows):
         if self._max_buffering_s is not None:
-            key, shards = self._key, self.SHARDS
             rows = (
                 rows
-                | "ShardByEntity"
-                >> beam.Map(lambda row: (_shard(row[key], shards), row)).with_output_types(
-                    typehints.KV[int, typehints.Any]
-                )
+                | "ShardByEntity" >> self._by_shard(self.SHARDS)
                 | "GatherBatches"
                 >> beam.GroupIntoBatches(
                     self._batch_size, max_buffering_duration_secs=self._max_buffering_s
                 )
             )
+        elif self._group_shards is not None:
+            rows = (
+                rows
+                | "ShardByEntity" >> self._by_shard(self._group_shards)
+                | "GroupShards" >> beam.GroupByKey()
+            )
         outputs = rows | "WriteBatches" >> beam.ParDo(self._fn).with_outputs(DEAD_LETTER, main="ok")
         return outputs[DEAD_LETTER]
+
+    def _by_shard(self, shards: int):
+        key = self._key
+        return beam.Map(lambda row: (_shard(row[key], shards), row)).with_output_types(
+            typehints.KV[int, typehints.Any]
+        )
 
 
 def _shard(entity: str, shards: int) -> int:

@@ -55,6 +55,10 @@ class RecordingSinkFactory:
     def __call__(self) -> RecordingSink:
         return RecordingSink(pathlib.Path(self.log), self.fail_first, self.always_fail)
 
+    def applied_once(self) -> RecordingSinkFactory:
+        """As ``FeastSinkFactory.applied_once``: nothing to apply."""
+        return self
+
     def calls(self) -> list[dict]:
         path = pathlib.Path(self.log)
         if not path.exists():

@@ -276,6 +276,34 @@ def test_a_missing_log_or_an_unknown_reward_is_a_usage_error(
     assert err.startswith(f"usage: rtp {name} ") and message in err
 
 
+def test_backfill_online_into_sqlite_on_other_machines_dask_workers_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each remote worker would write a SQLite file of its own: refused, saying why.
+    Workers on this machine, or a networked store, are fine."""
+    from beam_pipelines import backfill
+
+    workers: set[str] = {"10.9.8.7"}
+    monkeypatch.setattr(backfill, "remote_worker_hosts", lambda address: set(workers))
+    events = tmp_path / "events.jsonl"
+    events.write_text("")
+    dask = ["--runner", "DaskRunner", "--dask_address", "10.9.8.1:8786", "--online"]
+    argv = ["--events", str(events), "--out", str(tmp_path / "out"), *dask]
+    with pytest.raises(SystemExit) as exit_info:
+        backfill.main([*argv, "--store_path", str(tmp_path / "online.db")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "needs every Dask worker on this machine" in err and "10.9.8.7" in err
+
+    redis = tmp_path / "redis.yaml"
+    redis.write_text("type: redis\nconnection_string: 10.9.8.2:6379\n")
+    assert backfill.unreachable_store(backfill.parser().parse_args(argv)) is not None
+    with_redis = [*argv, "--store_config", str(redis)]
+    assert backfill.unreachable_store(backfill.parser().parse_args(with_redis)) is None
+    workers.clear()
+    assert backfill.unreachable_store(backfill.parser().parse_args(argv)) is None
+
+
 def test_sigterm_unwinds_a_command_like_ctrl_c() -> None:
     """``kill PID`` runs the command's ``finally`` blocks (servers stopped by pid)."""
     import signal

@@ -10,7 +10,9 @@ import apache_beam as beam
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
-from beam_pipelines.transforms.write import STORE_WRITE_FAILED, WriteFeatures
+from beam_pipelines.transforms.dead_letters import DEAD_LETTER
+from beam_pipelines.transforms.retry import RetryPolicy
+from beam_pipelines.transforms.write import STORE_WRITE_FAILED, WriteFeatures, _WriteFn
 from feature_repo.features import EVENT_TIMESTAMP, USER_KEY, USER_REALTIME
 from tests.helpers.pipelines import StreamBuilder, batch_pipeline, counters, streaming_pipeline
 from tests.helpers.sinks import RecordingSinkFactory
@@ -108,6 +110,42 @@ def test_streaming_rows_gathered_into_batches_keep_the_newest_per_entity(tmp_pat
     assert all(len(w["rows"]) <= 3 for w in factory.writes())
 
 
+def test_grouped_rows_are_written_newest_per_entity_in_batches(tmp_path):
+    """``group_shards`` (bounded input on the DaskRunner): rows grouped by entity
+    shard, each group's newest rows written in batches of at most batch_size."""
+    factory = RecordingSinkFactory(tmp_path / "sink.jsonl")
+    p = batch_pipeline()
+    letters = (
+        p
+        | beam.Create(ROWS)
+        | WriteFeatures(factory, USER_REALTIME, batch_size=1, backoff_s=0, group_shards=2)
+    )
+    assert_that(letters, equal_to([]))
+    p.run().wait_until_finish()
+    assert factory.stored(USER_REALTIME, USER_KEY) == NEWEST
+    assert [len(w["rows"]) for w in factory.writes()] == [1] * len(NEWEST)
+
+
+def test_grouped_rows_are_dead_lettered_by_process_not_finish_bundle(tmp_path):
+    """The DaskRunner runs finish_bundle but drops its outputs: with grouped rows
+    every failed row's dead letter comes out of ``process``."""
+    fn = _WriteFn(
+        RecordingSinkFactory(tmp_path / "sink.jsonl", always_fail=True),
+        USER_REALTIME,
+        batch_size=3,
+        retry=RetryPolicy(max_retries=0, backoff_s=0),
+        flush_groups=True,
+    )
+    fn.setup()
+    fn.start_bundle()
+    out = [*fn.process((0, ROWS[:4])), *fn.process((1, ROWS[4:]))]
+    assert list(fn.finish_bundle() or ()) == []
+    fn.teardown()
+    rows = [json.loads(o.value.payload)["row"] for o in out]
+    assert all(o.tag == DEAD_LETTER for o in out)
+    assert sorted(rows, key=lambda r: r[USER_KEY]) == list(NEWEST.values())
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -116,6 +154,8 @@ def test_streaming_rows_gathered_into_batches_keep_the_newest_per_entity(tmp_pat
         ({"max_retries": -1}, "max_retries"),
         ({"backoff_s": -0.1}, "backoff_s"),
         ({"max_buffering_s": 0}, "max_buffering_s"),
+        ({"group_shards": 0}, "group_shards"),
+        ({"group_shards": 2, "max_buffering_s": 1.0}, "group_shards"),
     ],
 )
 def test_arguments_are_validated(kwargs, match, tmp_path):
