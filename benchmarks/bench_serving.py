@@ -266,7 +266,7 @@ def service(
     settings: str,
     workers: int = 1,
     stack: str = "sequential",
-    batching: str = "off",
+    model_settings: str = "",
 ) -> Iterator[tuple[int, list[int]]]:
     """``rtp serve`` (``python -m serving.app``) on a free loopback port, serving
     ``stack`` (a key of ``STACKS``)."""
@@ -274,12 +274,12 @@ def service(
     args = [sys.executable, "-m", "serving.app", "--models", str(models), "--port", str(port)]
     args += ["--store-config", str(store_yaml), "--log-level", "warning"]
     args += ["--workers", str(workers)]
-    config = Path(store_yaml).parent / f"serving-{backend}-{stack}-{batching}.yaml"
+    config = Path(store_yaml).parent / f"serving-{backend}-{stack}-{os.getpid()}.yaml"
     # Seeded exploration, and a generous model timeout: a noisy machine should not
     # turn a slow call into a fallback in the middle of a measurement.
     timeout = "" if backend == "inprocess" else ", timeout_s: 2.0"
-    if batching == "on":
-        timeout += ", batching: {enabled: true}"
+    if model_settings:
+        timeout += f", {model_settings}"
     config.write_text(
         f"model_base: {models}\n"
         f"models: {{type: {backend}, retrieval_model: {STACKS[stack]}{timeout}}}\n"
@@ -483,10 +483,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--workers", default="2", help="rtp serve --workers, comma-separated (default 2)."
     )
     parser.add_argument(
-        "--batching",
-        default="off",
-        help="Request batching (models.batching.enabled), comma-separated of off,on "
-        "(default off); give 'off,on' with --settings 'limits: {workers: 4}' to compare.",
+        "--model-settings",
+        default="",
+        help="';'-separated sets of extra 'models:' settings, one service each, e.g. "
+        "'xla: false;xla: true, batching: {enabled: true}' (with --settings "
+        "'limits: {workers: 8}' for batching to form). Default: the service's own.",
     )
     parser.add_argument(
         "--stacks",
@@ -498,8 +499,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     stacks = args.stacks.split(",")
-    if bad := set(args.batching.split(",")) - {"off", "on"}:
-        parser.error(f"--batching: unknown {sorted(bad)}, expected off and/or on")
     if unknown := set(stacks) - set(STACKS):
         parser.error(f"--stacks: unknown {sorted(unknown)}, expected some of {sorted(STACKS)}")
     from rtp.tfserving_standin.launch import standin
@@ -525,10 +524,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         server, rest_port = resources.enter_context(standin(models, rest=True))
                         address = server.address if backend == "grpc" else f"127.0.0.1:{rest_port}"
                         model_pids.append(server.process.pid)
-                    for stack, batching in itertools.product(stacks, args.batching.split(",")):
+                    model_settings = [m.strip() for m in args.model_settings.split(";")]
+                    for stack, extra in itertools.product(stacks, model_settings):
                         log(
-                            f"starting rtp serve ({backend}, {stack}, {workers} workers, "
-                            f"batching {batching}) ..."
+                            f"starting rtp serve ({backend}, {stack}, {workers} workers"
+                            f"{', ' + extra if extra else ''}) ..."
                         )
                         with service(
                             models,
@@ -538,7 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             args.settings,
                             workers,
                             stack,
-                            batching,
+                            extra,
                         ) as (port, service_pids):
                             for concurrency in args.concurrency:
                                 requests = requests_at(concurrency, args.requests)
@@ -561,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                                     backend=backend,
                                     stack=stack,
                                     workers=workers,
-                                    batching=batching,
+                                    model_settings=extra,
                                     concurrency=concurrency,
                                     candidates=CANDIDATES,
                                     k=K,
