@@ -4,6 +4,7 @@ batch numbers on the same events, whatever their order within the lateness."""
 from __future__ import annotations
 
 import collections
+import math
 
 import pytest
 
@@ -15,8 +16,27 @@ from beam_pipelines.experiments.aggregate import (
     variant_metrics,
 )
 from beam_pipelines.experiments.attribution import attribute, split_events
-from beam_pipelines.experiments.incremental import IncrementalAttribution, UserSums
+from beam_pipelines.experiments.incremental import (
+    ExperimentDaySums,
+    IncrementalAttribution,
+    UserSums,
+)
+from beam_pipelines.experiments.report import build_report
 from beam_pipelines.rewards import SHORT_VIDEO
+from beam_pipelines.state.keyed import (
+    ExperimentUserState,
+    decode_experiment_day,
+    decode_experiment_user,
+    encode_experiment_day,
+    encode_experiment_user,
+)
+from beam_pipelines.state.seen import SeenEvents
+from feature_repo.features import (
+    EXPERIMENT_ALL_VARIANTS,
+    EXPERIMENT_LIFTS,
+    EXPERIMENT_SRM_P_VALUE,
+    EXPERIMENT_UPDATES,
+)
 from tests.helpers.experiment_log import (
     MINUTE_MS,
     arrival_order,
@@ -115,3 +135,85 @@ def test_cleanup_keeps_only_the_whole_run_and_a_returning_user_still_adds_up() -
     whole_run = {k: v for k, v in batch_records(kept).items() if k[2] == ALL_DAYS}
     got = {k: metrics_record(k, g.metrics()) for k, g in groups.items() if k[2] == ALL_DAYS}
     assert_same_records(got, whole_run)
+
+
+def _day_sums(groups: dict, experiment_name: str, day: str) -> ExperimentDaySums:
+    sums = ExperimentDaySums()
+    for (e, variant, d), group in groups.items():
+        if (e, d) == (experiment_name, day):
+            sums.variants[variant] = group
+    return sums
+
+
+def test_the_day_records_carry_the_reports_srm_and_lifts() -> None:
+    events = synthetic_log(experiment("ab"), 60, seed=3, lifts={"treatment": 0.5})
+    _, groups, _ = streamed(sorted(events, key=lambda e: e.timestamp_ms), stepper())
+
+    rows = {r["variant"]: r for r in _day_sums(groups, "ab", ALL_DAYS).records("ab", ALL_DAYS)}
+
+    report = build_report(events, SHORT_VIDEO, window_ms=WINDOW_MS)["experiments"]["ab"]
+    assert set(rows) == {"control", "treatment", EXPERIMENT_ALL_VARIANTS}
+    for row in rows.values():
+        assert row[EXPERIMENT_SRM_P_VALUE] == pytest.approx(report["srm_p_value"])
+    for metric in ("engagement_rate", "reward_per_exposure"):
+        want = report["variants"]["treatment"][metric]["lift"]
+        got = [rows["treatment"][c] for c in EXPERIMENT_LIFTS[metric]]
+        assert got == pytest.approx([want["value"], want["ci_low"], want["ci_high"]])
+        assert all(
+            math.isnan(rows[v][c]) for v in ("control", "") for c in EXPERIMENT_LIFTS[metric]
+        )
+    pooled = rows[EXPERIMENT_ALL_VARIANTS]
+    assert pooled["users"] == rows["control"]["users"] + rows["treatment"]["users"]
+    assert pooled[EXPERIMENT_UPDATES] == rows["control"]["updates"] + rows["treatment"]["updates"]
+
+
+def test_an_events_changes_apply_once_when_ids_are_remembered() -> None:
+    sums = ExperimentDaySums()
+    change = (("control", None, (2.0, 1.0, 1.0)),)
+
+    assert sums.apply("e1", 1_000, change, replay=False, horizon_ms=500)
+    assert not sums.apply("e1", 1_000, change, replay=True, horizon_ms=500)  # a replay
+    assert not sums.apply("e1", 1_000, change, replay=False, horizon_ms=500)  # re-derived
+    assert sums.apply("e2", 2_000, (("control", (2.0, 1.0, 1.0), (3.0, 1.0, 0.5)),), False, 500)
+    # A replay further behind than the ids are kept is taken as applied.
+    assert not sums.apply("e0", 1_400, change, replay=True, horizon_ms=500)
+    assert sums.variants["control"].users == 1
+    assert sums.variants["control"].sums.tolist() == [3.0, 1.0, 0.5]
+    # Without remembering (no restore) each call applies.
+    plain = ExperimentDaySums()
+    assert plain.apply("e1", 1_000, change, False, None) and plain.apply(
+        "e1", 1_000, change, False, None
+    )
+    assert plain.variants["control"].users == 2
+
+
+def test_the_stored_states_read_back_and_carry_on_alike() -> None:
+    events = sorted(synthetic_log(experiment("ab"), 3, seed=9), key=lambda e: e.timestamp_ms)
+    half = len(events) // 2
+    users, groups, _ = streamed(events[:half], stepper())
+    for user_id, sums in users.items():
+        seen = SeenEvents.from_ids({"x": 1})
+        state = ExperimentUserState(
+            sums, seen, {"x": ((("ab", ""), (("control", None, (1.0, 0.0, 0.0)),)),)}, 4
+        )
+        back = decode_experiment_user(encode_experiment_user(state))
+        assert (back.sums, back.seen.ids(), back.sent, back.events) == (
+            sums,
+            {"x": 1},
+            state.sent,
+            4,
+        )
+        for event in (e for e in events[half:] if e.user_id == user_id):
+            exposures, outcomes, _ = split_events([event], SHORT_VIDEO)
+            original = stepper().push(sums, event.timestamp_ms, exposures, outcomes)
+            assert stepper().push(back.sums, event.timestamp_ms, exposures, outcomes) == original
+    day = _day_sums(groups, "ab", ALL_DAYS)
+    day.apply("y", 5, (), False, 10)
+    back = decode_experiment_day(encode_experiment_day(day))
+    by_variant = lambda sums: {r["variant"]: r for r in sums.records("ab", ALL_DAYS)}  # noqa: E731
+    assert_same_records(by_variant(back), by_variant(day))
+    assert ("y" in back.seen, back.newest_ms) == (True, day.newest_ms)
+
+
+def stepper() -> IncrementalAttribution:
+    return IncrementalAttribution(WINDOW_MS, LATENESS_MS)
