@@ -118,6 +118,11 @@ def add_streaming_arguments(parser) -> None:
         default=EXPOSURE_TYPE,
         help=f"Event type of a logged exposure (default {EXPOSURE_TYPE}).",
     )
+    add(
+        "--experiments_config",
+        help="Experiments YAML: the configured shares and controls of --experiment_metrics' "
+        "SRM p-values and lifts (default: equal shares, control named control).",
+    )
 
 
 def boolean(text: str) -> bool:

@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from beam_pipelines.console import configure_logging
 from beam_pipelines.direct_runner import freeze_startup_heap
+from beam_pipelines.experiments.config import load_experiments_config
 from beam_pipelines.jobs_common import embedding_source, store_config
 from beam_pipelines.options import (
     LOCAL_STREAMING_RUNNER,
@@ -29,6 +30,8 @@ from beam_pipelines.rewards import load_reward_config
 from beam_pipelines.sinks import FeastSinkFactory, WriteDeadLetters
 from beam_pipelines.transforms.coengagement import ITEM_PAIR_ROWS, USER_PAIR_ROWS
 from beam_pipelines.transforms.experiment_stream import (
+    RECORDS,
+    USER_EXPERIMENT_ROWS,
     ExperimentMetricRows,
     StreamExperimentMetrics,
 )
@@ -48,6 +51,7 @@ from feature_repo.features import (
     ITEM_COENGAGEMENT,
     ITEM_REALTIME,
     USER_COENGAGEMENT,
+    USER_EXPERIMENTS,
     USER_REALTIME,
 )
 
@@ -119,34 +123,59 @@ class WriteAllFeatures(beam.PTransform):
 
 class ExperimentBranch(beam.PTransform):
     """Accepted events → per-variant, per-day experiment metrics in the online store
-    (``experiment_metrics``); returns the dead letters of failed writes."""
+    (``experiment_metrics``) and each user's ``user_experiments`` row; returns the
+    dead letters of failed writes. ``restore``: as ``FeatureSettings.restore``."""
 
-    def __init__(self, options: StreamingOptions):
+    def __init__(self, options: StreamingOptions, restore: StateRestore | None = None):
         super().__init__()
+        experiments = (
+            load_experiments_config(options.experiments_config)
+            if options.experiments_config
+            else None
+        )
         self._metrics = StreamExperimentMetrics(
             load_reward_config(options.reward),
             round(options.experiment_window_s * 1000),
             options.allowed_lateness_s,
             options.experiment_emit_every_s,
             options.experiment_exposure_type,
+            experiments=experiments,
+            restore=restore,
         )
-        self._write = WriteFeatures(
-            sink_factory(options),
-            EXPERIMENT_METRICS,
-            options.write_batch_size,
-            options.write_max_retries,
-            options.write_backoff_s,
-            retry_budget_s=options.write_retry_budget_s,
-        )
+        self._write = {
+            view: WriteFeatures(
+                sink_factory(options),
+                view,
+                options.write_batch_size,
+                options.write_max_retries,
+                options.write_backoff_s,
+                retry_budget_s=options.write_retry_budget_s,
+            )
+            for view in (EXPERIMENT_METRICS, USER_EXPERIMENTS)
+        }
 
     def expand(self, accepted):
-        return (
+        metrics = (
             accepted
             | "Events" >> beam.Map(lambda scored: scored.source)
             | "Metrics" >> self._metrics
-            | "Rows" >> ExperimentMetricRows()
-            | "Write" >> self._write
         )
+        failed = (
+            metrics[RECORDS]
+            | "Rows" >> ExperimentMetricRows()
+            | "Write" >> self._write[EXPERIMENT_METRICS],
+            metrics[USER_EXPERIMENT_ROWS] | "WriteUsers" >> self._write[USER_EXPERIMENTS],
+        )
+        return failed | "MergeWriteFailures" >> beam.Flatten()
+
+
+def written_views(options: StreamingOptions) -> list[str]:
+    """The views whose rows carry keyed state in this job (their progress marks
+    decide where a restart resumes)."""
+    views = [view for _, view, _ in STREAMED_VIEWS]
+    if options.experiment_metrics:
+        views += [EXPERIMENT_METRICS, USER_EXPERIMENTS]
+    return views
 
 
 def build(pipeline: beam.Pipeline, options: StreamingOptions) -> None:
@@ -156,11 +185,8 @@ def build(pipeline: beam.Pipeline, options: StreamingOptions) -> None:
         topic=options.input_topic,
         timestamp_attribute=EVENT_TS_ATTRIBUTE,
     )
-    features = (
-        pipeline
-        | "ReadEvents" >> source
-        | "ComputeFeatures" >> ComputeFeatures(settings_from(options))
-    )
+    settings = settings_from(options)
+    features = pipeline | "ReadEvents" >> source | "ComputeFeatures" >> ComputeFeatures(settings)
     failed = features | "WriteFeatures" >> WriteAllFeatures(
         sink_factory(options),
         options.write_batch_size,
@@ -170,7 +196,9 @@ def build(pipeline: beam.Pipeline, options: StreamingOptions) -> None:
         options.write_retry_budget_s,
     )
     if options.experiment_metrics:
-        experiment = features[ACCEPTED_EVENTS] | "ExperimentMetrics" >> ExperimentBranch(options)
+        experiment = features[ACCEPTED_EVENTS] | "ExperimentMetrics" >> ExperimentBranch(
+            options, settings.restore
+        )
         failed = (failed, experiment) | "MergeExperimentWriteFailures" >> beam.Flatten()
     (
         (features[DEAD_LETTERS], failed)
@@ -195,7 +223,12 @@ def run(argv: list[str] | None = None, wait: bool = True):
     streaming = options.view_as(StreamingOptions)
     if streaming.restore_state and streaming.input_subscription:
         config = store_config(streaming.store_config, streaming.store_path)
-        resume_subscription(streaming.input_subscription, config, streaming.replay_window_s)
+        resume_subscription(
+            streaming.input_subscription,
+            config,
+            streaming.replay_window_s,
+            written_views(streaming),
+        )
     pipeline = beam.Pipeline(options=options)
     build(pipeline, streaming)
     if local:

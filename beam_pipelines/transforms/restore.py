@@ -26,10 +26,12 @@ from apache_beam.metrics import Metrics
 from beam_pipelines.transforms.retry import RetryPolicy
 from feature_repo.features import (
     ENCODED_STATE,
+    EXPERIMENT_METRICS,
     ITEM_COENGAGEMENT,
     ITEM_REALTIME,
     KEYED_STATE,
     USER_COENGAGEMENT,
+    USER_EXPERIMENTS,
     USER_REALTIME,
 )
 
@@ -42,6 +44,8 @@ STAGES = {
     ITEM_REALTIME: "item",
     USER_COENGAGEMENT: "pair_window",
     ITEM_COENGAGEMENT: "neighbours",
+    USER_EXPERIMENTS: "experiment_user",
+    EXPERIMENT_METRICS: "experiment_day",  # on each experiment's row (variant "")
 }
 
 

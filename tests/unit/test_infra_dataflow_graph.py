@@ -149,7 +149,7 @@ def test_experiment_metrics_add_two_stateful_steps_only_when_asked() -> None:
     proto = dataflow_pipeline(["--experiment_metrics=true"]).to_runner_api()
     added = {k: v for k, v in stateful_steps(proto).items() if k not in STATEFUL_STEPS}
     assert added == {
-        "ExperimentMetrics/Metrics/UserSums": (
+        "ExperimentMetrics/Metrics/UserSums/ParDo(_UserSumsFn)": (
             {"experiment_user_sums"},
             {"ts-experiment_cleanup"},
         ),
