@@ -45,6 +45,7 @@ from beam_pipelines.transforms.graph import (
 )
 from beam_pipelines.transforms.restore import StateRestore
 from beam_pipelines.transforms.retry import RetryPolicy
+from beam_pipelines.transforms.windowed_parquet import WriteWindowedParquet
 from beam_pipelines.transforms.write import WriteFeatures
 from feature_repo.features import (
     EXPERIMENT_METRICS,
@@ -65,6 +66,7 @@ STREAMED_VIEWS = (
 )
 
 EVENT_TS_ATTRIBUTE = "event_ts"
+EXPERIMENT_FILES_EVERY_S = 60.0  # --experiment_metrics_dir: a set of files per minute
 
 
 def sink_factory(options: StreamingOptions) -> FeastSinkFactory:
@@ -123,8 +125,9 @@ class WriteAllFeatures(beam.PTransform):
 
 class ExperimentBranch(beam.PTransform):
     """Accepted events → per-variant, per-day experiment metrics in the online store
-    (``experiment_metrics``) and each user's ``user_experiments`` row; returns the
-    dead letters of failed writes. ``restore``: as ``FeatureSettings.restore``."""
+    (``experiment_metrics``) and each user's ``user_experiments`` row, and with
+    ``--experiment_metrics_dir`` every emitted row to Parquet; returns the dead
+    letters of failed writes. ``restore``: as ``FeatureSettings.restore``."""
 
     def __init__(self, options: StreamingOptions, restore: StateRestore | None = None):
         super().__init__()
@@ -153,6 +156,11 @@ class ExperimentBranch(beam.PTransform):
             )
             for view in (EXPERIMENT_METRICS, USER_EXPERIMENTS)
         }
+        self._files = None
+        if options.experiment_metrics_dir:
+            self._files = WriteWindowedParquet(
+                options.experiment_metrics_dir, EXPERIMENT_METRICS, EXPERIMENT_FILES_EVERY_S
+            )
 
     def expand(self, accepted):
         metrics = (
@@ -160,10 +168,11 @@ class ExperimentBranch(beam.PTransform):
             | "Events" >> beam.Map(lambda scored: scored.source)
             | "Metrics" >> self._metrics
         )
+        rows = metrics[RECORDS] | "Rows" >> ExperimentMetricRows()
+        if self._files is not None:
+            _ = rows | "WriteParquet" >> self._files
         failed = (
-            metrics[RECORDS]
-            | "Rows" >> ExperimentMetricRows()
-            | "Write" >> self._write[EXPERIMENT_METRICS],
+            rows | "Write" >> self._write[EXPERIMENT_METRICS],
             metrics[USER_EXPERIMENT_ROWS] | "WriteUsers" >> self._write[USER_EXPERIMENTS],
         )
         return failed | "MergeWriteFailures" >> beam.Flatten()

@@ -158,3 +158,18 @@ def test_experiment_metrics_add_two_stateful_steps_only_when_asked() -> None:
             {"ts-experiment_emit", "ts-experiment_final"},
         ),
     }
+
+
+def test_experiment_files_add_a_parquet_write_and_no_stateful_step() -> None:
+    proto = dataflow_pipeline(
+        ["--experiment_metrics=true", "--experiment_metrics_dir=gs://bucket/experiments"]
+    ).to_runner_api()
+    names = {t.unique_name for t in proto.components.transforms.values()}
+    assert "ExperimentMetrics/WriteParquet/WriteFiles" in names
+    added = {k for k in stateful_steps(proto) if k not in STATEFUL_STEPS}
+    assert all(k.startswith("ExperimentMetrics/Metrics/") for k in added), added
+
+
+def test_experiment_files_need_experiment_metrics() -> None:
+    with pytest.raises(ValueError, match="--experiment_metrics_dir needs"):
+        dataflow_pipeline(["--experiment_metrics_dir=gs://bucket/experiments"])

@@ -6,6 +6,7 @@ redelivered event."""
 from __future__ import annotations
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -18,6 +19,7 @@ from beam_pipelines.transforms.experiment_stream import (
 )
 from beam_pipelines.transforms.experiments import ExperimentMetrics
 from beam_pipelines.transforms.graph import ACCEPTED_EVENTS, ComputeFeatures, FeatureSettings
+from beam_pipelines.transforms.windowed_parquet import WriteWindowedParquet
 from beam_pipelines.transforms.write import WriteFeatures
 from feature_repo.features import (
     EVENT_TIMESTAMP,
@@ -93,6 +95,7 @@ def test_streamed_metrics_end_equal_to_the_batch_ones(tmp_path) -> None:
         )
         rows = metrics[RECORDS] | ExperimentMetricRows()
         _ = rows | collect
+        _ = rows | WriteWindowedParquet(str(tmp_path / "files"), EXPERIMENT_METRICS)
         failed = rows | WriteFeatures(FeastSinkFactory(store), EXPERIMENT_METRICS, batch_size=10)
         assert_that(failed, equal_to([]))
 
@@ -112,6 +115,10 @@ def test_streamed_metrics_end_equal_to_the_batch_ones(tmp_path) -> None:
         {k: {c: v for c, v in r.items() if c in expected[k]} for k, r in last.items()}, expected
     )
     assert all(r[EXPERIMENT_GROUP_KEY] == "/".join(k) for k, r in last.items())
+    files = pq.read_table(tmp_path / "files").to_pylist()  # every emitted row, as Parquet
+    assert sorted((r[EXPERIMENT_GROUP_KEY], r[EXPERIMENT_UPDATES]) for r in files) == sorted(
+        (r[EXPERIMENT_GROUP_KEY], r[EXPERIMENT_UPDATES]) for r in rows
+    )
     with FeatureStoreClient(store) as client:  # the dashboard's view holds the last rows
         stored = client.read(EXPERIMENT_METRICS, [r[EXPERIMENT_GROUP_KEY] for r in last.values()])
     for row in last.values():
