@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import datetime as dt
+from collections.abc import Container, Iterable
 from typing import Any
 
 from beam_pipelines.experiments.aggregate import (
@@ -43,7 +44,6 @@ from beam_pipelines.experiments.aggregate import (
 from beam_pipelines.experiments.attribution import DAY_MS, Attributed, Exposure, Outcome, attribute
 from beam_pipelines.experiments.config import ExperimentsConfig
 from beam_pipelines.experiments.report import compare
-from beam_pipelines.state.seen import SeenEvents
 from feature_repo.features import (
     EXPERIMENT_ALL_VARIANTS,
     EXPERIMENT_LIFTS,
@@ -159,14 +159,22 @@ class ExperimentDaySums:
     A user's changes are deltas (``GroupSums.replace``), so each must be applied
     exactly once, in any order. Across a restart the per-user stage sends again the
     changes of an event it had stored as applied (a *replay*), and applies afresh
-    the events it had not; ``seen`` holds the ids of the events applied here within
-    ``horizon_ms`` behind the newest, so either is applied once. A replay further
-    behind than that is taken as applied (never counted twice; see ``apply``).
+    the events it had not. So when restoring, the caller remembers the ids of the
+    events applied here (``recent_ids`` says which to keep) and ``apply`` looks an
+    event up in them when it may have been applied before: a replay, or an event
+    no newer than ``restored_ms``, the newest event time of the state a restart
+    loaded (any event applied before the restart is that old). Other events, the
+    steady state, need no look-up. A replay more than ``horizon_ms`` behind the
+    newest is taken as applied (never counted twice).
     """
 
     variants: dict[str, GroupSums] = dataclasses.field(default_factory=dict)
     newest_ms: int = NEVER
-    seen: SeenEvents = dataclasses.field(default_factory=SeenEvents)
+    restored_ms: int = NEVER
+
+    def may_be_applied(self, timestamp_ms: int, replay: bool) -> bool:
+        """Whether an event's id must be looked up before its changes apply."""
+        return replay or timestamp_ms <= self.restored_ms
 
     def apply(
         self,
@@ -175,20 +183,20 @@ class ExperimentDaySums:
         changes: tuple[VariantChange, ...],
         replay: bool,
         horizon_ms: int | None,
+        applied: Container[str] = frozenset(),
     ) -> bool:
         """Apply one event's changes; False if they already were. ``horizon_ms``:
-        how long (event time, ms) ids are remembered; None remembers none (a job
-        that restores nothing sees each event once)."""
+        how long (event time, ms) ids are remembered, None if none are (a job
+        that restores nothing sees each event once); ``applied``: the remembered
+        ids, read only if ``may_be_applied``."""
         if horizon_ms is not None:
-            if event_id in self.seen:
-                return False
             if replay and timestamp_ms < self.newest_ms - horizon_ms:
+                return False
+            if self.may_be_applied(timestamp_ms, replay) and event_id in applied:
                 return False
         for variant, old, new in changes:
             self.variants.setdefault(variant, GroupSums()).replace(old, new)
         self.newest_ms = max(self.newest_ms, timestamp_ms)
-        if horizon_ms is not None:
-            self.seen.add(event_id, timestamp_ms, horizon_ms)
         return True
 
     def records(
@@ -226,3 +234,9 @@ class ExperimentDaySums:
             }
         )
         return rows
+
+
+def recent_ids(ids: Iterable[tuple[str, int]], newest_ms: int, horizon_ms: int) -> dict[str, int]:
+    """The ``(event id, event time ms)`` pairs no more than ``horizon_ms`` behind
+    ``newest_ms``: the applied ids an ``ExperimentDaySums`` still needs."""
+    return {event_id: t for event_id, t in ids if t >= newest_ms - horizon_ms}

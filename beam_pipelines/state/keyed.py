@@ -244,21 +244,24 @@ def decode_experiment_user(data: bytes) -> ExperimentUserState:
     return ExperimentUserState(sums, SeenEvents.from_ids(seen_ids), sent, events)
 
 
-def encode_experiment_day(state: ExperimentDaySums) -> bytes:
+def encode_experiment_day(state: ExperimentDaySums, applied: dict[str, int]) -> bytes:
+    """An experiment-day's sums and the ids of the events applied to them
+    (``incremental.recent_ids``)."""
     variants = {
         name: (g.users, g.sums.tolist(), g.products.ravel().tolist(), g.updates)
         for name, g in state.variants.items()
     }
-    fields = (_LAYOUT_SEEN, variants, state.newest_ms, state.seen.ids())
+    fields = (_LAYOUT_SEEN, variants, state.newest_ms, applied)
     return marshal.dumps(fields, _MARSHAL_VERSION)
 
 
-def decode_experiment_day(data: bytes) -> ExperimentDaySums:
+def decode_experiment_day(data: bytes) -> tuple[ExperimentDaySums, dict[str, int]]:
+    """The sums as restored (``restored_ms``: their newest event time) and the ids."""
     fields = marshal.loads(data)
     _check_layout("experiment day", fields, (_LAYOUT_SEEN,))
-    _, variants, newest_ms, seen_ids = fields
+    _, variants, newest_ms, applied = fields
     groups = {
         name: GroupSums(users, np.asarray(sums), np.asarray(products).reshape(3, 3), updates)
         for name, (users, sums, products, updates) in variants.items()
     }
-    return ExperimentDaySums(groups, newest_ms, SeenEvents.from_ids(seen_ids))
+    return ExperimentDaySums(groups, newest_ms, restored_ms=newest_ms), applied

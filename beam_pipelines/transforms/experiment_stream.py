@@ -38,10 +38,15 @@ from collections.abc import Callable
 
 import apache_beam as beam
 from apache_beam import typehints
-from apache_beam.coders import BooleanCoder, PickleCoder
+from apache_beam.coders import BooleanCoder, PickleCoder, StrUtf8Coder, TupleCoder, VarIntCoder
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.userstate import (
+    BagStateSpec,
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
 from apache_beam.transforms.window import GlobalWindow
 from apache_beam.utils.timestamp import Timestamp
 
@@ -53,6 +58,7 @@ from beam_pipelines.experiments.incremental import (
     IncrementalAttribution,
     UserSums,
     by_experiment_day,
+    recent_ids,
 )
 from beam_pipelines.rewards import RewardConfig
 from beam_pipelines.state.keyed import (
@@ -167,8 +173,30 @@ def day_entity(experiment: str, day: str) -> str:
     return group_id({"experiment": experiment, "variant": EXPERIMENT_ALL_VARIANTS, "day": day})
 
 
+class _AppliedIds:
+    """A key's applied event ids for ``ExperimentDaySums.apply``: its bag of
+    ``(id, event time)`` is read at the first look-up only (after a restart), and
+    the set kept for the rest of the bundle (``cache``)."""
+
+    def __init__(self, bag, cache: dict, key):
+        self._bag, self._cache, self._key = bag, cache, key
+
+    def __contains__(self, event_id: str) -> bool:
+        ids = self._cache.get(self._key)
+        if ids is None:
+            ids = self._cache[self._key] = {i for i, _ in self._bag.read()}
+        return event_id in ids
+
+    def add(self, event_id: str, timestamp_ms: int) -> None:
+        self._bag.add((event_id, timestamp_ms))
+        if self._key in self._cache:
+            self._cache[self._key].add(event_id)
+
+
 class _ExperimentDayFn(RestoringDoFn):
     STATE = ReadModifyWriteStateSpec("experiment_group_sums", PickleCoder())
+    # Restoring only: one cheap append per change; read after a restart and per emission.
+    APPLIED = BagStateSpec("experiment_applied_ids", TupleCoder((StrUtf8Coder(), VarIntCoder())))
     PENDING = ReadModifyWriteStateSpec("experiment_emit_pending", BooleanCoder())
     EMIT = TimerSpec("experiment_emit", TimeDomain.REAL_TIME)
     FINAL = TimerSpec("experiment_final", TimeDomain.WATERMARK)
@@ -185,21 +213,32 @@ class _ExperimentDayFn(RestoringDoFn):
         self._emit_every_s, self._clock = emit_every_s, clock
         self._lateness_ms, self._experiments = lateness_ms, experiments
 
+    def start_bundle(self):
+        self._ids_cache: dict = {}
+
     def process(
         self,
         element,
         state=beam.DoFn.StateParam(STATE),
+        applied=beam.DoFn.StateParam(APPLIED),
         pending=beam.DoFn.StateParam(PENDING),
         emit=beam.DoFn.TimerParam(EMIT),
         final=beam.DoFn.TimerParam(FINAL),
     ):
-        (experiment, day), (event_id, at_ms, replay, changes) = element
-        sums = self.read_state(day_entity(experiment, day), state) or ExperimentDaySums()
+        key, (event_id, at_ms, replay, changes) = element
+        sums = state.read()
+        if sums is None:  # the key's first event in this job: the store's state, if any
+            sums, ids = self.load_stored(day_entity(*key)) or (ExperimentDaySums(), {})
+            for item in ids.items():
+                applied.add(item)
         horizon_ms = self._lateness_ms if self.restoring else None
-        if not sums.apply(event_id, at_ms, changes, replay, horizon_ms):
+        known = _AppliedIds(applied, self._ids_cache, key)
+        if not sums.apply(event_id, at_ms, changes, replay, horizon_ms, known):
             _APPLIED_BEFORE.inc()
             return
         state.write(sums)
+        if self.restoring:
+            known.add(event_id, at_ms)
         if not pending.read():
             # Set once per emission, not per change: under a steady flow of changes
             # a timer pushed back on every one would never fire.
@@ -208,29 +247,41 @@ class _ExperimentDayFn(RestoringDoFn):
             pending.write(True)
 
     # Both timers emit the key's records: their parameters, declared once.
-    _KEY, _SUMS, _PENDING = (
+    _KEY, _SUMS, _APPLIED, _PENDING = (
         beam.DoFn.KeyParam,
         beam.DoFn.StateParam(STATE),
+        beam.DoFn.StateParam(APPLIED),
         beam.DoFn.StateParam(PENDING),
     )
 
     @on_timer(EMIT)
-    def on_emit(self, key=_KEY, state=_SUMS, pending=_PENDING):
-        yield from self._records(key, state, pending)
+    def on_emit(self, key=_KEY, state=_SUMS, applied=_APPLIED, pending=_PENDING):
+        yield from self._records(key, state, applied, pending)
 
     @on_timer(FINAL)
-    def on_final(self, key=_KEY, state=_SUMS, pending=_PENDING):
-        yield from self._records(key, state, pending)
+    def on_final(self, key=_KEY, state=_SUMS, applied=_APPLIED, pending=_PENDING):
+        yield from self._records(key, state, applied, pending)
 
-    def _records(self, key, state, pending):
+    def _records(self, key, state, applied, pending):
         if not pending.read():
             return
         pending.clear()
         sums = state.read()
         records = sums.records(*key, self._experiments)
         if self.restoring:  # the experiment's record, last, carries the state
-            records[-1][STATE_COLUMN] = encode_experiment_day(sums)
+            records[-1][STATE_COLUMN] = encode_experiment_day(sums, self._prune(sums, applied))
         yield from records
+
+    def _prune(self, sums: ExperimentDaySums, applied) -> dict[str, int]:
+        """The applied ids still needed (the bag keeps only them, rewritten when
+        some can go: once per emission at most)."""
+        found = list(applied.read())
+        ids = recent_ids(found, sums.newest_ms, self._lateness_ms)
+        if len(ids) < len(found):
+            applied.clear()
+            for item in ids.items():
+                applied.add(item)
+        return ids
 
 
 class StreamExperimentMetrics(beam.PTransform):

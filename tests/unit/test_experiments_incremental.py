@@ -20,6 +20,7 @@ from beam_pipelines.experiments.incremental import (
     ExperimentDaySums,
     IncrementalAttribution,
     UserSums,
+    recent_ids,
 )
 from beam_pipelines.experiments.report import build_report
 from beam_pipelines.rewards import SHORT_VIDEO
@@ -168,21 +169,40 @@ def test_the_day_records_carry_the_reports_srm_and_lifts() -> None:
 
 
 def test_an_events_changes_apply_once_when_ids_are_remembered() -> None:
-    sums = ExperimentDaySums()
     change = (("control", None, (2.0, 1.0, 1.0)),)
+    sums, applied = ExperimentDaySums(restored_ms=1_000), {"e1"}  # e1 applied before a restart
 
-    assert sums.apply("e1", 1_000, change, replay=False, horizon_ms=500)
-    assert not sums.apply("e1", 1_000, change, replay=True, horizon_ms=500)  # a replay
-    assert not sums.apply("e1", 1_000, change, replay=False, horizon_ms=500)  # re-derived
-    assert sums.apply("e2", 2_000, (("control", (2.0, 1.0, 1.0), (3.0, 1.0, 0.5)),), False, 500)
+    assert not sums.apply("e1", 1_000, change, replay=True, horizon_ms=500, applied=applied)
+    assert not sums.apply("e1", 1_000, change, False, 500, applied)  # re-derived, as old
+    assert sums.apply("e2", 900, change, False, 500, applied)  # as old, not applied
+    assert sums.apply("e3", 2_000, (("control", (2.0, 1.0, 1.0), (3.0, 1.0, 0.5)),), False, 500)
     # A replay further behind than the ids are kept is taken as applied.
-    assert not sums.apply("e0", 1_400, change, replay=True, horizon_ms=500)
+    assert not sums.apply("e0", 1_400, change, replay=True, horizon_ms=500, applied=applied)
     assert sums.variants["control"].users == 1
     assert sums.variants["control"].sums.tolist() == [3.0, 1.0, 0.5]
+    assert recent_ids([("e1", 1_000), ("e3", 2_000), ("e4", 1_500)], 2_000, 500) == {
+        "e3": 2_000,
+        "e4": 1_500,
+    }
+
+
+class _Counting(set):
+    def __contains__(self, item) -> bool:
+        self.lookups = getattr(self, "lookups", 0) + 1
+        return super().__contains__(item)
+
+
+def test_only_an_event_that_may_have_been_applied_is_looked_up() -> None:
+    sums, applied = ExperimentDaySums(restored_ms=1_000), _Counting({"e1"})
+    change = (("control", None, (1.0, 0.0, 0.0)),)
+    assert sums.apply("e5", 1_001, change, False, 500, applied)  # newer than the restored state
+    assert not hasattr(applied, "lookups")
+    assert sums.apply("e6", 1_001, change, True, 500, applied)  # a replay is always looked up
+    assert applied.lookups == 1
     # Without remembering (no restore) each call applies.
     plain = ExperimentDaySums()
     assert plain.apply("e1", 1_000, change, False, None) and plain.apply(
-        "e1", 1_000, change, False, None
+        "e1", 1_000, change, True, None
     )
     assert plain.variants["control"].users == 2
 
@@ -209,10 +229,10 @@ def test_the_stored_states_read_back_and_carry_on_alike() -> None:
             assert stepper().push(back.sums, event.timestamp_ms, exposures, outcomes) == original
     day = _day_sums(groups, "ab", ALL_DAYS)
     day.apply("y", 5, (), False, 10)
-    back = decode_experiment_day(encode_experiment_day(day))
+    back, ids = decode_experiment_day(encode_experiment_day(day, {"y": 5}))
     by_variant = lambda sums: {r["variant"]: r for r in sums.records("ab", ALL_DAYS)}  # noqa: E731
     assert_same_records(by_variant(back), by_variant(day))
-    assert ("y" in back.seen, back.newest_ms) == (True, day.newest_ms)
+    assert (ids, back.newest_ms, back.restored_ms) == ({"y": 5}, day.newest_ms, day.newest_ms)
 
 
 def stepper() -> IncrementalAttribution:

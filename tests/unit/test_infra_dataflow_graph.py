@@ -154,7 +154,7 @@ def test_experiment_metrics_add_two_stateful_steps_only_when_asked() -> None:
             {"ts-experiment_cleanup"},
         ),
         "ExperimentMetrics/Metrics/GroupSums": (
-            {"experiment_group_sums", "experiment_emit_pending"},
+            {"experiment_group_sums", "experiment_applied_ids", "experiment_emit_pending"},
             {"ts-experiment_emit", "ts-experiment_final"},
         ),
     }
