@@ -118,6 +118,16 @@ def add_streaming_arguments(parser) -> None:
         default=EXPOSURE_TYPE,
         help=f"Event type of a logged exposure (default {EXPOSURE_TYPE}).",
     )
+    add(
+        "--experiments_config",
+        help="Experiments YAML: the configured shares and controls of --experiment_metrics' "
+        "SRM p-values and lifts (default: equal shares, control named control).",
+    )
+    add(
+        "--experiment_metrics_dir",
+        help="Directory (local or gs://) where --experiment_metrics also writes every emitted "
+        "row as Parquet, one set of files per minute of the rows' computation time.",
+    )
 
 
 def boolean(text: str) -> bool:
@@ -151,6 +161,8 @@ class StreamingOptions(PipelineOptions):
         ):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0")
+        if self.experiment_metrics_dir and not self.experiment_metrics:
+            raise ValueError("--experiment_metrics_dir needs --experiment_metrics=true")
         for name in ("embedding_refresh_s", "write_batch_size", "experiment_emit_every_s"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"--{name} must be > 0")

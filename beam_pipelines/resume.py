@@ -32,9 +32,11 @@ from feature_repo.features import ENCODED_STATE, KEYED_STATE
 LOG = logging.getLogger(__name__)
 
 
-def progress_marks(store) -> dict[str, int]:
-    """Each view's progress mark (epoch ms) found in ``store`` (``read_bytes``)."""
-    keys = {progress_key(view): view for view in STAGES}
+def progress_marks(store, views: Iterable[str] = tuple(STAGES)) -> dict[str, int]:
+    """Each of ``views``' progress mark (epoch ms) found in ``store`` (``read_bytes``):
+    the views the starting job writes, so that a view an earlier job wrote and this
+    one does not (``--experiment_metrics`` turned off) holds nothing back."""
+    keys = {progress_key(view): view for view in views}
     found = store.read_bytes(KEYED_STATE, ENCODED_STATE, list(keys))
     return {keys[key]: int(data.decode()) for key, data in found.items()}
 
@@ -71,12 +73,18 @@ def seek_subscription(subscription: str, time_ms: int) -> bool:
     return retains
 
 
-def resume_subscription(subscription: str, store_config: dict, replay_window_s: float) -> int:
-    """Seek ``subscription`` back to the stored progress; returns the seek time (ms)."""
+def resume_subscription(
+    subscription: str,
+    store_config: dict,
+    replay_window_s: float,
+    views: Iterable[str] = tuple(STAGES),
+) -> int:
+    """Seek ``subscription`` back to the stored progress of ``views``; returns the
+    seek time (ms)."""
     from feature_repo.store import FeatureStoreClient
 
     with FeatureStoreClient(store_config) as store:
-        marks = progress_marks(store)
+        marks = progress_marks(store, views)
     at_ms = resume_point_ms(marks.values(), replay_window_s)
     seek_subscription(subscription, at_ms)
     LOG.info("resumed %s at %d ms (progress marks %s)", subscription, at_ms, marks)

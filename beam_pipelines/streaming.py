@@ -18,6 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from beam_pipelines.console import configure_logging
 from beam_pipelines.direct_runner import freeze_startup_heap
+from beam_pipelines.experiments.config import load_experiments_config
 from beam_pipelines.jobs_common import embedding_source, store_config
 from beam_pipelines.options import (
     LOCAL_STREAMING_RUNNER,
@@ -29,6 +30,8 @@ from beam_pipelines.rewards import load_reward_config
 from beam_pipelines.sinks import FeastSinkFactory, WriteDeadLetters
 from beam_pipelines.transforms.coengagement import ITEM_PAIR_ROWS, USER_PAIR_ROWS
 from beam_pipelines.transforms.experiment_stream import (
+    RECORDS,
+    USER_EXPERIMENT_ROWS,
     ExperimentMetricRows,
     StreamExperimentMetrics,
 )
@@ -42,12 +45,14 @@ from beam_pipelines.transforms.graph import (
 )
 from beam_pipelines.transforms.restore import StateRestore
 from beam_pipelines.transforms.retry import RetryPolicy
+from beam_pipelines.transforms.windowed_parquet import WriteWindowedParquet
 from beam_pipelines.transforms.write import WriteFeatures
 from feature_repo.features import (
     EXPERIMENT_METRICS,
     ITEM_COENGAGEMENT,
     ITEM_REALTIME,
     USER_COENGAGEMENT,
+    USER_EXPERIMENTS,
     USER_REALTIME,
 )
 
@@ -61,6 +66,7 @@ STREAMED_VIEWS = (
 )
 
 EVENT_TS_ATTRIBUTE = "event_ts"
+EXPERIMENT_FILES_EVERY_S = 60.0  # --experiment_metrics_dir: a set of files per minute
 
 
 def sink_factory(options: StreamingOptions) -> FeastSinkFactory:
@@ -119,34 +125,66 @@ class WriteAllFeatures(beam.PTransform):
 
 class ExperimentBranch(beam.PTransform):
     """Accepted events → per-variant, per-day experiment metrics in the online store
-    (``experiment_metrics``); returns the dead letters of failed writes."""
+    (``experiment_metrics``) and each user's ``user_experiments`` row, and with
+    ``--experiment_metrics_dir`` every emitted row to Parquet; returns the dead
+    letters of failed writes. ``restore``: as ``FeatureSettings.restore``."""
 
-    def __init__(self, options: StreamingOptions):
+    def __init__(self, options: StreamingOptions, restore: StateRestore | None = None):
         super().__init__()
+        experiments = (
+            load_experiments_config(options.experiments_config)
+            if options.experiments_config
+            else None
+        )
         self._metrics = StreamExperimentMetrics(
             load_reward_config(options.reward),
             round(options.experiment_window_s * 1000),
             options.allowed_lateness_s,
             options.experiment_emit_every_s,
             options.experiment_exposure_type,
+            experiments=experiments,
+            restore=restore,
         )
-        self._write = WriteFeatures(
-            sink_factory(options),
-            EXPERIMENT_METRICS,
-            options.write_batch_size,
-            options.write_max_retries,
-            options.write_backoff_s,
-            retry_budget_s=options.write_retry_budget_s,
-        )
+        self._write = {
+            view: WriteFeatures(
+                sink_factory(options),
+                view,
+                options.write_batch_size,
+                options.write_max_retries,
+                options.write_backoff_s,
+                retry_budget_s=options.write_retry_budget_s,
+            )
+            for view in (EXPERIMENT_METRICS, USER_EXPERIMENTS)
+        }
+        self._files = None
+        if options.experiment_metrics_dir:
+            self._files = WriteWindowedParquet(
+                options.experiment_metrics_dir, EXPERIMENT_METRICS, EXPERIMENT_FILES_EVERY_S
+            )
 
     def expand(self, accepted):
-        return (
+        metrics = (
             accepted
             | "Events" >> beam.Map(lambda scored: scored.source)
             | "Metrics" >> self._metrics
-            | "Rows" >> ExperimentMetricRows()
-            | "Write" >> self._write
         )
+        rows = metrics[RECORDS] | "Rows" >> ExperimentMetricRows()
+        if self._files is not None:
+            _ = rows | "WriteParquet" >> self._files
+        failed = (
+            rows | "Write" >> self._write[EXPERIMENT_METRICS],
+            metrics[USER_EXPERIMENT_ROWS] | "WriteUsers" >> self._write[USER_EXPERIMENTS],
+        )
+        return failed | "MergeWriteFailures" >> beam.Flatten()
+
+
+def written_views(options: StreamingOptions) -> list[str]:
+    """The views whose rows carry keyed state in this job (their progress marks
+    decide where a restart resumes)."""
+    views = [view for _, view, _ in STREAMED_VIEWS]
+    if options.experiment_metrics:
+        views += [EXPERIMENT_METRICS, USER_EXPERIMENTS]
+    return views
 
 
 def build(pipeline: beam.Pipeline, options: StreamingOptions) -> None:
@@ -156,11 +194,8 @@ def build(pipeline: beam.Pipeline, options: StreamingOptions) -> None:
         topic=options.input_topic,
         timestamp_attribute=EVENT_TS_ATTRIBUTE,
     )
-    features = (
-        pipeline
-        | "ReadEvents" >> source
-        | "ComputeFeatures" >> ComputeFeatures(settings_from(options))
-    )
+    settings = settings_from(options)
+    features = pipeline | "ReadEvents" >> source | "ComputeFeatures" >> ComputeFeatures(settings)
     failed = features | "WriteFeatures" >> WriteAllFeatures(
         sink_factory(options),
         options.write_batch_size,
@@ -170,7 +205,9 @@ def build(pipeline: beam.Pipeline, options: StreamingOptions) -> None:
         options.write_retry_budget_s,
     )
     if options.experiment_metrics:
-        experiment = features[ACCEPTED_EVENTS] | "ExperimentMetrics" >> ExperimentBranch(options)
+        experiment = features[ACCEPTED_EVENTS] | "ExperimentMetrics" >> ExperimentBranch(
+            options, settings.restore
+        )
         failed = (failed, experiment) | "MergeExperimentWriteFailures" >> beam.Flatten()
     (
         (features[DEAD_LETTERS], failed)
@@ -195,7 +232,12 @@ def run(argv: list[str] | None = None, wait: bool = True):
     streaming = options.view_as(StreamingOptions)
     if streaming.restore_state and streaming.input_subscription:
         config = store_config(streaming.store_config, streaming.store_path)
-        resume_subscription(streaming.input_subscription, config, streaming.replay_window_s)
+        resume_subscription(
+            streaming.input_subscription,
+            config,
+            streaming.replay_window_s,
+            written_views(streaming),
+        )
     pipeline = beam.Pipeline(options=options)
     build(pipeline, streaming)
     if local:

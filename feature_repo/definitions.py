@@ -112,6 +112,10 @@ def build_definitions(offline_dir: str) -> list[Any]:
         name=f.EXPERIMENT_METRICS_PUSH_SOURCE,
         batch_source=file_source(offline_dir, f.EXPERIMENT_METRICS),
     )
+    user_experiments = PushSource(
+        name=f.USER_EXPERIMENTS_PUSH_SOURCE,
+        batch_source=file_source(offline_dir, f.USER_EXPERIMENTS),
+    )
     return [
         USER,
         ITEM,
@@ -125,6 +129,7 @@ def build_definitions(offline_dir: str) -> list[Any]:
         item_pairs,
         content,
         experiment_metrics,
+        user_experiments,
         _view(f.USER_REALTIME, USER, user_push, REALTIME_TTL),
         _view(f.ITEM_REALTIME, ITEM, item_push, REALTIME_TTL),
         _view(f.ITEM_EMBEDDING, ITEM, embeddings, EMBEDDING_TTL),
@@ -134,4 +139,5 @@ def build_definitions(offline_dir: str) -> list[Any]:
         # Valid until the encoder changes (item_content_version), as embeddings.
         _view(f.ITEM_CONTENT, ITEM, content, EMBEDDING_TTL),
         _view(f.EXPERIMENT_METRICS, EXPERIMENT, experiment_metrics, REALTIME_TTL),
+        _view(f.USER_EXPERIMENTS, USER, user_experiments, REALTIME_TTL),
     ]

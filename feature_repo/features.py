@@ -30,6 +30,7 @@ ITEM_COENGAGEMENT = "item_coengagement"
 KEYED_STATE = "keyed_state"
 ITEM_CONTENT = "item_content"
 EXPERIMENT_METRICS = "experiment_metrics"
+USER_EXPERIMENTS = "user_experiments"
 
 USER_PUSH_SOURCE = "user_realtime_push"
 ITEM_PUSH_SOURCE = "item_realtime_push"
@@ -37,6 +38,7 @@ USER_COENGAGEMENT_PUSH_SOURCE = "user_coengagement_push"
 ITEM_COENGAGEMENT_PUSH_SOURCE = "item_coengagement_push"
 KEYED_STATE_PUSH_SOURCE = "keyed_state_push"
 EXPERIMENT_METRICS_PUSH_SOURCE = "experiment_metrics_push"
+USER_EXPERIMENTS_PUSH_SOURCE = "user_experiments_push"
 
 # Column holding the event time of a feature row (Feast's timestamp_field).
 EVENT_TIMESTAMP = "event_timestamp"
@@ -155,15 +157,26 @@ ITEM_CONTENT_FEATURES: dict[str, str] = {
 # (beam_pipelines.transforms.experiment_stream) for a dashboard: per experiment,
 # variant and UTC day (day "" for the whole run) the columns of
 # beam_pipelines.experiments.aggregate.metrics_record, re-written as they change;
-# the row's event time is when it was computed (epoch ms).
+# the row's event time is when it was computed (epoch ms). Variant "" is the
+# experiment's row (all its variants pooled), which carries the stage's keyed state.
+# The SRM p-value is the experiment's on that day (repeated on each of its rows);
+# the lifts are relative to the control (0.05: +5 %), NaN on the control's and the
+# experiment's rows, with 95 % intervals (beam_pipelines.experiments.report.compare).
 EXPERIMENT_NAME = "experiment"
 EXPERIMENT_VARIANT = "variant"
+EXPERIMENT_ALL_VARIANTS = ""  # the variant of the experiment's row
 EXPERIMENT_DAY = "day"
 EXPERIMENT_USERS = "users"
 EXPERIMENT_EXPOSURES = "exposures"
 EXPERIMENT_ENGAGEMENTS = "engagements"  # exposures with an attributed engaged event
 EXPERIMENT_REWARD = "reward"  # attributed reward, summed
 EXPERIMENT_RATIOS = ("engagement_rate", "reward_per_exposure")  # each with _ci_low/_ci_high
+EXPERIMENT_SRM_P_VALUE = "srm_p_value"
+# Per ratio: its lift against the control's, and the lift's interval.
+EXPERIMENT_LIFTS: dict[str, tuple[str, str, str]] = {
+    ratio: (f"{ratio}_lift", f"{ratio}_lift_ci_low", f"{ratio}_lift_ci_high")
+    for ratio in EXPERIMENT_RATIOS
+}
 EXPERIMENT_UPDATES = "updates"  # users' row changes applied: orders two rows of a group
 EXPERIMENT_METRICS_FEATURES: dict[str, str] = {
     EXPERIMENT_NAME: STRING,
@@ -176,7 +189,20 @@ EXPERIMENT_METRICS_FEATURES: dict[str, str] = {
     **{
         f"{ratio}{end}": FLOAT for ratio in EXPERIMENT_RATIOS for end in ("", "_ci_low", "_ci_high")
     },
+    EXPERIMENT_SRM_P_VALUE: FLOAT,
+    **{column: FLOAT for columns in EXPERIMENT_LIFTS.values() for column in columns},
     EXPERIMENT_UPDATES: INT,
+}
+
+# user_experiments: written by the experiment branch's per-user stage, whose keyed
+# state rides on these rows (restart-safe, as every stage's). Per user: the
+# "experiment/variant" pairs of the user's logged exposures, and how many events
+# the stage applied (orders two rows of a user).
+USER_EXPERIMENT_VARIANTS = "user_experiment_variants"
+USER_EXPERIMENT_EVENTS = "user_experiment_events"
+USER_EXPERIMENTS_FEATURES: dict[str, str] = {
+    USER_EXPERIMENT_VARIANTS: STRING_LIST,
+    USER_EXPERIMENT_EVENTS: INT,
 }
 
 FEATURE_VIEWS: dict[str, tuple[str, dict[str, str]]] = {
@@ -188,6 +214,7 @@ FEATURE_VIEWS: dict[str, tuple[str, dict[str, str]]] = {
     KEYED_STATE: (STATE_KEY, KEYED_STATE_FEATURES),
     ITEM_CONTENT: (ITEM_KEY, ITEM_CONTENT_FEATURES),
     EXPERIMENT_METRICS: (EXPERIMENT_GROUP_KEY, EXPERIMENT_METRICS_FEATURES),
+    USER_EXPERIMENTS: (USER_KEY, USER_EXPERIMENTS_FEATURES),
 }
 
 

@@ -84,6 +84,17 @@ class GroupSums:
         rows = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
         return cls(len(rows), rows.sum(axis=0), rows.T @ rows, len(rows))
 
+    @classmethod
+    def pooled(cls, parts: Iterable[GroupSums]) -> GroupSums:
+        """The sums of the union of disjoint groups (an experiment's variants)."""
+        total = cls()
+        for part in parts:
+            total.users += part.users
+            total.sums = total.sums + part.sums
+            total.products = total.products + part.products
+            total.updates += part.updates
+        return total
+
     def replace(self, old: Sequence[float] | None, new: Sequence[float] | None) -> None:
         """A user's row went from ``old`` to ``new`` (None: the user was, or is no
         longer, in the group)."""

@@ -19,19 +19,44 @@ belong to a committed exposure, so it is dropped; a day's rows with
 whole run's rows, day ``ALL_DAYS``, stay). Given every event at most ``lateness``
 behind its user's newest, the sums equal the batch ones exactly. Times are epoch
 milliseconds.
+
+``ExperimentDaySums`` is the next step: the changed rows of one experiment and day
+(all its variants together, so its records carry the SRM p-value and the lifts of
+``report.compare``), applied once per event id across a restart (see its docstring).
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
+from collections.abc import Container, Iterable
+from typing import Any
 
-from beam_pipelines.experiments.aggregate import ALL_DAYS, GroupKey, per_user_rows
+from beam_pipelines.experiments.aggregate import (
+    ALL_DAYS,
+    METRICS,
+    GroupKey,
+    GroupSums,
+    metrics_record,
+    per_user_rows,
+)
 from beam_pipelines.experiments.attribution import DAY_MS, Attributed, Exposure, Outcome, attribute
+from beam_pipelines.experiments.config import ExperimentsConfig
+from beam_pipelines.experiments.report import compare
+from feature_repo.features import (
+    EXPERIMENT_ALL_VARIANTS,
+    EXPERIMENT_LIFTS,
+    EXPERIMENT_SRM_P_VALUE,
+    EXPERIMENT_UPDATES,
+)
 
 Row = tuple[float, float, float]
 Change = tuple[GroupKey, Row | None, Row | None]
+VariantChange = tuple[str, Row | None, Row | None]
+"""``(variant, old row, new row)`` of one user within one experiment and day."""
 NEVER = -(2**63)
+NAN = float("nan")
 
 
 @dataclasses.dataclass
@@ -117,3 +142,101 @@ def _add(a: Row | None, b: Row) -> Row:
 def _day_end_ms(day: str) -> int:
     start = dt.datetime.combine(dt.date.fromisoformat(day), dt.time(), dt.UTC)
     return int(start.timestamp() * 1000) + DAY_MS
+
+
+def by_experiment_day(changes: list[Change]) -> dict[tuple[str, str], tuple[VariantChange, ...]]:
+    """``push``'s changes per ``(experiment, day)``: one message per key and event."""
+    out: dict[tuple[str, str], list[VariantChange]] = collections.defaultdict(list)
+    for (experiment, variant, day), old, new in changes:
+        out[(experiment, day)].append((variant, old, new))
+    return {key: tuple(rows) for key, rows in out.items()}
+
+
+@dataclasses.dataclass
+class ExperimentDaySums:
+    """One experiment on one day (or the whole run): a ``GroupSums`` per variant.
+
+    A user's changes are deltas (``GroupSums.replace``), so each must be applied
+    exactly once, in any order. Across a restart the per-user stage sends again the
+    changes of an event it had stored as applied (a *replay*), and applies afresh
+    the events it had not. So when restoring, the caller remembers the ids of the
+    events applied here (``recent_ids`` says which to keep) and ``apply`` looks an
+    event up in them when it may have been applied before: a replay, or an event
+    no newer than ``restored_ms``, the newest event time of the state a restart
+    loaded (any event applied before the restart is that old). Other events, the
+    steady state, need no look-up. A replay more than ``horizon_ms`` behind the
+    newest is taken as applied (never counted twice).
+    """
+
+    variants: dict[str, GroupSums] = dataclasses.field(default_factory=dict)
+    newest_ms: int = NEVER
+    restored_ms: int = NEVER
+
+    def may_be_applied(self, timestamp_ms: int, replay: bool) -> bool:
+        """Whether an event's id must be looked up before its changes apply."""
+        return replay or timestamp_ms <= self.restored_ms
+
+    def apply(
+        self,
+        event_id: str,
+        timestamp_ms: int,
+        changes: tuple[VariantChange, ...],
+        replay: bool,
+        horizon_ms: int | None,
+        applied: Container[str] = frozenset(),
+    ) -> bool:
+        """Apply one event's changes; False if they already were. ``horizon_ms``:
+        how long (event time, ms) ids are remembered, None if none are (a job
+        that restores nothing sees each event once); ``applied``: the remembered
+        ids, read only if ``may_be_applied``."""
+        if horizon_ms is not None:
+            if replay and timestamp_ms < self.newest_ms - horizon_ms:
+                return False
+            if self.may_be_applied(timestamp_ms, replay) and event_id in applied:
+                return False
+        for variant, old, new in changes:
+            self.variants.setdefault(variant, GroupSums()).replace(old, new)
+        self.newest_ms = max(self.newest_ms, timestamp_ms)
+        return True
+
+    def records(
+        self, experiment: str, day: str, experiments: ExperimentsConfig | None = None
+    ) -> list[dict[str, Any]]:
+        """A ``metrics_record`` per variant, then the experiment's (variant
+        ``EXPERIMENT_ALL_VARIANTS``, all pooled), each with the day's SRM p-value,
+        the lifts against the control and ``updates``."""
+        metrics = {variant: sums.metrics() for variant, sums in self.variants.items()}
+        comparison = compare(experiment, metrics, experiments)
+        rows = []
+        for variant, sums in sorted(self.variants.items()):
+            row = metrics_record((experiment, variant, day), metrics[variant])
+            for metric in METRICS:
+                versus = comparison.lift(variant, metric)
+                values = (
+                    (NAN,) * 3 if versus is None else (versus.value, versus.ci_low, versus.ci_high)
+                )
+                row.update(zip(EXPERIMENT_LIFTS[metric], values, strict=True))
+            rows.append(
+                {
+                    **row,
+                    EXPERIMENT_SRM_P_VALUE: comparison.srm_p_value,
+                    EXPERIMENT_UPDATES: sums.updates,
+                }
+            )
+        pooled = GroupSums.pooled(self.variants.values())
+        row = metrics_record((experiment, EXPERIMENT_ALL_VARIANTS, day), pooled.metrics())
+        row.update({column: NAN for columns in EXPERIMENT_LIFTS.values() for column in columns})
+        rows.append(
+            {
+                **row,
+                EXPERIMENT_SRM_P_VALUE: comparison.srm_p_value,
+                EXPERIMENT_UPDATES: pooled.updates,
+            }
+        )
+        return rows
+
+
+def recent_ids(ids: Iterable[tuple[str, int]], newest_ms: int, horizon_ms: int) -> dict[str, int]:
+    """The ``(event id, event time ms)`` pairs no more than ``horizon_ms`` behind
+    ``newest_ms``: the applied ids an ``ExperimentDaySums`` still needs."""
+    return {event_id: t for event_id, t in ids if t >= newest_ms - horizon_ms}

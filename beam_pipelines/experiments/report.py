@@ -25,6 +25,7 @@ against the configured shares (equal shares when the experiment is not in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Iterable, Mapping
@@ -83,27 +84,58 @@ def build_report(
     return _clean(report)
 
 
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """One experiment's variants against its control (the report's and the streamed
+    rows' numbers): ``variants`` in report order (the configured ones first, with
+    empty metrics if unseen), ``shares`` the expected split of users."""
+
+    control: str
+    configured: bool
+    shares: dict[str, float]
+    variants: dict[str, VariantMetrics]
+    srm_p_value: float
+
+    def lift(self, variant: str, metric: str) -> Lift | None:
+        """``metric``'s lift of ``variant`` over the control; None on the control."""
+        if variant == self.control:
+            return None
+        control = getattr(self.variants[self.control], metric)
+        return lift(getattr(self.variants[variant], metric), control)
+
+
+def compare(
+    name: str, metrics: Mapping[str, VariantMetrics], experiments: ExperimentsConfig | None
+) -> Comparison:
+    """Experiment ``name`` from its variants' metrics (``metrics``, non-empty): the
+    configured shares and control, else equal shares and ``control`` (or the first
+    variant seen), and the SRM p-value of the users per variant."""
+    seen = sorted(metrics)
+    configured = experiments.experiment(name) if experiments else None
+    if configured is not None:
+        shares = variant_shares(configured)
+        names = [v.name for v in configured.variants] + [v for v in seen if v not in shares]
+        control = configured.control_name
+    else:
+        shares = {v: 1.0 / len(seen) for v in seen}
+        names = seen
+        control = "control" if "control" in seen else seen[0]
+    empty = variant_metrics([])
+    variants = {v: metrics.get(v, empty) for v in names}
+    srm = srm_p_value({v: m.users for v, m in variants.items()}, shares)
+    return Comparison(control, configured is not None, shares, variants, srm)
+
+
 def _experiment(
     name: str,
     groups: Mapping[tuple[str, str, str], VariantMetrics],
     experiments: ExperimentsConfig | None,
 ) -> dict[str, Any]:
-    seen = sorted({v for e, v, _ in groups if e == name})
-    configured = experiments.experiment(name) if experiments else None
-    if configured is not None:
-        shares = variant_shares(configured)
-        variants = [v.name for v in configured.variants] + [v for v in seen if v not in shares]
-        control = configured.control_name
-    else:
-        shares = {v: 1.0 / len(seen) for v in seen}
-        variants = seen
-        control = "control" if "control" in seen else seen[0]
-    empty = variant_metrics([])
-    overall = {v: groups.get((name, v, ALL_DAYS), empty) for v in variants}
-    srm = srm_p_value({v: m.users for v, m in overall.items()}, shares)
+    overall = {v: m for (e, v, d), m in groups.items() if e == name and d == ALL_DAYS}
+    comparison = compare(name, overall, experiments)
     days = sorted({d for e, _, d in groups if e == name and d != ALL_DAYS})
     out_variants = {}
-    for v, metrics in overall.items():
+    for v, metrics in comparison.variants.items():
         row: dict[str, Any] = {
             "users": metrics.users,
             "exposures": metrics.exposures,
@@ -111,18 +143,17 @@ def _experiment(
         }
         for metric in METRICS:
             estimate = getattr(metrics, metric)
-            versus = None if v == control else lift(estimate, getattr(overall[control], metric))
-            row[metric] = {**_interval(estimate), "lift": _lift(versus)}
-        row["srm_p_value"] = srm
+            row[metric] = {**_interval(estimate), "lift": _lift(comparison.lift(v, metric))}
+        row["srm_p_value"] = comparison.srm_p_value
         row["daily"] = [
             _day(day, groups[(name, v, day)]) for day in days if (name, v, day) in groups
         ]
         out_variants[v] = row
     return {
-        "control": control,
-        "configured": configured is not None,
-        "expected_shares": shares,
-        "srm_p_value": srm,
+        "control": comparison.control,
+        "configured": comparison.configured,
+        "expected_shares": comparison.shares,
+        "srm_p_value": comparison.srm_p_value,
         "variants": out_variants,
     }
 

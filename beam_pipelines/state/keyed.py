@@ -18,6 +18,11 @@ from __future__ import annotations
 import marshal
 from typing import NamedTuple
 
+import numpy as np
+
+from beam_pipelines.experiments.aggregate import GroupSums
+from beam_pipelines.experiments.attribution import Exposure, Outcome
+from beam_pipelines.experiments.incremental import ExperimentDaySums, UserSums
 from beam_pipelines.state.coengagement import ItemNeighbours, PairWindow
 from beam_pipelines.state.decay import DecayedSums
 from beam_pipelines.state.item_state import ItemState
@@ -68,6 +73,25 @@ class PairWindowState(NamedTuple):
         if len(self.paired) > len(self.seen):  # the seen ids were pruned: follow them
             for forgotten in [i for i in self.paired if i not in self.seen]:
                 del self.paired[forgotten]
+
+
+class ExperimentUserState(NamedTuple):
+    """Per user, the experiment branch's sums (``incremental.UserSums``), the events
+    it applied (restoring: their ids within the lateness, and per id the changes it
+    sent, ``(experiment, day) → changes``, sent again for a restored duplicate) and
+    how many it applied."""
+
+    sums: UserSums
+    seen: SeenEvents
+    sent: dict
+    events: int
+
+    def remember(self, event_id: str, timestamp_ms: int, sent, horizon_ms: int) -> None:
+        self.seen.add(event_id, timestamp_ms, horizon_ms)
+        self.sent[event_id] = sent
+        if len(self.sent) > len(self.seen):  # the seen ids were pruned: follow them
+            for forgotten in [i for i in self.sent if i not in self.seen]:
+                del self.sent[forgotten]
 
 
 class NeighboursState(NamedTuple):
@@ -181,3 +205,63 @@ def decode_neighbours(data: bytes) -> NeighboursState:
     _check_layout("neighbours", fields, (_LAYOUT_SEEN,))
     _, pairs, newest_ms, seen_ids = fields
     return NeighboursState(ItemNeighbours(pairs), newest_ms, SeenEvents.from_ids(seen_ids))
+
+
+def encode_experiment_user(state: ExperimentUserState) -> bytes:
+    sums, seen, sent, events = state
+    exposures = [
+        (e.request_id, e.user_id, e.item_id, e.timestamp_ms, e.position, e.pairs)
+        for e in sums.exposures
+    ]
+    outcomes = [(o.user_id, o.item_id, o.timestamp_ms, o.reward, o.engaged) for o in sums.outcomes]
+    fields = (
+        _LAYOUT_SEEN,
+        exposures,
+        outcomes,
+        sums.committed,
+        sums.rows,
+        sums.newest_ms,
+        sums.horizon_ms,
+        seen.ids(),
+        sent,
+        events,
+    )
+    return marshal.dumps(fields, _MARSHAL_VERSION)
+
+
+def decode_experiment_user(data: bytes) -> ExperimentUserState:
+    fields = marshal.loads(data)
+    _check_layout("experiment user", fields, (_LAYOUT_SEEN,))
+    _, exposures, outcomes, committed, rows, newest_ms, horizon_ms, seen_ids, sent, events = fields
+    sums = UserSums(
+        [Exposure(*e) for e in exposures],
+        [Outcome(*o) for o in outcomes],
+        committed,
+        rows,
+        newest_ms,
+        horizon_ms,
+    )
+    return ExperimentUserState(sums, SeenEvents.from_ids(seen_ids), sent, events)
+
+
+def encode_experiment_day(state: ExperimentDaySums, applied: dict[str, int]) -> bytes:
+    """An experiment-day's sums and the ids of the events applied to them
+    (``incremental.recent_ids``)."""
+    variants = {
+        name: (g.users, g.sums.tolist(), g.products.ravel().tolist(), g.updates)
+        for name, g in state.variants.items()
+    }
+    fields = (_LAYOUT_SEEN, variants, state.newest_ms, applied)
+    return marshal.dumps(fields, _MARSHAL_VERSION)
+
+
+def decode_experiment_day(data: bytes) -> tuple[ExperimentDaySums, dict[str, int]]:
+    """The sums as restored (``restored_ms``: their newest event time) and the ids."""
+    fields = marshal.loads(data)
+    _check_layout("experiment day", fields, (_LAYOUT_SEEN,))
+    _, variants, newest_ms, applied = fields
+    groups = {
+        name: GroupSums(users, np.asarray(sums), np.asarray(products).reshape(3, 3), updates)
+        for name, (users, sums, products, updates) in variants.items()
+    }
+    return ExperimentDaySums(groups, newest_ms, restored_ms=newest_ms), applied

@@ -26,10 +26,12 @@ from apache_beam.metrics import Metrics
 from beam_pipelines.transforms.retry import RetryPolicy
 from feature_repo.features import (
     ENCODED_STATE,
+    EXPERIMENT_METRICS,
     ITEM_COENGAGEMENT,
     ITEM_REALTIME,
     KEYED_STATE,
     USER_COENGAGEMENT,
+    USER_EXPERIMENTS,
     USER_REALTIME,
 )
 
@@ -42,6 +44,8 @@ STAGES = {
     ITEM_REALTIME: "item",
     USER_COENGAGEMENT: "pair_window",
     ITEM_COENGAGEMENT: "neighbours",
+    USER_EXPERIMENTS: "experiment_user",
+    EXPERIMENT_METRICS: "experiment_day",  # on each experiment's row (variant "")
 }
 
 
@@ -117,11 +121,16 @@ class RestoringDoFn(beam.DoFn):
     def read_state(self, key: str, state):
         """The key's state: the runner's, else (its first event in this job) the store's."""
         stored = state.read()
-        if stored is None and self._restorer is not None:
-            stored = self._restorer.load(key)
+        if stored is None:
+            stored = self.load_stored(key)
             if stored is not None:
                 state.write(stored)  # read the store once per key and job
         return stored
+
+    def load_stored(self, key: str):
+        """The store's state of ``key`` (decoded), or None: not restoring, or a key
+        the store has never seen. For a stage that keeps its state in several cells."""
+        return self._restorer.load(key) if self._restorer is not None else None
 
     def row_builder(self, to_row, encode: Callable[[Any], bytes]):
         """``to_row(key, state)``, with the encoded state on each row when restoring."""

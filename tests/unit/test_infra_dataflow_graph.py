@@ -149,12 +149,27 @@ def test_experiment_metrics_add_two_stateful_steps_only_when_asked() -> None:
     proto = dataflow_pipeline(["--experiment_metrics=true"]).to_runner_api()
     added = {k: v for k, v in stateful_steps(proto).items() if k not in STATEFUL_STEPS}
     assert added == {
-        "ExperimentMetrics/Metrics/UserSums": (
+        "ExperimentMetrics/Metrics/UserSums/ParDo(_UserSumsFn)": (
             {"experiment_user_sums"},
             {"ts-experiment_cleanup"},
         ),
         "ExperimentMetrics/Metrics/GroupSums": (
-            {"experiment_group_sums", "experiment_emit_pending"},
+            {"experiment_group_sums", "experiment_applied_ids", "experiment_emit_pending"},
             {"ts-experiment_emit", "ts-experiment_final"},
         ),
     }
+
+
+def test_experiment_files_add_a_parquet_write_and_no_stateful_step() -> None:
+    proto = dataflow_pipeline(
+        ["--experiment_metrics=true", "--experiment_metrics_dir=gs://bucket/experiments"]
+    ).to_runner_api()
+    names = {t.unique_name for t in proto.components.transforms.values()}
+    assert "ExperimentMetrics/WriteParquet/WriteFiles" in names
+    added = {k for k in stateful_steps(proto) if k not in STATEFUL_STEPS}
+    assert all(k.startswith("ExperimentMetrics/Metrics/") for k in added), added
+
+
+def test_experiment_files_need_experiment_metrics() -> None:
+    with pytest.raises(ValueError, match="--experiment_metrics_dir needs"):
+        dataflow_pipeline(["--experiment_metrics_dir=gs://bucket/experiments"])

@@ -6,20 +6,24 @@ redelivered event."""
 from __future__ import annotations
 
 import apache_beam as beam
+import pyarrow.parquet as pq
 import pytest
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_pipelines.rewards import SHORT_VIDEO
 from beam_pipelines.sinks import FeastSinkFactory
 from beam_pipelines.transforms.experiment_stream import (
+    RECORDS,
     ExperimentMetricRows,
     StreamExperimentMetrics,
 )
 from beam_pipelines.transforms.experiments import ExperimentMetrics
 from beam_pipelines.transforms.graph import ACCEPTED_EVENTS, ComputeFeatures, FeatureSettings
+from beam_pipelines.transforms.windowed_parquet import WriteWindowedParquet
 from beam_pipelines.transforms.write import WriteFeatures
 from feature_repo.features import (
     EVENT_TIMESTAMP,
+    EXPERIMENT_ALL_VARIANTS,
     EXPERIMENT_GROUP_KEY,
     EXPERIMENT_METRICS,
     EXPERIMENT_UPDATES,
@@ -82,25 +86,27 @@ def test_streamed_metrics_end_equal_to_the_batch_ones(tmp_path) -> None:
             | stream_of(arrivals).build()
             | ComputeFeatures(FeatureSettings(rewards=SHORT_VIDEO, allowed_lateness_s=LATENESS_S))
         )
-        rows = (
+        metrics = (
             features[ACCEPTED_EVENTS]
             | beam.Map(lambda scored: scored.source)
             | StreamExperimentMetrics(
                 SHORT_VIDEO, WINDOW_MS, LATENESS_S, emit_every_s=8.0, clock=stream_clock
             )
-            | ExperimentMetricRows()
         )
+        rows = metrics[RECORDS] | ExperimentMetricRows()
         _ = rows | collect
+        _ = rows | WriteWindowedParquet(str(tmp_path / "files"), EXPERIMENT_METRICS)
         failed = rows | WriteFeatures(FeastSinkFactory(store), EXPERIMENT_METRICS, batch_size=10)
         assert_that(failed, equal_to([]))
 
     rows = collect.collected()
+    variant_rows = [r for r in rows if r["variant"] != EXPERIMENT_ALL_VARIANTS]
     last: dict = {}
-    for row in rows:
+    for row in variant_rows:
         key = (row["experiment"], row["variant"], row["day"])
         if key not in last or row[EXPERIMENT_UPDATES] > last[key][EXPERIMENT_UPDATES]:
             last[key] = row
-    assert len(rows) > len(last)  # emitted while streaming, not only at the end
+    assert len(variant_rows) > len(last)  # emitted while streaming, not only at the end
     expected = batch(events)
     assert len(expected) >= 6
     group_key, columns = FEATURE_VIEWS[EXPERIMENT_METRICS]
@@ -109,6 +115,10 @@ def test_streamed_metrics_end_equal_to_the_batch_ones(tmp_path) -> None:
         {k: {c: v for c, v in r.items() if c in expected[k]} for k, r in last.items()}, expected
     )
     assert all(r[EXPERIMENT_GROUP_KEY] == "/".join(k) for k, r in last.items())
+    files = pq.read_table(tmp_path / "files").to_pylist()  # every emitted row, as Parquet
+    assert sorted((r[EXPERIMENT_GROUP_KEY], r[EXPERIMENT_UPDATES]) for r in files) == sorted(
+        (r[EXPERIMENT_GROUP_KEY], r[EXPERIMENT_UPDATES]) for r in rows
+    )
     with FeatureStoreClient(store) as client:  # the dashboard's view holds the last rows
         stored = client.read(EXPERIMENT_METRICS, [r[EXPERIMENT_GROUP_KEY] for r in last.values()])
     for row in last.values():
