@@ -3,9 +3,9 @@ engagement propensities in both variants, different seeds), each through the
 report's attribution and intervals; counts the runs whose lift interval excludes
 zero. With 95 % intervals about 1 run in 20 should, per metric.
 
-The logs are synthetic (``tests.helpers.experiment_log``: per-user propensities,
-1–6 requests of 5 items per user over 3 days), not the closed loop: that simulator
-is issue #16 item 5. Prints one JSON object.
+The logs are synthetic (``rtp.simulator.experiment_log``: per-user propensities,
+1–6 requests of 5 items per user over 3 days), not the closed loop (``rtp simulate
+--closed-loop``, minutes per run). Prints one JSON object.
 
 Run: ``python -m benchmarks.experiment_aa [--runs 20] [--users 4000]``.
 """
@@ -21,7 +21,7 @@ from beam_pipelines.experiments.config import ExperimentsConfig
 from beam_pipelines.experiments.report import build_report
 from beam_pipelines.rewards import SHORT_VIDEO
 from benchmarks.common import emit, log
-from tests.helpers.experiment_log import experiment, synthetic_log
+from rtp.simulator.experiment_log import experiment, synthetic_log
 
 
 def main(argv: Sequence[str] | None = None) -> int:

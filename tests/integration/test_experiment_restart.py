@@ -6,7 +6,7 @@ its ``experiment_metrics`` rows must end equal to the batch metrics of the event
 none lost and none counted twice.
 
 The events are an experiment's logged exposures and outcomes
-(``tests.helpers.experiment_log``) re-timed to follow the publishing clock, so no
+(``rtp.simulator.experiment_log``) re-timed to follow the publishing clock, so no
 event is late under any delivery order.
 """
 
@@ -25,8 +25,8 @@ require_import("google.cloud.pubsub_v1", "pip install -e '.[test]'")
 from beam_pipelines.transforms.experiment_stream import group_id  # noqa: E402
 from feature_repo.features import EXPERIMENT_METRICS, EXPERIMENT_SRM_P_VALUE  # noqa: E402
 from feature_repo.store import sqlite_settings  # noqa: E402
+from rtp.simulator.experiment_log import experiment, synthetic_log  # noqa: E402
 from rtp.simulator.records import SimRecord  # noqa: E402
-from tests.helpers.experiment_log import experiment, synthetic_log  # noqa: E402
 from tests.helpers.stream_job import (  # noqa: E402
     PROJECT,
     Publisher,

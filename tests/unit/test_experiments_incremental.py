@@ -38,7 +38,7 @@ from feature_repo.features import (
     EXPERIMENT_SRM_P_VALUE,
     EXPERIMENT_UPDATES,
 )
-from tests.helpers.experiment_log import (
+from rtp.simulator.experiment_log import (
     MINUTE_MS,
     arrival_order,
     experiment,

@@ -13,7 +13,7 @@ from beam_pipelines.experiments.config import ExperimentsConfig
 from beam_pipelines.experiments.report import build_report, markdown, write_report
 from beam_pipelines.rewards import SHORT_VIDEO
 from rtp.cli import main
-from tests.helpers.experiment_log import experiment, synthetic_log
+from rtp.simulator.experiment_log import experiment, synthetic_log
 
 METRIC_KEYS = {"value", "ci_low", "ci_high", "lift"}
 

@@ -30,7 +30,7 @@ from feature_repo.features import (
     FEATURE_VIEWS,
 )
 from feature_repo.store import FeatureStoreClient, sqlite_settings
-from tests.helpers.experiment_log import (
+from rtp.simulator.experiment_log import (
     MINUTE_MS,
     arrival_order,
     experiment,

@@ -11,7 +11,7 @@ from beam_pipelines.experiments.aggregate import metrics_record, per_user_rows, 
 from beam_pipelines.experiments.attribution import attribute, split_events
 from beam_pipelines.rewards import SHORT_VIDEO
 from beam_pipelines.transforms.experiments import ExperimentMetrics
-from tests.helpers.experiment_log import experiment, synthetic_log
+from rtp.simulator.experiment_log import experiment, synthetic_log
 from tests.helpers.pipelines import batch_pipeline
 
 
