@@ -486,8 +486,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--model-settings",
         default="",
         help="';'-separated sets of extra 'models:' settings, one service each, e.g. "
-        "'xla: false;xla: true, batching: {enabled: true}' (with --settings "
-        "'limits: {workers: 8}' for batching to form). Default: the service's own.",
+        "'batching: {enabled: false};batching: {enabled: true}' (with --settings "
+        "'limits: {workers: 8}' for batches to form). Default: the service's own.",
     )
     parser.add_argument(
         "--stacks",

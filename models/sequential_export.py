@@ -10,11 +10,6 @@ first, any length; longer lists are cut to the model's N, shorter ones padded):
   best first, over the full catalogue (items the user has seen are not removed).
 - ``candidate_rows``: the same inputs → ``scores`` and ``item_rows`` int32, rows of
   the version's item table (``item_embeddings/<version>``) instead of id strings.
-- ``candidate_rows_xla``: ``candidate_rows`` with its numeric part (attention
-  blocks, scores, top-K) compiled by XLA (``jit_compile``): the same rows, half the
-  CPU per call in-process (``serving.backends.inprocess`` prefers it). TF Serving
-  runs it only with ``--xla_cpu_compilation_enabled=true``; the plain signatures
-  need nothing.
 - ``query``: the same inputs → ``query`` float32 ``[-1, d + 1]``, the vector whose
   inner products with the item table (each row's bias appended, ``output_table``)
   are the scores. With an ANN index (catalogues of at
@@ -54,7 +49,6 @@ SCORES, ITEM_IDS, ITEM_ROWS = "scores", "item_ids", "item_rows"
 MIN_K = 500  # top rows exported at least: the blend takes 200 after the recent 50 are dropped
 LOG_NORMALIZER = "log_normalizer"  # logsumexp of all catalogue scores: P = exp(score - it)
 ROWS_SIGNATURE = "candidate_rows"
-XLA_SUFFIX = "_xla"  # a signature's XLA-compiled twin: ROWS_SIGNATURE + XLA_SUFFIX
 QUERY_SIGNATURE, QUERY = "query", "query"
 RANK_SIGNATURE = "rank_candidates"
 CANDIDATE_FEATURES = "candidate_features"
@@ -117,28 +111,19 @@ class SequentialModule(tf.Module):
         specs = input_signature()
         self.serve = tf.function(self._serve, input_signature=[specs])
         self.rows = tf.function(self._rows, input_signature=[specs])
-        # Only numbers cross into XLA: the id lookup (a hash table) stays outside.
-        self._compiled_top = tf.function(self._top_of_rows, jit_compile=True)
-        self.rows_xla = tf.function(self._rows_xla, input_signature=[specs])
         self.query = tf.function(self._query, input_signature=[specs])
         if ranker is not None:
             width = len(FEATURES)
             spec = tf.TensorSpec([None, width], tf.float32, name=CANDIDATE_FEATURES)
             self.rank = tf.function(self._rank, input_signature=[spec])
 
-    def _aligned(self, inputs: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        """``[B, max_len]`` catalogue rows, event times and rewards, oldest first."""
+    def _hidden(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
+        """``[B, dim]``: the newest position's state."""
         items = _right_aligned(inputs[USER_RECENT_ITEMS], self.max_len, "")
         ts = _right_aligned(inputs[USER_RECENT_TS_MS], self.max_len, tf.constant(0, tf.int64))
         rewards = _right_aligned(inputs[USER_RECENT_REWARDS], self.max_len, 0.0)
-        return self.lookup.lookup(items), ts, rewards
-
-    def _hidden_of_rows(self, rows: tf.Tensor, ts: tf.Tensor, rewards: tf.Tensor) -> tf.Tensor:
+        rows = self.lookup.lookup(items)
         return self.model.encode(rows, ts, rewards, self.table)[:, -1, :]
-
-    def _hidden(self, inputs: Mapping[str, tf.Tensor]) -> tf.Tensor:
-        """``[B, dim]``: the newest position's state."""
-        return self._hidden_of_rows(*self._aligned(inputs))
 
     def output_table(self) -> tf.Tensor:
         """``[catalogue, dim + 1]``: the item table, each row's bias as the last column,
@@ -146,16 +131,10 @@ class SequentialModule(tf.Module):
         (the state, then a 1). Built for the ANN index at save, not per request."""
         return tf.concat([self.table, self.item_bias[:, None]], axis=1)
 
-    def _top_of_rows(
-        self, rows: tf.Tensor, ts: tf.Tensor, rewards: tf.Tensor
-    ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        hidden = self._hidden_of_rows(rows, ts, rewards)
-        scores = tf.matmul(hidden, self.table, transpose_b=True) + self.item_bias
-        values, top = tf.math.top_k(scores, k=self.k)
-        return values, top, tf.reduce_logsumexp(scores, axis=1)
-
     def _top(self, inputs: Mapping[str, tf.Tensor]) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        return self._top_of_rows(*self._aligned(inputs))
+        scores = tf.matmul(self._hidden(inputs), self.table, transpose_b=True) + self.item_bias
+        values, rows = tf.math.top_k(scores, k=self.k)
+        return values, rows, tf.reduce_logsumexp(scores, axis=1)
 
     def _serve(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         values, rows, normalizer = self._top(inputs)
@@ -167,10 +146,6 @@ class SequentialModule(tf.Module):
 
     def _rows(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
         values, rows, normalizer = self._top(inputs)
-        return {SCORES: values, ITEM_ROWS: rows, LOG_NORMALIZER: normalizer}
-
-    def _rows_xla(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-        values, rows, normalizer = self._compiled_top(*self._aligned(inputs))
         return {SCORES: values, ITEM_ROWS: rows, LOG_NORMALIZER: normalizer}
 
     def _query(self, inputs: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -189,7 +164,6 @@ class SequentialModule(tf.Module):
         out = {
             "serving_default": self.serve.get_concrete_function(),
             ROWS_SIGNATURE: self.rows.get_concrete_function(),
-            ROWS_SIGNATURE + XLA_SUFFIX: self.rows_xla.get_concrete_function(),
             QUERY_SIGNATURE: self.query.get_concrete_function(),
         }
         if self.ranker is not None:

@@ -79,20 +79,6 @@ def merge(
     return merged
 
 
-def pad_rows(
-    inputs: Mapping[str, np.ndarray], rows: int, allowed: Sequence[int]
-) -> tuple[dict[str, np.ndarray], int]:
-    """``inputs`` with their last row repeated up to the smallest ``allowed`` size
-    that holds ``rows`` (none past the largest), and the number of rows added."""
-    target = next((size for size in sorted(allowed) if size >= rows), rows)
-    extra = target - rows
-    if extra == 0:
-        return dict(inputs), 0
-    return {
-        k: np.concatenate([v, np.repeat(v[-1:], extra, axis=0)]) for k, v in inputs.items()
-    }, extra
-
-
 def split(outputs: Mapping[str, np.ndarray], rows: Sequence[int]) -> list[dict[str, np.ndarray]]:
     """Each call's rows of ``outputs`` (every output has a row per input row)."""
     total = sum(rows)
@@ -118,14 +104,10 @@ class Batcher:
         variable: frozenset[str] = frozenset(),
         name: str = "batcher",
         on_batch: Any = None,
-        allowed_batch_sizes: Sequence[int] = (),
     ) -> None:
         """``call(inputs) -> outputs``; ``max_batch_size``: most requests' calls merged
-        into one; ``on_batch(calls, rows)``: after each call; ``allowed_batch_sizes``:
-        a merged batch is padded (its last row repeated) to the smallest of these
-        that holds it, so that a compiled model meets only these batch sizes."""
+        into one; ``on_batch(calls, rows)``: after each call."""
         self._call, self._max, self._timeout_s = call, max_batch_size, timeout_s
-        self._allowed = sorted(allowed_batch_sizes)
         self._variable, self._on_batch = variable, on_batch
         self._queue: deque[_Call] = deque()
         self._ready = threading.Condition()
@@ -184,11 +166,8 @@ class Batcher:
             if len(batch) == 1:
                 results = [self._call(batch[0].inputs)]
             else:
-                rows = [c.rows for c in batch]
-                merged, padding = pad_rows(
-                    merge([c.inputs for c in batch], self._variable), sum(rows), self._allowed
-                )
-                results = split(self._call(merged), [*rows, padding])[: len(batch)]
+                outputs = self._call(merge([c.inputs for c in batch], self._variable))
+                results = split(outputs, [c.rows for c in batch])
             for call, result in zip(batch, results, strict=True):
                 call.result = result
         except BaseException as e:  # every waiting request gets the model's error
@@ -222,10 +201,8 @@ class BatchingBackend:
         max_batch_size: int,
         timeout_s: float,
         on_batch: Any = None,
-        allowed_batch_sizes: Sequence[int] = (),
     ) -> None:
         self.backend = backend
-        self._allowed = tuple(allowed_batch_sizes)
         self.version = backend.version
         self._model, self._signatures = model, tuple(signatures)
         self._max, self._timeout_s, self._on_batch = max_batch_size, timeout_s, on_batch
@@ -269,7 +246,6 @@ class BatchingBackend:
                         variable,
                         name=f"batch-{signature}",
                         on_batch=self._on_batch,
-                        allowed_batch_sizes=self._allowed,
                     )
                     self._batchers[signature] = batcher
         return batcher

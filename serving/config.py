@@ -56,21 +56,6 @@ class BatchingConfig(_Config):
     """How long a batch waits to fill, milliseconds. 0: batches form only from
     requests that arrived while the previous call ran (no added latency)."""
 
-    allowed_batch_sizes: tuple[int, ...] = (1, 2, 4, 8)
-    """Batch sizes a merged call is padded up to (TF Serving's option of the same
-    name): an XLA-compiled signature compiles once per size it meets (about a
-    second each). The largest must be ``max_batch_size``; empty: no padding."""
-
-    @model_validator(mode="after")
-    def _largest_allowed_is_the_max(self) -> BatchingConfig:
-        sizes = self.allowed_batch_sizes
-        if sizes and (max(sizes) != self.max_batch_size or min(sizes) < 1):
-            raise ValueError(
-                f"allowed_batch_sizes {list(sizes)}: sizes >= 1, the largest "
-                f"max_batch_size ({self.max_batch_size})"
-            )
-        return self
-
 
 class _ModelBackendBase(_Config):
     retrieval_model: str = "sequential"
@@ -121,12 +106,6 @@ class InProcessModelsConfig(_ModelBackendBase):
     too small to gain from splitting, and idle pool threads spin (15–40% more CPU
     per call measured); concurrent requests and ``--workers`` use the other cores.
     Set before TensorFlow first runs in the process."""
-
-    xla: bool = True
-    """Answer a signature by its XLA-compiled twin when the export has one (the
-    sequential retriever's ``candidate_rows_xla``: the same rows for about half the
-    CPU per call). Each new batch size compiles once (about a second; the export's
-    warm-up requests compile sizes 1 and 8 at load)."""
 
     fused: bool = True
     """Run retrieval, the recent-item filter and the ranker as one TensorFlow call

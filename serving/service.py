@@ -118,7 +118,6 @@ class Service:
                 batching.max_batch_size,
                 batching.batch_timeout_ms / 1000,
                 on_batch=self.metrics.observe_batch,
-                allowed_batch_sizes=batching.allowed_batch_sizes,
             )
         models = ModelSet(
             backend,

@@ -19,7 +19,6 @@ from serving.backends import (
 )
 from serving.config import InProcessModelsConfig
 
-XLA_SUFFIX = "_xla"  # models.sequential_export.XLA_SUFFIX
 LOG = logging.getLogger(__name__)
 WARMUP_FILE = "assets.extra/tf_serving_warmup_requests"
 MAX_WARMUP_RECORDS = 1000  # TF Serving's limit
@@ -207,24 +206,9 @@ class InProcessBackend:
                     inputs={k: _spec(v) for k, v in input_specs.items()},
                     outputs={k: _spec(v) for k, v in function.structured_outputs.items()},
                 )
-            self._prefer_compiled(name)
             self._warm_up(name, path)
         if self.config.timeout_s is not None:
             self._pool = concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="model")
-
-    def _prefer_compiled(self, name: str) -> None:
-        """With ``config.xla``, a signature that has an XLA-compiled twin
-        (``<signature>_xla``, ``models.sequential_export``) is answered by the twin;
-        without it the twins are dropped (never called, never compiled)."""
-        for model, signature in list(self._functions):
-            if model != name or not signature.endswith(XLA_SUFFIX):
-                continue
-            plain = signature.removesuffix(XLA_SUFFIX)
-            twin = self._functions.pop((model, signature))
-            self._loaded_functions.pop((model, signature))
-            self._signatures.pop((model, signature))
-            if self.config.xla and (model, plain) in self._functions:
-                self._functions[model, plain] = twin
 
     def _warm_up(self, name: str, path: pathlib.Path) -> None:
         """Replay the export's warm-up requests, as TF Serving does when it loads a

@@ -164,21 +164,3 @@ def test_backend_batches_only_the_configured_signatures_of_the_retrieval_model()
     backend.close()
     assert inner.closed
     assert inner.seen == [("sequential", "candidate_rows"), ("ranker", None)]
-
-
-def test_a_batch_is_padded_to_an_allowed_size_and_the_padding_dropped() -> None:
-    model = GatedModel()
-    batcher = Batcher(model, 8, 0.0, frozenset({"items", "weights"}), allowed_batch_sizes=(1, 4, 8))
-    requests = [one(["a"], [float(i)]) for i in range(4)]  # 1 alone, then 3 → padded to 4
-    results = run_concurrently(batcher, requests, model)
-    batcher.close()
-    assert model.calls == [1, 4]
-    assert [r["score"].tolist() for r in results] == [[0.0], [1.0], [2.0], [3.0]]
-
-
-def test_allowed_batch_sizes_end_at_the_max_batch_size() -> None:
-    from serving.config import BatchingConfig
-
-    BatchingConfig(max_batch_size=4, allowed_batch_sizes=(1, 2, 4))
-    with pytest.raises(ValueError, match="largest"):
-        BatchingConfig(max_batch_size=16)  # the default sizes stop at 8
