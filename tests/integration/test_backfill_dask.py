@@ -97,8 +97,9 @@ def _online(config, out) -> dict:
         USER_COENGAGEMENT: users,
         ITEM_COENGAGEMENT: items,
     }
-    states = [progress_key(view) for view in STAGES]
-    states += [state_key(view, entity) for view in STAGES for entity in ids[view]]
+    # The stages whose state rides on these views (not the experiment branch's).
+    states = [progress_key(view) for view in ids if view in STAGES]
+    states += [state_key(view, entity) for view in ids if view in STAGES for entity in ids[view]]
     with FeatureStoreClient({**config, "apply_on_open": False}) as client:
         rows = {view: client.read(view, entities) for view, entities in ids.items()}
         for view, entities in ids.items():
