@@ -3,9 +3,10 @@
 A model call costs a fixed part (dispatching the graph's ops) and a part that
 grows with the rows it scores: the sequential retriever over 5,000 items, with
 the service's one TensorFlow thread, costs 1.07 ms of CPU for one user, 1.31 ms
-for two and 3.18 ms for eight in one call (``serving/README.md``, Performance). ``BatchingBackend`` wraps a ``ModelBackend``: calls of the
-configured signatures wait in a queue and a batching thread runs them as one call,
-rows concatenated along the first axis, then splits the outputs back by rows.
+for two and 3.18 ms for eight in one call (``serving/README.md``, Performance).
+``BatchingBackend`` wraps a ``ModelBackend``: calls of the configured signatures
+wait in a queue and a batching thread runs them as one call, rows concatenated
+along the first axis, then splits the outputs back by rows.
 
 Batches form only while a call is running, as in TF Serving with
 ``batch_timeout_micros: 0``: an idle batcher runs the first call at once (no added
