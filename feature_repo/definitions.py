@@ -88,34 +88,20 @@ def _view(view: str, entity: Entity, source: Any, ttl: timedelta) -> FeatureView
 
 def build_definitions(offline_dir: str) -> list[Any]:
     """All Feast objects of the repository, reading offline history from ``offline_dir``."""
-    user_push = PushSource(
-        name=f.USER_PUSH_SOURCE, batch_source=file_source(offline_dir, f.USER_REALTIME)
-    )
-    item_push = PushSource(
-        name=f.ITEM_PUSH_SOURCE, batch_source=file_source(offline_dir, f.ITEM_REALTIME)
-    )
+
+    def push(name: str, view: str) -> PushSource:
+        """The push source ``name`` of a streamed view, its history in ``offline_dir``."""
+        return PushSource(name=name, batch_source=file_source(offline_dir, view))
+
+    user_push = push(f.USER_PUSH_SOURCE, f.USER_REALTIME)
+    item_push = push(f.ITEM_PUSH_SOURCE, f.ITEM_REALTIME)
     embeddings = file_source(offline_dir, f.ITEM_EMBEDDING)
-    user_pairs = PushSource(
-        name=f.USER_COENGAGEMENT_PUSH_SOURCE,
-        batch_source=file_source(offline_dir, f.USER_COENGAGEMENT),
-    )
-    item_pairs = PushSource(
-        name=f.ITEM_COENGAGEMENT_PUSH_SOURCE,
-        batch_source=file_source(offline_dir, f.ITEM_COENGAGEMENT),
-    )
-    keyed_state = PushSource(
-        name=f.KEYED_STATE_PUSH_SOURCE,
-        batch_source=file_source(offline_dir, f.KEYED_STATE),
-    )
+    user_pairs = push(f.USER_COENGAGEMENT_PUSH_SOURCE, f.USER_COENGAGEMENT)
+    item_pairs = push(f.ITEM_COENGAGEMENT_PUSH_SOURCE, f.ITEM_COENGAGEMENT)
+    keyed_state = push(f.KEYED_STATE_PUSH_SOURCE, f.KEYED_STATE)
     content = file_source(offline_dir, f.ITEM_CONTENT)
-    experiment_metrics = PushSource(
-        name=f.EXPERIMENT_METRICS_PUSH_SOURCE,
-        batch_source=file_source(offline_dir, f.EXPERIMENT_METRICS),
-    )
-    user_experiments = PushSource(
-        name=f.USER_EXPERIMENTS_PUSH_SOURCE,
-        batch_source=file_source(offline_dir, f.USER_EXPERIMENTS),
-    )
+    experiment_metrics = push(f.EXPERIMENT_METRICS_PUSH_SOURCE, f.EXPERIMENT_METRICS)
+    user_experiments = push(f.USER_EXPERIMENTS_PUSH_SOURCE, f.USER_EXPERIMENTS)
     return [
         USER,
         ITEM,

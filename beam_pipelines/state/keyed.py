@@ -34,6 +34,18 @@ _LAYOUT = 1
 _LAYOUT_SEEN = 2  # with the applied ids (items, pair stages) or the restored ids (users)
 
 
+def _remember(
+    seen: SeenEvents, by_id: dict, event_id: str, timestamp_ms: int, value, horizon_ms: int
+) -> None:
+    """``event_id`` applied: into ``seen``, with ``value`` under its id in ``by_id``
+    (what a restored duplicate sends again); values of the ids ``seen`` pruned go."""
+    seen.add(event_id, timestamp_ms, horizon_ms)
+    by_id[event_id] = value
+    if len(by_id) > len(seen):  # the seen ids were pruned: follow them
+        for forgotten in [i for i in by_id if i not in seen]:
+            del by_id[forgotten]
+
+
 class UserKeyState(NamedTuple):
     """What the user stage keeps per user: the features' state and the applied ids.
 
@@ -68,11 +80,7 @@ class PairWindowState(NamedTuple):
     paired: dict
 
     def remember(self, event_id: str, timestamp_ms: int, previous, horizon_ms: int) -> None:
-        self.seen.add(event_id, timestamp_ms, horizon_ms)
-        self.paired[event_id] = previous
-        if len(self.paired) > len(self.seen):  # the seen ids were pruned: follow them
-            for forgotten in [i for i in self.paired if i not in self.seen]:
-                del self.paired[forgotten]
+        _remember(self.seen, self.paired, event_id, timestamp_ms, previous, horizon_ms)
 
 
 class ExperimentUserState(NamedTuple):
@@ -87,11 +95,7 @@ class ExperimentUserState(NamedTuple):
     events: int
 
     def remember(self, event_id: str, timestamp_ms: int, sent, horizon_ms: int) -> None:
-        self.seen.add(event_id, timestamp_ms, horizon_ms)
-        self.sent[event_id] = sent
-        if len(self.sent) > len(self.seen):  # the seen ids were pruned: follow them
-            for forgotten in [i for i in self.sent if i not in self.seen]:
-                del self.sent[forgotten]
+        _remember(self.seen, self.sent, event_id, timestamp_ms, sent, horizon_ms)
 
 
 class NeighboursState(NamedTuple):
