@@ -12,9 +12,12 @@ import pyarrow.parquet as pq
 import pytest
 from pydantic import ValidationError
 
+from beam_pipelines.state.config import StateConfig
 from feature_repo import features as f
 from serving.catalog import ItemCatalog
 from serving.config import NewItemsConfig, load_serving_config
+from serving.features import ITEM_COLUMNS, ItemSnapshot
+from serving.new_item_prior import NeighbourPrior, nearest_neighbours, posteriors
 from serving.new_items import (
     ContentSnapshot,
     NewItemsCache,
@@ -187,3 +190,62 @@ def test_a_store_error_keeps_the_previous_snapshot(tmp_path: Path) -> None:
     write_table(tmp_path / "items", "items-2.parquet", {"n2": 20})
     assert not items.refresh()
     assert items.snapshot.item_ids == ("n1",) and "store down" in (items.last_error or "")
+
+
+# The neighbour prior and its Thompson draws. Catalogue posteriors are stored
+# α, β with their last event at AT_MS (no decay) unless a test says otherwise.
+AT_MS = 1_000_000
+STATE = StateConfig()  # prior α = β = 1: the global prior mean is 0.5
+ALPHA, BETA, LAST = (
+    ITEM_COLUMNS.index(c) for c in (f.ITEM_BETA_ALPHA, f.ITEM_BETA_BETA, f.ITEM_LAST_EVENT_MS)
+)
+
+
+def stats(*rows: tuple[float, float, int]) -> ItemSnapshot:
+    """An item snapshot whose row i has stored (α, β, last event ms) ``rows[i]``."""
+    values = np.zeros((len(rows), len(ITEM_COLUMNS)))
+    for i, (alpha, beta, last_ms) in enumerate(rows):
+        values[i, [ALPHA, BETA, LAST]] = alpha, beta, last_ms
+    return ItemSnapshot(values, np.ones(len(rows), dtype=bool), AT_MS)
+
+
+def test_neighbours_are_the_nearest_catalogue_rows_by_cosine_clipped_at_zero() -> None:
+    catalogue = np.stack([X, Y, Z, -X])
+    new = np.array([[0.8, 0.6, 0.0], [0.0, 0.0, 1.0]], np.float32)
+    rows, weights = nearest_neighbours(new, catalogue, 2)
+    assert rows.tolist() == [[0, 1], [2, 0]]  # ties (X and Y at 0 for the second): lower row
+    np.testing.assert_allclose(weights, [[0.8, 0.6], [1.0, 0.0]])
+    rows, weights = nearest_neighbours(new, catalogue, 10)  # k past the catalogue: all 4
+    assert rows[0].tolist() == [0, 1, 2, 3]
+    np.testing.assert_allclose(weights[0], [0.8, 0.6, 0.0, 0.0])  # -X: -0.8 clipped
+    blocked = nearest_neighbours(new, catalogue, 3, chunk_cells=1)  # one new row a block
+    np.testing.assert_array_equal(blocked[0], nearest_neighbours(new, catalogue, 3)[0])
+    assert nearest_neighbours(new, np.zeros((0, 0), np.float32), 3)[0].shape == (2, 0)
+
+
+def test_the_prior_mean_is_the_cosine_weighted_mean_of_the_neighbours_posteriors() -> None:
+    # Neighbour means 3/4, 1/4, 2/4 at cosines 0.5, 0.25, 0.25:
+    # m = (0.5·0.75 + 0.25·0.25 + 0.25·0.5) / 1.0 = 0.5625; strength 10: (5.625, 4.375).
+    catalogue = stats((3, 1, AT_MS), (1, 3, AT_MS), (2, 2, AT_MS), (50, 1, AT_MS))
+    prior = NeighbourPrior(
+        np.array([[0, 1, 2], [3, 0, 1]]),
+        np.array([[0.5, 0.25, 0.25], [0.0, 0.0, 0.0]], np.float32),  # 2nd: none usable
+        ItemSnapshot.empty(2),  # no row of their own yet
+    )
+    alpha, beta = posteriors(prior, np.array([0, 1]), catalogue, AT_MS, STATE, 10.0)
+    np.testing.assert_allclose(alpha, [5.625, 5.0])  # 2nd: the global mean 0.5
+    np.testing.assert_allclose(beta, [4.375, 5.0])
+
+
+def test_the_items_own_evidence_is_added_on_top_of_the_prior() -> None:
+    catalogue = stats((3, 1, AT_MS), (1, 3, AT_MS), (2, 2, AT_MS))
+    rows, weights = np.array([[0, 1, 2]]), np.array([[0.5, 0.25, 0.25]], np.float32)
+    # Stored α = 1 + 2 engagements, β = 1 + 3 non-engagements (the pipeline's prior 1, 1).
+    fresh = NeighbourPrior(rows, weights, stats((3, 4, AT_MS)))
+    alpha, beta = posteriors(fresh, np.array([0]), catalogue, AT_MS, STATE, 10.0)
+    np.testing.assert_allclose([alpha[0], beta[0]], [5.625 + 2, 4.375 + 3])
+    # Last event one long half-life ago: the evidence counts half, as a catalogue item's.
+    half_life_ms = int(STATE.item_long_half_life_s * 1000)
+    old = NeighbourPrior(rows, weights, stats((3, 4, AT_MS - half_life_ms)))
+    alpha, beta = posteriors(old, np.array([0]), catalogue, AT_MS, STATE, 10.0)
+    np.testing.assert_allclose([alpha[0], beta[0]], [5.625 + 1, 4.375 + 1.5])
