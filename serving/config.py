@@ -275,6 +275,29 @@ class NewItemsConfig(_Config):
     batch_size: int = Field(256, ge=1, le=10_000)
     """Items per store read during a refresh."""
 
+    prior: Literal["content_neighbours", "none"] = "content_neighbours"
+    """How the slots are given among the new items that reach ``min_cosine``.
+    ``content_neighbours``: Thompson sampling, as exploration does for catalogue
+    items, on a Beta posterior whose prior comes from the item's content neighbours
+    in the catalogue (``serving.new_item_prior``) plus the item's own engagements;
+    the draws choose among the ``candidates_per_slot`` × slots best by cosine.
+    ``none``: the best by cosine alone (no posterior, no draw, no extra reads)."""
+
+    neighbours: int = Field(10, ge=1, le=1000)
+    """Catalogue items nearest by content cosine whose posteriors make a new item's
+    prior (found once per new item, in the background refresh)."""
+
+    prior_strength: float = Field(10.0, gt=0, le=10_000)
+    """Pseudo-observations of the neighbour prior: α0 = s·m, β0 = s·(1 − m) for the
+    neighbours' mean engagement rate m. The item's own evidence outweighs it after
+    about this many exposures."""
+
+    candidates_per_slot: int = Field(3, ge=1, le=100)
+    """With the neighbour prior: new items by cosine per reserved slot among which
+    the Thompson draws choose (1: the cosine's choice, reordered by the draws). It
+    bounds how far below the best cosine exploration reaches, and the per-request
+    cost (slots × this × ``neighbours`` posteriors)."""
+
 
 class LimitsConfig(_Config):
     """Request bounds; a request outside them gets a 4xx naming the limit."""

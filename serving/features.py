@@ -351,9 +351,17 @@ def user_embedding_now(user: Mapping[str, Any]) -> np.ndarray | None:
 
 def read_items(store: LazyStore, catalog: ItemCatalog, batch_size: int, at_ms: int) -> ItemSnapshot:
     """Every catalogue item's features, ``batch_size`` ids per store read."""
-    values = np.zeros((len(catalog), len(ITEM_COLUMNS)))
-    known = np.zeros(len(catalog), dtype=bool)
-    ids = catalog.item_ids.tolist()
+    return read_item_rows(store, catalog.item_ids.tolist(), batch_size, at_ms)
+
+
+def read_item_rows(
+    store: LazyStore, ids: Sequence[str], batch_size: int, at_ms: int
+) -> ItemSnapshot:
+    """The ``item_realtime`` rows of ``ids`` (row ``i`` is ``ids[i]``), ``batch_size``
+    ids per store read: the catalogue's, or the new items' (``serving.new_items``)."""
+    ids = list(ids)
+    values = np.zeros((len(ids), len(ITEM_COLUMNS)))
+    known = np.zeros(len(ids), dtype=bool)
     for start in range(0, len(ids), batch_size):
         end = start + batch_size
         values[start:end], known[start:end] = store.read_numbers(

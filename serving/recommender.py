@@ -40,7 +40,7 @@ from serving.features import (
     user_embedding_now,
 )
 from serving.model_set import ModelSet, align_user
-from serving.new_items import NEW_ITEM, NewItemsCache, best_new_items, new_slots, place
+from serving.new_items import NEW_ITEM, NewItemsCache, choose_new_items, new_slots, place
 
 LOG = logging.getLogger(__name__)
 POPULAR = "popular"
@@ -307,6 +307,7 @@ class Recommender:
         alpha, beta = parts.items.snapshot.beta_now(rows, request.at_ms, self.state)
         catalog = parts.models.catalog
         ranking = request.ranking
+        rng = self._rng(request.user_id)
         arranged = postrank.arrange(
             scores,
             catalog.embeddings[rows],
@@ -315,7 +316,7 @@ class Recommender:
             request.k,
             explore_share=ranking.explore_share,
             diversity_weight=ranking.diversity_weight,
-            rng=self._rng(request.user_id),
+            rng=rng,
             unit=catalog.unit_embeddings[rows] if ranking.diversity_weight > 0 else None,
         )
         ids = catalog.item_ids
@@ -323,20 +324,36 @@ class Recommender:
             Recommended(str(ids[rows[i]]), float(scores[i]), source)
             for i, source in zip(arranged.indices.tolist(), arranged.sources, strict=True)
         ]
-        return self._with_new_items(parts, request, user, ranked)
+        return self._with_new_items(parts, request, user, ranked, rng)
 
     def _with_new_items(
-        self, parts: Parts, request: Request, user: Mapping[str, Any], ranked: list[Recommended]
+        self,
+        parts: Parts,
+        request: Request,
+        user: Mapping[str, Any],
+        ranked: list[Recommended],
+        rng: np.random.Generator,
     ) -> list[Recommended]:
-        """``ranked`` with the user's best new items in their reserved slots
-        (``serving.new_items``): content cosine as the score, no store read."""
+        """``ranked`` with the user's new items in their reserved slots
+        (``serving.new_items``): content cosine as the score, no store read. Their
+        Thompson draws continue exploration's stream (``rng``), so a seeded request
+        stays reproducible and the two do not draw the same numbers."""
         cache = parts.new_items
         if cache is None or "new_items" not in request.ranking.candidate_sources:
             return ranked
         config = cache.config
         recent = [i for i in user.get(USER_RECENT_ITEMS) or [] if i not in request.hidden]
         n = new_slots(request.k, config.slots)
-        new = best_new_items(cache.snapshot, recent, n, config.min_cosine, config.profile_items)
+        new = choose_new_items(
+            cache.snapshot,
+            recent,
+            n,
+            config,
+            parts.items.snapshot,
+            request.at_ms,
+            self.state,
+            rng,
+        )
         if not new:
             return ranked
         return place(ranked, [Recommended(i, s, NEW_ITEM) for i, s in new], request.k)

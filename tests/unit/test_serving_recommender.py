@@ -327,9 +327,12 @@ class FakeNewItems:
     )
 
 
-def test_a_new_item_matching_the_recent_content_takes_a_reserved_slot() -> None:
+@pytest.mark.parametrize("prior", ["content_neighbours", "none"])
+def test_a_new_item_matching_the_recent_content_takes_a_reserved_slot(prior: str) -> None:
     result = recommender(FakeStore({"u": user()}))
-    result.parts = dataclasses.replace(result.parts, new_items=FakeNewItems())
+    new_items = FakeNewItems()
+    new_items.config = FakeNewItems.config.model_copy(update={"prior": prior})
+    result.parts = dataclasses.replace(result.parts, new_items=new_items)
 
     items = result.recommend("u", 4).items
 
