@@ -42,8 +42,8 @@ class ContentItemEncoder(ItemEncoder):
         self._pretrained = tf.constant(np.asarray(pretrained, np.float32))
         self.pretrained_out = tf.keras.layers.Dense(dim, use_bias=False, name="pretrained_out")
 
-    def all_items(self, id_dropout: float = 0.0) -> tf.Tensor:
-        return super().all_items(id_dropout) + self.pretrained_out(self._pretrained)
+    def all_items(self) -> tf.Tensor:
+        return super().all_items() + self.pretrained_out(self._pretrained)
 
 
 def catalog_vectors(catalog: Catalog) -> np.ndarray | None:

@@ -36,11 +36,6 @@ class SequentialConfig:
     heads: int = 2
     blocks: int = 2
     dropout: float = 0.2
-    # Share of the id vectors dropped at each training step (DropoutNet, Volkovs et
-    # al. 2017): those items score from content alone, as an item no training event
-    # targeted (no id vector) does at serving time, in the input history and in the
-    # softmax alike, so content-only vectors learn the scale of id vectors.
-    id_dropout: float = 0.0
     epochs: int = 12
     # Larger logs get fewer epochs: at most this many gradient steps in all (about
     # 5 minutes on 2 cores for ml-latest-small's catalogue), so training time
@@ -92,7 +87,6 @@ class ItemEncoder(tf.keras.layers.Layer):
         self.title_embedding = tf.keras.layers.Embedding(title_buckets, dim, name="title")
         self.genre_embedding = tf.keras.layers.Embedding(n_genres + 1, dim, name="genre")
         self.content_out = tf.keras.layers.Dense(dim, name="content_out")
-        self.zero_unknown = False
 
     @staticmethod
     def _mean(embedded: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
@@ -103,18 +97,9 @@ class ItemEncoder(tf.keras.layers.Layer):
         """``[catalogue]`` bool: the row has an id vector (a training event targeted it)."""
         return self._content["item_index"] > 0
 
-    def id_vectors(self, id_dropout: float = 0.0) -> tf.Tensor:
-        """``[catalogue, dim]``: id vectors, zero outside the vocabulary and, with
-        ``id_dropout``, for that share of the rows drawn at random."""
-        ids = self._content["item_index"]
-        keep = tf.cast(ids > 0, tf.float32)
-        if id_dropout > 0.0:
-            drawn = tf.random.uniform(tf.shape(ids), dtype=tf.float32)
-            keep *= tf.cast(drawn >= id_dropout, tf.float32)
-        return self.id_embedding(ids) * keep[:, None]
-
-    def all_items(self, id_dropout: float = 0.0) -> tf.Tensor:
-        """``[catalogue, dim]``: every row's vector (the output table)."""
+    def all_items(self) -> tf.Tensor:
+        """``[catalogue, dim]``: every row's vector (the output table). Rows without
+        an id vector share the out-of-vocabulary id row 0."""
         c = self._content
         content = tf.concat(
             [
@@ -124,8 +109,6 @@ class ItemEncoder(tf.keras.layers.Layer):
             ],
             axis=1,
         )
-        if id_dropout > 0.0 or self.zero_unknown:
-            return self.id_vectors(id_dropout) + self.content_out(content)
         return self.id_embedding(c["item_index"]) + self.content_out(content)
 
 
@@ -135,7 +118,6 @@ class SequentialRetriever(tf.keras.Model):
     def __init__(self, encoder: ItemEncoder, config: SequentialConfig, **kwargs):
         super().__init__(**kwargs)
         self.encoder, self.config = encoder, config
-        encoder.zero_unknown = config.id_dropout > 0.0
         d = config.dim
         self.position = tf.keras.layers.Embedding(config.max_len, d, name="position")
         self.gap = tf.keras.layers.Embedding(GAP_BUCKETS, d, name="gap")
@@ -199,7 +181,7 @@ class SequentialRetriever(tf.keras.Model):
     def train_step(self, data):
         rows, ts_ms, rewards, targets = data
         with tf.GradientTape() as tape:
-            table = self.encoder.all_items(self.config.id_dropout)
+            table = self.encoder.all_items()
             hidden = self.encode(rows, ts_ms, rewards, table, training=True)
             # An item without an id vector is no target: its label would move every
             # such item together (their shared vector), which the fitted offset

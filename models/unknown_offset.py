@@ -1,14 +1,25 @@
 """The retriever's score offset for items without an id vector, fit on held-out users.
 
 An item no training event targeted has no id vector: it scores from content alone
-(``ItemEncoder.id_vectors``). Id dropout teaches content-only vectors the scale of
-id vectors, but only for items the log had; a catalogue's unseen items (new
-uploads, the long tail that first shows up later) differ from those, so one
-scalar added to their logits is fit where the answer is known: on the training
+(the shared out-of-vocabulary id row plus its content projection). Trained as a
+negative everywhere, that vector sits below the catalogue's, so one scalar is
+added to these items' logits, fit where the answer is known: on the training
 period's held-out users (``candidate_training.ranker_users``, the newest ones,
-whose events the retriever did not train on), the offset that maximises recall
-at the candidate depth of their next interactions, seen items excluded as served.
-Ties go to the offset closest to 0.
+whose events the retriever did not train on), ranking the catalogue for their
+interactions with items new to them, seen items excluded as served.
+
+The rule is calibrated exposure (Steck, "Calibrated recommendations", RecSys
+2018, applied to one group): the smallest offset at which items without an id
+vector take at least the share of the held-out top ``DEPTH`` that they take of
+the held-out interactions, among the offsets that keep held-out recall@DEPTH
+within ``RECALL_TOLERANCE`` of its best. Recall alone is flat over a wide band
+of offsets (a few hundred cold labels move it by less than the noise), so
+maximising it picked anything from 0 (no new item ever shown) to +3.5 between
+two seeds; the exposure share rises steeply and smoothly with the offset and
+lands within one step across seeds. When no admissible offset reaches the
+share (an id-only model: every such item has the same vector, so they enter
+the top all at once), the admissible offset with the largest share, ties to the
+one closest to 0.
 """
 
 from __future__ import annotations
@@ -22,6 +33,7 @@ from models.candidate_training import EventArrays, histories
 
 OFFSETS = tuple(float(x) for x in np.arange(-4.0, 16.01, 0.5))
 DEPTH = 50  # recall@DEPTH: the candidates a retriever hands on (models.blend takes 200)
+RECALL_TOLERANCE = 0.03  # the exposure may cost at most this share of held-out recall
 MAX_LABELS = 5000  # held-out interactions scored, at most (the newest ones)
 CHUNK = 256  # queries scored at once (a [CHUNK, catalogue] matrix)
 
@@ -49,7 +61,16 @@ def held_out_targets(
     return np.asarray(positions[start:], np.int64), before[start:]
 
 
-def recall_by_offset(
+@dataclasses.dataclass(frozen=True)
+class OffsetMeasure:
+    """At one offset: held-out recall@depth, and the share of the top ``depth``
+    slots taken by items without an id vector (mean over queries)."""
+
+    recall: float
+    unknown_share: float
+
+
+def measure_offsets(
     queries: np.ndarray,
     table: np.ndarray,
     unknown: np.ndarray,
@@ -57,9 +78,11 @@ def recall_by_offset(
     seen: list[np.ndarray],
     offsets=OFFSETS,
     depth: int = DEPTH,
-) -> dict[float, float]:
-    """recall@depth of ``targets`` for each offset added to the ``unknown`` rows."""
+) -> dict[float, OffsetMeasure]:
+    """recall@depth of ``targets`` and the unknown rows' share of the top ``depth``
+    for each offset added to the ``unknown`` rows."""
     hits = np.zeros(len(offsets))
+    slots = np.zeros(len(offsets))
     flag = unknown.astype(np.float64)
     for start in range(0, len(targets), CHUNK):
         part = slice(start, start + CHUNK)
@@ -67,19 +90,37 @@ def recall_by_offset(
         for i, rows in enumerate(seen[part]):
             scores[i, rows] = -np.inf
         target = targets[part]
+        d = min(depth, scores.shape[1]) - 1
         for j, offset in enumerate(offsets):
             shifted = scores + offset * flag[None, :]
             mine = shifted[np.arange(len(target)), target]
             rank = (shifted >= mine[:, None]).sum(axis=1) - 1  # ties count against it
             hits[j] += np.count_nonzero(rank < depth)
+            kth = -np.partition(-shifted, d, axis=1)[:, d]
+            top = shifted >= kth[:, None]  # ties at the cut: every tied row counts
+            slots[j] += float((top & unknown[None, :]).sum(1).sum()) / depth
     n = max(1, len(targets))
-    return {float(o): float(h / n) for o, h in zip(offsets, hits, strict=True)}
+    return {
+        float(o): OffsetMeasure(float(h / n), float(c / n))
+        for o, h, c in zip(offsets, hits, slots, strict=True)
+    }
 
 
-def best_offset(recall: dict[float, float]) -> float:
-    """The offset of the highest recall; ties to the one closest to 0."""
-    top = max(recall.values())
-    return min((o for o, r in recall.items() if r == top), key=abs)
+def calibrated_offset(
+    measured: dict[float, OffsetMeasure],
+    target_share: float,
+    tolerance: float = RECALL_TOLERANCE,
+) -> float:
+    """The module's rule: the smallest admissible offset (recall ≥ (1 − tolerance) ×
+    the best) whose unknown share reaches ``target_share``; else the admissible one
+    of the largest share, ties to the one closest to 0."""
+    best = max(m.recall for m in measured.values())
+    admissible = {o: m for o, m in measured.items() if m.recall >= (1.0 - tolerance) * best}
+    reaching = [o for o, m in admissible.items() if m.unknown_share >= target_share]
+    if reaching:
+        return min(reaching)
+    top = max(m.unknown_share for m in admissible.values())
+    return min((o for o, m in admissible.items() if m.unknown_share == top), key=abs)
 
 
 def fit_unknown_offset(
@@ -97,13 +138,17 @@ def fit_unknown_offset(
     queries = trained.queries(rows, ts, rewards).astype(np.float64)
     table = trained.item_table().astype(np.float64)
     targets = events.item_idx[positions]
-    recall = recall_by_offset(queries, table, unknown, targets, seen)
-    offset = best_offset(recall)
+    measured = measure_offsets(queries, table, unknown, targets, seen)
+    target_share = float(unknown[targets].mean())
+    offset = calibrated_offset(measured, target_share)
     return offset, {
         "offset": offset,
         "labels": len(positions),
         "unknown_targets": int(unknown[targets].sum()),
         "unknown_items": int(unknown.sum()),
-        f"recall_at_{DEPTH}": recall[offset],
-        f"recall_at_{DEPTH}_without": recall[0.0],
+        "unknown_target_share": round(target_share, 4),
+        f"unknown_share_at_{DEPTH}": round(measured[offset].unknown_share, 4),
+        f"recall_at_{DEPTH}": measured[offset].recall,
+        f"recall_at_{DEPTH}_without": measured[0.0].recall,
+        f"recall_at_{DEPTH}_best": max(m.recall for m in measured.values()),
     }

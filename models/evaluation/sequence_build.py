@@ -111,9 +111,11 @@ def _offset_note(fit: dict) -> str:
     if "offset" not in fit:
         return "none fit"
     return (
-        f"{fit['offset']:+g}, their recall@50 {fit['recall_at_50_without']:.4f} → "
-        f"{fit['recall_at_50']:.4f} on {fit['labels']} interactions, "
-        f"{fit['unknown_targets']} with such an item"
+        f"{fit['offset']:+g}, calibrated exposure: such items take "
+        f"{fit['unknown_share_at_50']:.1%} of the held-out top 50 and "
+        f"{fit['unknown_target_share']:.1%} of the {fit['labels']} held-out interactions; "
+        f"held-out recall@50 {fit['recall_at_50_without']:.4f} at offset 0, "
+        f"{fit['recall_at_50']:.4f} at the fit, best {fit['recall_at_50_best']:.4f}"
     )
 
 

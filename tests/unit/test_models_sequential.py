@@ -221,8 +221,8 @@ def test_keras_metadata_notes_are_dropped_and_other_warnings_kept() -> None:
 
 
 def test_unknown_items_score_from_content_plus_the_fitted_offset(tmp_path) -> None:
-    """Items no training event targeted: no id vector (zero with id dropout), scored
-    with ``unknown_offset`` added, the same in NumPy and exported."""
+    """Items no training event targeted: no id vector of their own, scored with
+    ``unknown_offset`` added, the same in NumPy and exported."""
     n = 10
     catalog = small_catalog(n)
     users = np.repeat(np.arange(10), 6)
@@ -237,13 +237,11 @@ def test_unknown_items_score_from_content_plus_the_fitted_offset(tmp_path) -> No
         blocks=1,
         epochs=2,
         batch_size=8,
-        id_dropout=0.3,
     )
     trained = dataclasses.replace(train_sequence(catalog, sequences, config), unknown_offset=2.5)
     assert np.isfinite(trained.losses).all()
     assert trained.item_bias().tolist() == [0.0] * 7 + [2.5] * 3
-    ids = trained.model.encoder.id_vectors().numpy()
-    assert np.all(ids[7:] == 0.0) and np.any(ids[:7] != 0.0)
+    assert trained.model.encoder.known().numpy().tolist() == [True] * 7 + [False] * 3
     module = SequentialModule(
         trained.model, catalog.item_ids, k=n, version=7, item_bias=trained.item_bias()
     )

@@ -1,11 +1,17 @@
-"""The offset for items without an id vector: recall by offset by hand, ties to 0."""
+"""The offset for items without an id vector: recall and exposure share by offset by
+hand, and the calibrated-exposure rule."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from models.candidate_training import EventArrays
-from models.unknown_offset import best_offset, held_out_targets, recall_by_offset
+from models.unknown_offset import (
+    OffsetMeasure,
+    calibrated_offset,
+    held_out_targets,
+    measure_offsets,
+)
 
 
 def events(users, items) -> EventArrays:
@@ -31,17 +37,37 @@ def test_scored_positions_are_first_interactions_of_the_chosen_users() -> None:
     assert newest.tolist() == [2, 4] and [s.tolist() for s in newest_seen] == [[5], [5]]
 
 
-def test_recall_by_offset_by_hand() -> None:
+def test_recall_and_unknown_share_by_offset_by_hand() -> None:
     # one query; items 0..3 score 4, 3, 2, 1; item 3 has no id vector
     table = np.array([[4.0], [3.0], [2.0], [1.0]])
     queries = np.array([[1.0], [1.0]])
     unknown = np.array([False, False, False, True])
     targets = np.array([3, 0])  # an unknown item's interaction, a known one's
     seen = [np.zeros(0, np.int64), np.array([1])]
-    recall = recall_by_offset(
+    measured = measure_offsets(
         queries, table, unknown, targets, seen, offsets=(0.0, 2.5, 4.0), depth=2
     )
     # offset 0: item 3 ranks 4th; 2.5: 3.5 → 2nd (hit); 4.0: 5 → 1st, item 0 still 2nd
-    assert recall == {0.0: 0.5, 2.5: 1.0, 4.0: 1.0}
-    assert best_offset(recall) == 2.5
-    assert best_offset({-1.0: 0.3, 0.0: 0.3, 1.0: 0.2}) == 0.0
+    assert {o: m.recall for o, m in measured.items()} == {0.0: 0.5, 2.5: 1.0, 4.0: 1.0}
+    # top 2 of query 1: {0, 1}, {0, 3}, {3, 0}; of query 2 (item 1 seen): {0, 2}, {0, 3}, {3, 0}
+    assert {o: m.unknown_share for o, m in measured.items()} == {0.0: 0.0, 2.5: 0.5, 4.0: 0.5}
+
+
+def m(recall: float, share: float) -> OffsetMeasure:
+    return OffsetMeasure(recall, share)
+
+
+def test_calibrated_offset_is_the_smallest_reaching_the_share_within_the_tolerance() -> None:
+    measured = {0.0: m(0.30, 0.0), 2.0: m(0.305, 0.01), 4.0: m(0.30, 0.06), 6.0: m(0.2, 0.5)}
+    assert calibrated_offset(measured, target_share=0.05) == 4.0
+    assert calibrated_offset(measured, target_share=0.01) == 2.0
+    # 6.0 would reach 0.4 but costs a third of the recall: the largest admissible share
+    assert calibrated_offset(measured, target_share=0.4) == 4.0
+    assert calibrated_offset(measured, target_share=0.4, tolerance=0.5) == 6.0
+
+
+def test_an_id_only_model_gets_no_flood() -> None:
+    """Every unknown item shares one vector: they enter the top all at once, which
+    the recall tolerance refuses; the offset stays where they take no slot."""
+    measured = {-1.0: m(0.3, 0.0), 0.0: m(0.3, 0.0), 1.0: m(0.3, 0.0), 2.0: m(0.05, 1.0)}
+    assert calibrated_offset(measured, target_share=0.07) == 0.0
