@@ -96,14 +96,25 @@ def measure_offsets(
             mine = shifted[np.arange(len(target)), target]
             rank = (shifted >= mine[:, None]).sum(axis=1) - 1  # ties count against it
             hits[j] += np.count_nonzero(rank < depth)
-            kth = -np.partition(-shifted, d, axis=1)[:, d]
-            top = shifted >= kth[:, None]  # ties at the cut: every tied row counts
-            slots[j] += float((top & unknown[None, :]).sum(1).sum()) / depth
+            slots[j] += unknown_slots(shifted, unknown, d + 1).sum() / depth
     n = max(1, len(targets))
     return {
         float(o): OffsetMeasure(float(h / n), float(c / n))
         for o, h, c in zip(offsets, hits, slots, strict=True)
     }
+
+
+def unknown_slots(scores: np.ndarray, unknown: np.ndarray, depth: int) -> np.ndarray:
+    """Per row of ``scores``, the expected number of the top ``depth`` slots that
+    ``unknown`` columns take, rows tied at the cut sharing the slots left (a random
+    tie-break): an id-only model's unknown items all tie and would otherwise count
+    as thousands of slots."""
+    kth = -np.partition(-scores, depth - 1, axis=1)[:, depth - 1]
+    above = scores > kth[:, None]
+    tied = scores == kth[:, None]
+    left = depth - above.sum(1)
+    tied_unknown = (tied & unknown[None, :]).sum(1)
+    return (above & unknown[None, :]).sum(1) + left * tied_unknown / np.maximum(tied.sum(1), 1)
 
 
 def calibrated_offset(

@@ -11,6 +11,7 @@ from models.unknown_offset import (
     calibrated_offset,
     held_out_targets,
     measure_offsets,
+    unknown_slots,
 )
 
 
@@ -71,3 +72,12 @@ def test_an_id_only_model_gets_no_flood() -> None:
     the recall tolerance refuses; the offset stays where they take no slot."""
     measured = {-1.0: m(0.3, 0.0), 0.0: m(0.3, 0.0), 1.0: m(0.3, 0.0), 2.0: m(0.05, 1.0)}
     assert calibrated_offset(measured, target_share=0.07) == 0.0
+
+
+def test_tied_rows_at_the_cut_share_the_slots_left() -> None:
+    # top 3 of [5, 4, 4, 4, 4]: row 0, then two of the four tied rows, of which
+    # the two unknown ones take 2 x 2/4 = 1 slot in expectation
+    scores = np.array([[5.0, 4.0, 4.0, 4.0, 4.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
+    unknown = np.array([False, True, True, False, False])
+    assert unknown_slots(scores, unknown, 3).tolist() == [1.0, 1.0]
+    assert unknown_slots(scores, ~unknown, 3).tolist() == [2.0, 2.0]
