@@ -17,9 +17,9 @@ of offsets (a few hundred cold labels move it by less than the noise), so
 maximising it picked anything from 0 (no new item ever shown) to +3.5 between
 two seeds; the exposure share rises steeply and smoothly with the offset and
 lands within one step across seeds. When no admissible offset reaches the
-share (an id-only model: every such item has the same vector, so they enter
-the top all at once), the admissible offset with the largest share, ties to the
-one closest to 0.
+share, the admissible offset with the largest share, ties to the one closest to
+0. An id-only model gets 0: its items without an id vector share one vector, so
+an offset could only show an arbitrary one of them.
 """
 
 from __future__ import annotations
@@ -145,9 +145,15 @@ def fit_unknown_offset(
     unknown = ~trained.model.encoder.known().numpy()
     if not len(positions) or not unknown.any():
         return 0.0, {"labels": len(positions), "unknown_items": int(unknown.sum())}
+    table = trained.item_table().astype(np.float64)
+    if len(np.unique(table[unknown], axis=0)) < 2:
+        return 0.0, {
+            "labels": len(positions),
+            "unknown_items": int(unknown.sum()),
+            "reason": "they share one vector (no content to tell them apart): offset 0",
+        }
     rows, ts, rewards = histories(events, positions, trained.max_len)
     queries = trained.queries(rows, ts, rewards).astype(np.float64)
-    table = trained.item_table().astype(np.float64)
     targets = events.item_idx[positions]
     measured = measure_offsets(queries, table, unknown, targets, seen)
     target_share = float(unknown[targets].mean())

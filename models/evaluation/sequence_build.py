@@ -109,7 +109,7 @@ def build(
 
 def _offset_note(fit: dict) -> str:
     if "offset" not in fit:
-        return "none fit"
+        return f"none fit: {fit['reason']}" if "reason" in fit else "none fit"
     return (
         f"{fit['offset']:+g}, calibrated exposure: such items take "
         f"{fit['unknown_share_at_50']:.1%} of the held-out top 50 and "

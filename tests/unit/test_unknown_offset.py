@@ -3,12 +3,16 @@ hand, and the calibrated-exposure rule."""
 
 from __future__ import annotations
 
+import dataclasses
+from types import SimpleNamespace
+
 import numpy as np
 
 from models.candidate_training import EventArrays
 from models.unknown_offset import (
     OffsetMeasure,
     calibrated_offset,
+    fit_unknown_offset,
     held_out_targets,
     measure_offsets,
     unknown_slots,
@@ -67,9 +71,9 @@ def test_calibrated_offset_is_the_smallest_reaching_the_share_within_the_toleran
     assert calibrated_offset(measured, target_share=0.4, tolerance=0.5) == 6.0
 
 
-def test_an_id_only_model_gets_no_flood() -> None:
-    """Every unknown item shares one vector: they enter the top all at once, which
-    the recall tolerance refuses; the offset stays where they take no slot."""
+def test_no_admissible_offset_reaching_the_share_keeps_the_largest_admissible() -> None:
+    """Unknown items that enter the top all at once: the recall tolerance refuses
+    the flood; the offset stays where they take no slot."""
     measured = {-1.0: m(0.3, 0.0), 0.0: m(0.3, 0.0), 1.0: m(0.3, 0.0), 2.0: m(0.05, 1.0)}
     assert calibrated_offset(measured, target_share=0.07) == 0.0
 
@@ -81,3 +85,37 @@ def test_tied_rows_at_the_cut_share_the_slots_left() -> None:
     unknown = np.array([False, True, True, False, False])
     assert unknown_slots(scores, unknown, 3).tolist() == [1.0, 1.0]
     assert unknown_slots(scores, ~unknown, 3).tolist() == [2.0, 2.0]
+
+
+@dataclasses.dataclass
+class TableOnly:
+    """A ``TrainedSequence`` stand-in: a fixed table, rows 2.. without an id vector."""
+
+    table: np.ndarray
+    unknown_offset: float = 0.0
+    max_len: int = 4
+
+    @property
+    def model(self):
+        known = np.arange(len(self.table)) < 2
+        return SimpleNamespace(
+            encoder=SimpleNamespace(known=lambda: SimpleNamespace(numpy=lambda: known))
+        )
+
+    def item_table(self) -> np.ndarray:
+        return self.table
+
+    def queries(self, rows, ts_ms, rewards) -> np.ndarray:
+        return np.ones((len(rows), self.table.shape[1]))
+
+
+def test_an_id_only_model_gets_offset_zero_without_measuring() -> None:
+    """Items without an id vector that share one vector (no content) cannot be told
+    apart: no exposure is calibrated for them."""
+    ev = events([0, 0, 1, 1], [0, 2, 1, 3])
+    same = TableOnly(np.array([[3.0, 0.0], [2.0, 0.0], [1.0, 1.0], [1.0, 1.0]]))
+    offset, fit = fit_unknown_offset(same, ev, np.array([0, 1]), end=4)
+    assert offset == 0.0 and "offset" not in fit and "one vector" in fit["reason"]
+    apart = TableOnly(np.array([[3.0, 0.0], [2.0, 0.0], [1.0, 1.0], [0.5, 1.0]]))
+    _, fit = fit_unknown_offset(apart, ev, np.array([0, 1]), end=4)
+    assert fit["unknown_targets"] == 2 and "offset" in fit
