@@ -220,8 +220,7 @@ def main(args: argparse.Namespace, cli: argparse.ArgumentParser) -> int:
         train = TrainConfig(**{**demo.TRAIN_SETTINGS, "seed": args.seed, "epochs": args.epochs})
     except ValueError as err:
         cli.error(str(err))
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = demo.fresh_out(pathlib.Path(args.out))
     sim, records = demo.simulate(sim_config, out)
     base = demo.train_models(out, train, out / "events.jsonl", "[2/5] training on the history")
     print("[3/5] history → the backfill job → SQLite online store (the features at the start)")

@@ -22,6 +22,7 @@ import dataclasses
 import datetime as dt
 import json
 import pathlib
+import shutil
 import sys
 import time
 from collections.abc import Sequence
@@ -101,6 +102,25 @@ def parser() -> argparse.ArgumentParser:
         "what the local streaming job keeps up with).",
     )
     return p
+
+
+STATE_DIRS = ("features", "models")
+"""What a demo run leaves in ``--out`` that the next run would build on: the online
+store (the streaming job restores its keyed state from it, so the same seeded
+events would come back as duplicates) and the exported model versions."""
+
+
+def fresh_out(out: pathlib.Path) -> pathlib.Path:
+    """``out``, created, without a previous run's ``STATE_DIRS``: every run starts
+    from an empty store, as its accounting assumes. Other files are left alone
+    (the simulated logs are rewritten anyway)."""
+    out.mkdir(parents=True, exist_ok=True)
+    removed = [name for name in STATE_DIRS if (out / name).is_dir()]
+    for name in removed:
+        shutil.rmtree(out / name)
+    if removed:
+        print(f"  starting afresh: removed the previous run's {', '.join(removed)} in {out}")
+    return out
 
 
 def simulator_config(args: argparse.Namespace) -> SimulatorConfig:
@@ -429,8 +449,7 @@ def main(argv: list[str] | None = None) -> int:
         train_config = TrainConfig(**{**TRAIN_SETTINGS, "seed": args.seed, "epochs": args.epochs})
     except ValueError as err:
         cli.error(str(err))
-    out = pathlib.Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = fresh_out(pathlib.Path(args.out))
     sim, records = simulate(sim_config, out)
     topics = {item.item_id: item.topic for item in sim.items}
     split = split_stream(sim, records, topics, out)
