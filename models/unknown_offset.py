@@ -90,13 +90,13 @@ def measure_offsets(
         for i, rows in enumerate(seen[part]):
             scores[i, rows] = -np.inf
         target = targets[part]
-        d = min(depth, scores.shape[1]) - 1
+        top = min(depth, scores.shape[1])  # a catalogue smaller than depth: all of it
         for j, offset in enumerate(offsets):
             shifted = scores + offset * flag[None, :]
             mine = shifted[np.arange(len(target)), target]
             rank = (shifted >= mine[:, None]).sum(axis=1) - 1  # ties count against it
             hits[j] += np.count_nonzero(rank < depth)
-            slots[j] += unknown_slots(shifted, unknown, d + 1).sum() / depth
+            slots[j] += unknown_slots(shifted, unknown, top).sum() / top
     n = max(1, len(targets))
     return {
         float(o): OffsetMeasure(float(h / n), float(c / n))
